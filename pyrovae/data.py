@@ -1,0 +1,318 @@
+"""Datasets as single in-memory tensors, batched by indexing with a seeded generator.
+
+``load_dataset(name, split)`` returns a :class:`Dataset` whose ``x`` is a float tensor ``(N, D)``
+with intensities in [0, 1] (or {0, 1} after static binarization) and whose ``y`` holds integer
+labels. Representations:
+
+* ``binarize=None``: intensities in [0, 1].
+* ``binarize="threshold"``: ``x > 0.5``, fixed.
+* ``binarize="static"``: one Bernoulli draw per pixel from a seeded generator, fixed (Salakhutdinov &
+  Murray 2008).
+* ``binarize="dynamic"``: a fresh Bernoulli draw every time a batch is served (Burda et al. 2016).
+* ``dequantize=True``: ``(k + u) / L`` for an intensity level ``k`` out of ``L`` and ``u ~ U(0, 1)``,
+  drawn afresh for every batch (seed 002, §5.3 footnote 14: ``(x + u) / 256`` for 8-bit images).
+
+Data roots are searched in order: the ``root`` argument, ``$PYROVAE_DATA_DIR``, ``~/.cache/pyrovae``.
+MNIST-type files follow torchvision's layout (``<root>/MNIST/raw/*.gz``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "omniglot")
+SPLITS = {
+    "digits": ("train", "test"),
+    "mnist": ("train", "test"),
+    "fashion-mnist": ("train", "test"),
+    "binarized-mnist": ("train", "valid", "test"),
+    "omniglot": ("train", "test"),
+}
+BINARIZATIONS = (None, "threshold", "static", "dynamic")
+DIGITS_TEST_FRACTION = 0.2
+OMNIGLOT_SIZE = 28
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are in none of the places searched."""
+
+
+def default_roots(root: str | os.PathLike | None = None) -> list[Path]:
+    """The data roots searched, in order: ``root``, ``$PYROVAE_DATA_DIR``, ``~/.cache/pyrovae``."""
+    roots = []
+    if root is not None:
+        roots.append(Path(root).expanduser())
+    if os.environ.get("PYROVAE_DATA_DIR"):
+        roots.append(Path(os.environ["PYROVAE_DATA_DIR"]).expanduser())
+    roots.append(cache_dir())
+    return roots
+
+
+def cache_dir() -> Path:
+    """Where pyrovae keeps downloads and decompressed copies (``$PYROVAE_CACHE_DIR`` or ``~/.cache/pyrovae``)."""
+    return Path(os.environ.get("PYROVAE_CACHE_DIR", Path.home() / ".cache" / "pyrovae")).expanduser()
+
+
+@dataclass
+class Dataset:
+    """A data set held as one tensor.
+
+    Attributes:
+        name, split: where it came from.
+        x: float tensor ``(N, D)``; the stored representation (per-batch noise is applied in :meth:`batches`).
+        y: int64 labels ``(N,)``, or ``None``.
+        image_shape: ``(H, W)`` of one example.
+        num_classes: number of label values.
+        levels: number of intensity levels ``L`` of the source (256 for 8-bit images); ``None`` when
+            the values are not quantized levels (then dequantization does not apply).
+        is_binary: the source itself is binary (binarization does not apply).
+        binarize, dequantize: the representation (see the module docstring).
+    """
+
+    name: str
+    split: str
+    x: torch.Tensor
+    y: torch.Tensor | None
+    image_shape: tuple[int, int]
+    num_classes: int
+    levels: int | None
+    is_binary: bool = False
+    binarize: str | None = None
+    dequantize: bool = False
+    metadata: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def x_dim(self) -> int:
+        return self.x.shape[1]
+
+    def one_hot(self) -> torch.Tensor:
+        """Labels as a float one-hot tensor ``(N, num_classes)``."""
+        if self.y is None:
+            raise ValueError(f"{self.name} has no labels")
+        return F.one_hot(self.y, self.num_classes).to(self.x.dtype)
+
+    def sequences(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows as a sequence: ``(N, H, W)``, one image row per time step."""
+        x = self.x if x is None else x
+        return x.reshape(x.shape[0], *self.image_shape)
+
+    def subset(self, size_or_indices) -> "Dataset":
+        """The first ``n`` examples, or those at the given indices."""
+        index = torch.arange(int(size_or_indices)) if isinstance(size_or_indices, int) else torch.as_tensor(size_or_indices)
+        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
+
+    def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """Apply the per-batch representation: dynamic binarization or dequantization noise."""
+        if self.binarize == "dynamic":
+            return torch.bernoulli(x, generator=generator)
+        if self.dequantize:
+            u = torch.rand(x.shape, generator=generator, dtype=x.dtype)
+            return (x * (self.levels - 1) + u) / self.levels
+        return x
+
+    def realize(self, seed: int = 0) -> "Dataset":
+        """A fixed copy with the per-batch noise drawn once (e.g. a dynamically binarized test set)."""
+        generator = torch.Generator().manual_seed(seed)
+        x = self.transform(self.x, generator)
+        binarize = "static" if self.binarize == "dynamic" else self.binarize
+        return replace(self, x=x, binarize=binarize, dequantize=False)
+
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, drop_last: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Yield ``(x, y)`` minibatches by indexing the in-memory tensors (one permutation per epoch)."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            index = order[start : start + batch_size]
+            yield self.transform(self.x[index], generator), (None if self.y is None else self.y[index])
+
+
+def load_dataset(
+    name: str,
+    split: str = "train",
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    binarize: str | None = None,
+    dequantize: bool = False,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+) -> Dataset:
+    """Load ``name``/``split`` as a :class:`Dataset`.
+
+    Args:
+        name: one of ``digits`` (scikit-learn's bundled 8x8 digits; works offline), ``mnist``,
+            ``fashion-mnist``, ``binarized-mnist`` (Larochelle & Murray's fixed binarization,
+            50k/10k/10k), ``omniglot`` (Lake et al.'s 105x105 images downsampled to 28x28).
+        split: ``train``/``test`` (``valid`` too for ``binarized-mnist``).
+        root: data directory to search first.
+        download: let torchvision download MNIST/Fashion-MNIST into the first root if absent.
+        binarize: ``None``, ``threshold``, ``static`` (seeded by ``seed``) or ``dynamic``.
+        dequantize: add uniform noise to intensity levels on every batch (not with ``binarize``).
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    if split not in SPLITS[name]:
+        raise ValueError(f"dataset {name!r} has splits {SPLITS[name]}, not {split!r}")
+    if binarize not in BINARIZATIONS:
+        raise ValueError(f"binarize must be one of {BINARIZATIONS}, got {binarize!r}")
+    if binarize is not None and dequantize:
+        raise ValueError("dequantize applies to intensities; it cannot be combined with binarize")
+    loader = {
+        "digits": _load_digits,
+        "mnist": _load_mnist_like,
+        "fashion-mnist": _load_mnist_like,
+        "binarized-mnist": _load_binarized_mnist,
+        "omniglot": _load_omniglot,
+    }[name]
+    dataset = loader(name, split, root, download)
+    if dataset.is_binary and (binarize is not None or dequantize):
+        raise ValueError(f"{name} is already binary; binarize/dequantize do not apply")
+    if dequantize and dataset.levels is None:
+        raise ValueError(f"{name} has no integer intensity levels to dequantize")
+    x = dataset.x.to(dtype)
+    if binarize == "threshold":
+        x = (x > 0.5).to(dtype)
+    elif binarize == "static":
+        x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
+    return replace(dataset, x=x, binarize=binarize, dequantize=dequantize)
+
+
+def _missing(name: str, looked_at: list[Path], hint: str) -> DatasetNotFoundError:
+    paths = "\n  ".join(str(p) for p in looked_at)
+    return DatasetNotFoundError(
+        f"dataset {name!r} not found. Looked at:\n  {paths}\n{hint} "
+        "Pass root=... (CLI: --data-dir) or set PYROVAE_DATA_DIR to the folder that holds it."
+    )
+
+
+def _load_digits(name: str, split: str, root, download) -> Dataset:
+    """scikit-learn's 1,797 8x8 digits (values 0..16), split 80/20 by a fixed stratified shuffle."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    index = np.arange(len(bunch.target))
+    train, test = train_test_split(index, test_size=DIGITS_TEST_FRACTION, random_state=0, stratify=bunch.target)
+    chosen = train if split == "train" else test
+    x = torch.as_tensor(bunch.data[chosen] / 16.0, dtype=torch.float32)
+    y = torch.as_tensor(bunch.target[chosen], dtype=torch.int64)
+    return Dataset(name, split, x, y, (8, 8), 10, levels=17)
+
+
+_TORCHVISION_FOLDERS = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
+
+
+def _load_mnist_like(name: str, split: str, root, download) -> Dataset:
+    """MNIST or Fashion-MNIST through torchvision's dataset classes.
+
+    torchvision reads the decompressed IDX files in ``<root>/<Folder>/raw``. When a root holds only
+    the ``.gz`` files (as a read-only shared folder may), they are checked against torchvision's md5s
+    and decompressed once into the cache, which then serves as torchvision's root.
+    """
+    from torchvision import datasets
+
+    folder = _TORCHVISION_FOLDERS[name]
+    cls = datasets.MNIST if name == "mnist" else datasets.FashionMNIST
+    roots = default_roots(root)
+    looked_at = []
+    for candidate in roots:
+        raw = candidate / folder / "raw"
+        looked_at.append(raw)
+        if _has_files(raw, [os.path.splitext(f)[0] for f, _ in cls.resources]):
+            return _from_torchvision(cls(str(candidate), train=split == "train", download=False), name, split)
+        if _has_files(raw, [f for f, _ in cls.resources]):
+            extracted_root = _decompress_into_cache(cls, raw, folder)
+            return _from_torchvision(cls(str(extracted_root), train=split == "train", download=False), name, split)
+    if download:
+        target = roots[0]
+        return _from_torchvision(cls(str(target), train=split == "train", download=True), name, split)
+    raise _missing(name, looked_at, f"Expected torchvision's layout {folder}/raw/*-idx?-ubyte[.gz], or pass download=True.")
+
+
+def _has_files(folder: Path, names: list[str]) -> bool:
+    return all((folder / n).is_file() for n in names)
+
+
+def _decompress_into_cache(cls, raw: Path, folder: str) -> Path:
+    from torchvision.datasets.utils import check_integrity
+
+    target_root = cache_dir() / "extracted"
+    target = target_root / folder / "raw"
+    target.mkdir(parents=True, exist_ok=True)
+    for filename, md5 in cls.resources:
+        destination = target / os.path.splitext(filename)[0]
+        if destination.is_file():
+            continue
+        if not check_integrity(str(raw / filename), md5):
+            raise ValueError(f"{raw / filename} does not match torchvision's md5 {md5}; the file is corrupt")
+        with gzip.open(raw / filename, "rb") as source, tempfile.NamedTemporaryFile(dir=target, delete=False) as tmp:
+            shutil.copyfileobj(source, tmp)
+        os.replace(tmp.name, destination)
+    return target_root
+
+
+def _from_torchvision(tv_dataset, name: str, split: str) -> Dataset:
+    x = tv_dataset.data.reshape(len(tv_dataset.data), -1).to(torch.float32) / 255.0
+    y = tv_dataset.targets.to(torch.int64)
+    return Dataset(name, split, x, y, (28, 28), 10, levels=256)
+
+
+def _load_binarized_mnist(name: str, split: str, root, download) -> Dataset:
+    """Larochelle & Murray's ``binarized_mnist_{train,valid,test}.amat`` (784 values of 0/1 per row; no labels)."""
+    looked_at = []
+    for candidate in default_roots(root):
+        path = candidate / "binarized_mnist" / f"binarized_mnist_{split}.amat"
+        looked_at.append(path)
+        if path.is_file():
+            # Every value is one character followed by a space or a newline: read every other byte.
+            raw = np.frombuffer(path.read_bytes(), dtype=np.uint8)
+            if raw.size % (2 * 784) != 0:
+                raise ValueError(f"{path} is not a binarized-MNIST .amat file (784 single-digit values per row)")
+            values = raw[::2] - ord("0")
+            if values.max() > 1:
+                raise ValueError(f"{path} holds values other than 0 and 1")
+            x = torch.as_tensor(values.reshape(-1, 784), dtype=torch.float32)
+            return Dataset(name, split, x, None, (28, 28), 0, levels=None, is_binary=True)
+    raise _missing(name, looked_at, "Expected binarized_mnist/binarized_mnist_<split>.amat (Larochelle & Murray).")
+
+
+def _load_omniglot(name: str, split: str, root, download) -> Dataset:
+    """Omniglot's original 105x105 images, strokes as 1, area-downsampled to 28x28 intensities.
+
+    Split: ``train`` is the 30-alphabet *background* set (964 characters x 20 drawers = 19,280
+    images), ``test`` the 20-alphabet *evaluation* set (659 x 20 = 13,180), as in Lake et al. 2015.
+    This differs from Burda et al.'s 24,345/8,070 split of ``chardata.mat``, which is not available
+    here. Labels are character ids, numbered within each set.
+    """
+    filename = "images_background.npz" if split == "train" else "images_evaluation.npz"
+    looked_at = []
+    for candidate in default_roots(root):
+        path = candidate / "omniglot" / filename
+        looked_at.append(path)
+        if path.is_file():
+            with np.load(path) as archive:
+                images = archive["images"]
+            n_chars, n_drawers = images.shape[:2]
+            strokes = torch.as_tensor(~images.reshape(-1, 1, 105, 105), dtype=torch.float32)
+            small = F.interpolate(strokes, size=(OMNIGLOT_SIZE, OMNIGLOT_SIZE), mode="area")
+            x = small.reshape(-1, OMNIGLOT_SIZE * OMNIGLOT_SIZE).clamp(0.0, 1.0)
+            y = torch.arange(n_chars).repeat_interleave(n_drawers)
+            return Dataset(name, split, x, y, (OMNIGLOT_SIZE, OMNIGLOT_SIZE), n_chars, levels=None)
+    raise _missing(name, looked_at, "Expected omniglot/images_background.npz and images_evaluation.npz.")

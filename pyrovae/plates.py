@@ -1,0 +1,28 @@
+"""The data plate every pyrovae model and guide opens, in one place.
+
+Minibatch training needs the ELBO scaled from the batch to the data set: a batch of ``B`` points out
+of ``N`` contributes ``N / B`` times its log-densities. Pyro does this when the plate is given the
+full size and a subsample; passing ``subsample`` (not ``subsample_size``) avoids Pyro drawing a
+random permutation of ``N`` at every step, which the data pipeline has already done.
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+
+DATA_PLATE = "data"
+
+
+def data_plate(batch_size: int, num_data: int | None = None, device: torch.device | None = None, dim: int = -1):
+    """``pyro.plate("data", num_data, subsample=arange(batch_size))``.
+
+    ``num_data`` is the size of the whole data set (defaults to the batch size, i.e. no scaling).
+    """
+    if num_data is None:
+        num_data = batch_size
+    if num_data < batch_size:
+        raise ValueError(f"num_data={num_data} is smaller than the batch size {batch_size}")
+    if num_data == batch_size:
+        return pyro.plate(DATA_PLATE, batch_size, dim=dim, device=device)
+    return pyro.plate(DATA_PLATE, num_data, subsample=torch.arange(batch_size, device=device), dim=dim)
