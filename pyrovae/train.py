@@ -1,0 +1,239 @@
+"""Training: stochastic variational inference over minibatches, with checkpoints and resume.
+
+:func:`fit` minimises any Pyro objective ``elbo`` (``Trace_ELBO``, ``TraceEnum_ELBO``, pyrovae's
+variance losses, ...) for a ``model``/``guide`` pair of ``nn.Module``\\ s. Two engines give the same
+updates:
+
+* ``engine="module"`` (default): ``loss = elbo(model, guide)`` is an ``nn.Module`` and a single
+  ``torch.optim.Adam`` steps all its parameters. This is the fast path: Pyro's ``SVI`` keeps one
+  optimizer per parameter tensor and re-collects parameters from a trace on every step.
+* ``engine="svi"``: ``pyro.infer.SVI`` with ``pyro.optim.Adam``, for users who want Pyro's loop.
+
+A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch) and
+``checkpoint.pt``; each is replaced atomically after every epoch, so an interrupted run resumes from
+the last finished epoch and reproduces the uninterrupted run exactly (RNG states are checkpointed).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyro
+import pyro.optim
+import torch
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.util import get_rng_state, set_rng_state
+from tqdm.auto import tqdm
+
+from pyrovae.data import Dataset
+from pyrovae.evaluate import test_elbo
+from pyrovae.io import read_jsonl, save_torch, write_json, write_jsonl
+from pyrovae.validation import data_checks
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+ENGINES = ("module", "svi")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left in place."""
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a run (the rows of ``metrics.jsonl``)."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    def column(self, key: str) -> list:
+        return [row[key] for row in self.rows if key in row]
+
+
+def default_eval_elbo(elbo) -> pyro.infer.ELBO:
+    """The objective used for the test ELBO: the training one when it is an ELBO estimator Pyro
+    ships (``Trace_ELBO`` or ``TraceEnum_ELBO`` families), otherwise a single-particle ``Trace_ELBO``."""
+    if isinstance(elbo, TraceEnum_ELBO):
+        return TraceEnum_ELBO(max_plate_nesting=elbo.max_plate_nesting)
+    return Trace_ELBO()
+
+
+def fit(
+    model: torch.nn.Module,
+    guide: torch.nn.Module,
+    elbo: pyro.infer.ELBO,
+    train: Dataset,
+    test: Dataset | None = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    engine: str = "module",
+    eval_elbo: pyro.infer.ELBO | None = None,
+    config: dict | None = None,
+    progress: bool = True,
+    epoch_callback=None,
+) -> History:
+    """Train ``model``/``guide`` by minimising ``elbo`` on minibatches of ``train``.
+
+    Args:
+        model, guide: ``nn.Module``\\ s whose ``forward(x, num_data=None)`` are the Pyro model and guide.
+        elbo: any ``pyro.infer.ELBO`` instance.
+        train, test: :class:`~pyrovae.data.Dataset`\\ s; the test ELBO (nats per example) is logged each epoch.
+        epochs, batch_size, lr, seed: optimisation settings (Adam).
+        run_dir: where ``config.json``, ``metrics.jsonl`` and ``checkpoint.pt`` go (nothing is written if ``None``).
+        resume: continue from ``run_dir/checkpoint.pt``; ``epochs`` is the total, not the number still to run.
+        engine: ``"module"`` (one torch optimizer over ``elbo(model, guide)``) or ``"svi"`` (``pyro.infer.SVI``).
+        eval_elbo: objective for the test ELBO (default: :func:`default_eval_elbo`).
+        config: extra settings recorded in ``config.json``.
+        epoch_callback: called as ``callback(epoch, row)`` after each epoch; may add keys to ``row``.
+
+    Returns:
+        The :class:`History` of per-epoch metrics: ``train_loss`` (objective per example, averaged over
+        the epoch), ``test_elbo`` (nats per example), ``seconds``.
+
+    Raises:
+        TrainingDivergedError: a step returned a non-finite loss (names epoch and step).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    _check_dataset(train, "train")
+    if test is not None:
+        _check_dataset(test, "test")
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if resume and (run_dir is None or not (run_dir / CHECKPOINT).exists()):
+        raise FileNotFoundError(f"cannot resume: no checkpoint at {run_dir and run_dir / CHECKPOINT}")
+
+    pyro.set_rng_seed(seed)
+    # Pyro's parameter store is global: a stale entry under a module's name would shadow its
+    # parameters in SVI (pyro.module hands the stored tensor to the optimizer), so start clean.
+    pyro.clear_param_store()
+    generator = torch.Generator().manual_seed(seed)
+    step_fn, optimizer_state = _make_engine(engine, model, guide, elbo, lr)
+    eval_elbo = eval_elbo or default_eval_elbo(elbo)
+    history = History()
+    start_epoch = 0
+    if resume:
+        start_epoch, history = _load_checkpoint(run_dir, model, guide, optimizer_state, generator)
+    elif run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
+                        objective=type(elbo).__name__, dataset=train.name, num_train=len(train),
+                        binarize=train.binarize, dequantize=train.dequantize)
+        write_json(run_dir / CONFIG, {**settings, **(config or {})})
+
+    # Validate the first batch (shapes, dtype, support) through the model's own checks, then turn
+    # per-step checks off: the whole data set was checked for NaN above.
+    first_x, _ = next(train.batches(batch_size, torch.Generator().manual_seed(seed)))
+    with pyro.poutine.block(), torch.no_grad():
+        pyro.poutine.trace(guide).get_trace(first_x, num_data=len(train))
+        model(first_x, num_data=len(train))
+
+    num_batches = math.ceil(len(train) / batch_size)
+    with data_checks(False):
+        for epoch in range(start_epoch, epochs):
+            began = time.perf_counter()
+            model.train(), guide.train()
+            total = 0.0
+            bar = tqdm(train.batches(batch_size, generator), total=num_batches, disable=not progress,
+                       desc=f"epoch {epoch + 1}/{epochs}", leave=False)
+            for step, (x, _) in enumerate(bar):
+                loss = step_fn(x, len(train))
+                if not math.isfinite(loss):
+                    where = f"last good checkpoint: {run_dir / CHECKPOINT}" if run_dir and (run_dir / CHECKPOINT).exists() else "no checkpoint written yet"
+                    raise TrainingDivergedError(f"non-finite loss {loss} at epoch {epoch + 1}, step {step + 1}; {where}")
+                total += loss
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{total / (step + 1) / len(train):.3f}")
+            model.eval(), guide.eval()
+            row = {"epoch": epoch + 1, "train_loss": total / num_batches / len(train)}
+            if test is not None:
+                row["test_elbo"] = test_elbo(model, guide, test, eval_elbo)
+            if epoch_callback is not None:
+                epoch_callback(epoch + 1, row)
+            row["seconds"] = time.perf_counter() - began
+            history.rows.append(row)
+            if progress:
+                tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+            if run_dir is not None:
+                _save_checkpoint(run_dir, epoch + 1, model, guide, optimizer_state, generator, history)
+    return history
+
+
+def _check_dataset(dataset: Dataset, name: str) -> None:
+    if not isinstance(dataset, Dataset):
+        raise TypeError(f"{name} must be a pyrovae.data.Dataset (see load_dataset), got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise ValueError(f"{name} data set is empty")
+    if not torch.isfinite(dataset.x).all():
+        raise ValueError(f"{name} data contains {(~torch.isfinite(dataset.x)).sum().item()} NaN or infinite values")
+
+
+def _make_engine(engine, model, guide, elbo, lr):
+    """A ``step(x, num_data) -> float`` closure and the optimizer whose state is checkpointed."""
+    if engine == "svi":
+        optimizer = pyro.optim.Adam({"lr": lr})
+        svi = SVI(model, guide, optimizer, elbo)
+        return (lambda x, n: svi.step(x, num_data=n)), optimizer
+    loss_module = elbo(model, guide)
+    optimizer = torch.optim.Adam(loss_module.parameters(), lr=lr)
+
+    def step(x, num_data):
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_module(x, num_data=num_data)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step, optimizer
+
+
+def _optimizer_state(optimizer):
+    return optimizer.get_state() if isinstance(optimizer, pyro.optim.PyroOptim) else optimizer.state_dict()
+
+
+def _save_checkpoint(run_dir, epoch, model, guide, optimizer, generator, history) -> None:
+    save_torch(run_dir / CHECKPOINT, {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "optimizer": _optimizer_state(optimizer),
+        "rng": get_rng_state(),
+        "data_rng": generator.get_state(),
+    })
+    write_jsonl(run_dir / METRICS, history.rows)
+
+
+def load_checkpoint(run_dir, model, guide) -> dict:
+    """Load the model and guide weights of ``run_dir/checkpoint.pt``; return the checkpoint."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    checkpoint = torch.load(path, weights_only=False)
+    model.load_state_dict(checkpoint["model"])
+    guide.load_state_dict(checkpoint["guide"])
+    return checkpoint
+
+
+def _load_checkpoint(run_dir, model, guide, optimizer, generator):
+    # Weights are copied into the modules' own Parameter objects, which pyro.module registers
+    # afresh in the (cleared) parameter store on the next step.
+    checkpoint = load_checkpoint(run_dir, model, guide)
+    if isinstance(optimizer, pyro.optim.PyroOptim):
+        optimizer.set_state(checkpoint["optimizer"])
+    else:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    set_rng_state(checkpoint["rng"])
+    generator.set_state(checkpoint["data_rng"])
+    rows = [r for r in read_jsonl(Path(run_dir) / METRICS) if r["epoch"] <= checkpoint["epoch"]]
+    return checkpoint["epoch"], History(rows)
