@@ -1,0 +1,16 @@
+"""Objectives for training and evaluating pyrovae models, each a :class:`pyro.infer.ELBO`."""
+
+from pyrovae.infer.discrete_bound import RelaxedBernoulliELBO, TrueDiscreteBound, bernoulli_view
+from pyrovae.infer.gradient_statistics import gradient_statistics
+from pyrovae.infer.importance_weighted import ImportanceWeightedELBO
+from pyrovae.infer.variance import LogVarianceELBO, VarianceELBO
+
+__all__ = [
+    "ImportanceWeightedELBO",
+    "LogVarianceELBO",
+    "RelaxedBernoulliELBO",
+    "TrueDiscreteBound",
+    "VarianceELBO",
+    "bernoulli_view",
+    "gradient_statistics",
+]

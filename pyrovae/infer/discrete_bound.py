@@ -1,0 +1,251 @@
+r"""Relaxed Bernoulli latents read as the Bernoulli variables they stand for (seed 003 §4.4–4.5).
+
+A relaxed variable :math:`z_r` (a Concrete/RelaxedBernoulli sample, a StepLogistic or
+SpikeAndExponential sample, a Logistic sample read through a sigmoid) stands for a discrete
+:math:`z_d \in \{0, 1\}` with :math:`P(z_d = 1) = \lambda`, its *Bernoulli probability*.
+:func:`bernoulli_view` is the one place that knows :math:`\lambda` and the map
+:math:`z_r \mapsto z_d` for each relaxed distribution; :class:`DiscreteBernoulliMessenger`,
+:class:`TrueDiscreteBound` and :class:`RelaxedBernoulliELBO` are built on it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, NamedTuple
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.torch_distribution import ExpandedDistribution
+from pyro.poutine.messenger import Messenger
+
+from pyrovae.infer.log_weights import (
+    ParticleObjective,
+    importance_traces,
+    latent_sites,
+    reject_non_reparameterized,
+    site_log_density,
+)
+
+
+class BernoulliView(NamedTuple):
+    """The Bernoulli a relaxed distribution stands for.
+
+    ``probs`` is :math:`P(z_d = 1)` (broadcastable to the distribution's
+    ``batch_shape + event_shape``); ``hard(value)`` is the :math:`\\{0, 1\\}` float tensor a
+    relaxed sample stands for, so ``hard(fn.sample())`` is distributed as ``Bernoulli(probs)``.
+    """
+
+    probs: torch.Tensor
+    hard: Callable[[torch.Tensor], torch.Tensor]
+
+
+def _threshold(value: torch.Tensor, at: float) -> torch.Tensor:
+    return (value > at).to(value.dtype)
+
+
+def _is_elementwise_bijection(transform) -> bool:
+    return transform.bijective and transform.domain.event_dim == 0 and transform.codomain.event_dim == 0
+
+
+def bernoulli_view(fn) -> BernoulliView | None:
+    r"""The Bernoulli that the relaxed distribution ``fn`` stands for, or ``None`` if it is not one.
+
+    - a distribution with ``bernoulli_probs`` and ``hard(value)`` (pyrovae's relaxed
+      distributions, e.g. ``StepLogistic``, ``SpikeAndExponential``) is read through those;
+    - ``RelaxedBernoulli(temperature, probs)`` (and its straight-through variant):
+      :math:`\lambda = ` ``probs``, :math:`z_d = [z_r > 1/2]`;
+    - ``Logistic(loc, scale)`` read through a sigmoid: :math:`\lambda = \sigma(\mathrm{loc}/
+      \mathrm{scale}) = P(l > 0)`, :math:`z_d = [l > 0]` (seed 003, eq. 4.4);
+    - ``Independent`` and expanded wrappers of these, and ``TransformedDistribution`` of these by
+      elementwise bijections (e.g. ``Logistic`` then ``AffineTransform(0, beta)`` then
+      ``SigmoidTransform``, the thesis's :math:`z_r = \sigma(\beta l)`): the same
+      :math:`\lambda`, and :math:`z_d` is that of the transformed-back value.
+    """
+    if hasattr(fn, "bernoulli_probs") and hasattr(fn, "hard"):
+        return BernoulliView(fn.bernoulli_probs, fn.hard)
+    if isinstance(fn, torch.distributions.RelaxedBernoulli):
+        return BernoulliView(fn.probs, lambda value: _threshold(value, 0.5))
+    if isinstance(fn, dist.Logistic):
+        return BernoulliView(torch.sigmoid(fn.loc / fn.scale), lambda value: _threshold(value, 0.0))
+    if isinstance(fn, (torch.distributions.Independent, ExpandedDistribution)):
+        return bernoulli_view(fn.base_dist)
+    if isinstance(fn, torch.distributions.TransformedDistribution) and all(
+        _is_elementwise_bijection(t) for t in fn.transforms
+    ):
+        base = bernoulli_view(fn.base_dist)
+        if base is None:
+            return None
+
+        def hard(value):
+            for transform in reversed(fn.transforms):
+                value = transform.inv(value)
+            return base.hard(value)
+
+        return BernoulliView(base.probs, hard)
+    return None
+
+
+def _discrete_bernoulli(fn, view: BernoulliView):
+    shape = fn.batch_shape + fn.event_shape
+    return dist.Bernoulli(probs=view.probs.expand(shape)).to_event(len(fn.event_shape))
+
+
+class DiscreteBernoulliMessenger(Messenger):
+    """Replace every relaxed Bernoulli latent site by the Bernoulli it stands for.
+
+    At each unobserved sample site whose distribution has a :func:`bernoulli_view`, the
+    distribution becomes ``Bernoulli(view.probs)`` (same batch and event shape), so samples drawn
+    there are hard :math:`\\{0, 1\\}` values and the code after the site sees those. Applied to the
+    guide and to the model replayed against it, this turns the relaxed model into the discrete
+    model it approximates. Names of the replaced sites are collected in :attr:`replaced`.
+
+    A model that samples a real-valued relaxed variable (e.g. ``Logistic``) and squashes it with
+    a sigmoid in its own code would see :math:`\\{0, 1\\}` *before* its squashing; put the
+    squashing into the site (``TransformedDistribution``) so the model sees hard values in the
+    units it expects.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.replaced: list[str] = []
+
+    def _process_message(self, msg):
+        if msg["type"] != "sample" or msg["is_observed"]:
+            return
+        view = bernoulli_view(msg["fn"])
+        if view is not None:
+            msg["fn"] = _discrete_bernoulli(msg["fn"], view)
+            self.replaced.append(msg["name"])
+
+
+def _check_relaxed_sites_match(model_relaxed, guide_relaxed) -> None:
+    if not guide_relaxed:
+        raise ValueError(
+            "found no relaxed Bernoulli latent site in the guide (a distribution with "
+            "bernoulli_probs/hard, RelaxedBernoulli, Logistic, or a sigmoid-transformed Logistic)"
+        )
+    mismatched = sorted(set(model_relaxed) ^ set(guide_relaxed))
+    if mismatched:
+        raise ValueError(
+            f"site(s) {mismatched} are relaxed Bernoulli variables in only one of model and guide; "
+            "both must relax the same Bernoulli latents"
+        )
+
+
+class TrueDiscreteBound(ParticleObjective):
+    r"""The ELBO of the discrete model a relaxed model stands for, evaluated without gradients.
+
+    Every relaxed Bernoulli latent site in guide and model is replaced by its Bernoulli
+    (:class:`DiscreteBernoulliMessenger`): the guide draws hard :math:`z_d \sim
+    \mathrm{Bernoulli}(\lambda_\phi(x))`, the decoder sees :math:`z_d`, and
+
+    .. math::
+
+        \mathcal L_\text{discrete}(x) = \mathbb E_{z_d \sim q}\bigl[\log p_\theta(x \mid z_d)
+            + \log \mathrm{Bernoulli}(z_d; \lambda_p) - \log \mathrm{Bernoulli}(z_d; \lambda_\phi(x))
+        \bigr] \le \log p_\theta(x)
+
+    is estimated with ``num_particles`` particles and summed over the data plate (times its
+    subsampling factor). This is the "true bound" of seed 003 §4.5, to be logged every epoch next
+    to the training objective. Other latents (e.g. Gaussian ones) are left as they are.
+
+    Like every Pyro objective, :meth:`loss` is the *negative* bound. No gradients are produced:
+    :meth:`differentiable_loss` returns a tensor without a graph and :meth:`loss_and_grads` does
+    not call backward.
+
+    :param int num_particles: particles per data point, one vectorized pass.
+    :param max_plate_nesting: as for :class:`~pyro.infer.ELBO`; guessed if omitted.
+    """
+
+    def _get_trace(self, model, guide, args, kwargs):
+        model_discretizer, guide_discretizer = DiscreteBernoulliMessenger(), DiscreteBernoulliMessenger()
+        traces = importance_traces(model_discretizer(model), guide_discretizer(guide), args, kwargs, self.max_plate_nesting)
+        _check_relaxed_sites_match(model_discretizer.replaced, guide_discretizer.replaced)
+        return traces
+
+    @torch.no_grad()
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The negative discrete ELBO as a tensor (without a gradient graph)."""
+        log_weights = self.log_weights(model, guide, *args, **kwargs)
+        return -log_weights.total(log_weights.values.mean(0))
+
+
+def _is_unit_interval(support) -> bool:
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    lower, upper = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
+    return lower is not None and upper is not None and bool(lower == 0) and bool(upper == 1)
+
+
+class RelaxedBernoulliELBO(ParticleObjective):
+    r"""The thesis's "Bernoulli ELBO" (seed 003, eqs. 4.11–4.12): relaxed samples scored by
+    Bernoulli log-masses. **It is not a bound on** :math:`\log p(x)`.
+
+    Particles are the relaxed samples :math:`z_r \in [0, 1]` of the guide (reparameterized), the
+    decoder sees :math:`z_r`, and each relaxed latent site, in model and guide, is scored with the
+    Bernoulli log-mass formula evaluated at the relaxed value,
+
+    .. math::
+
+        \log p(z) = z_r \log \lambda_p + (1 - z_r) \log(1 - \lambda_p), \qquad
+        \log q_\phi(z \mid x) = z_r \log \lambda_\phi + (1 - z_r) \log(1 - \lambda_\phi),
+
+    with :math:`\lambda` from :func:`bernoulli_view`; other sites keep their own log-densities.
+    The objective is the mean over particles of :math:`\log p_\theta(x \mid z_r) + \log p(z) -
+    \log q_\phi(z \mid x)`, summed over the data plate; the loss is its negative.
+
+    Since :math:`z_r \notin \{0, 1\}`, these are neither the densities of the relaxed variables
+    nor the masses of the discrete ones, so the value can exceed :math:`\log p(x)` of either
+    model (seed 003 §4.4, Figure 4.8). It exists so the thesis's comparison can be reproduced:
+    train with it and watch :class:`TrueDiscreteBound`. A warning says so at construction.
+
+    Relaxed sites must take values in :math:`[0, 1]` (e.g. ``RelaxedBernoulli``, or a Logistic
+    through ``SigmoidTransform``); a raw ``Logistic`` site is rejected.
+
+    :param int num_particles: particles per data point, one vectorized pass.
+    :param max_plate_nesting: as for :class:`~pyro.infer.ELBO`; guessed if omitted.
+    """
+
+    def __init__(self, num_particles: int = 1, max_plate_nesting: float = float("inf")):
+        super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+        warnings.warn(
+            "RelaxedBernoulliELBO scores relaxed samples with Bernoulli log-masses and is not a lower "
+            "bound on log p(x); use TrueDiscreteBound to monitor the discrete model's ELBO",
+            UserWarning,
+            stacklevel=2,
+        )
+
+    @staticmethod
+    def _relaxed_views(trace, role: str) -> dict[str, BernoulliView]:
+        views = {}
+        for name, site in latent_sites(trace):
+            view = bernoulli_view(site["fn"])
+            if view is None:
+                continue
+            if not _is_unit_interval(site["fn"].support):
+                raise ValueError(
+                    f"{role} site '{name}' ({type(site['fn']).__name__}) is a relaxed Bernoulli with "
+                    f"support {site['fn'].support}; RelaxedBernoulliELBO needs the relaxed value in [0, 1], "
+                    "e.g. TransformedDistribution(Logistic(loc, scale), [AffineTransform(0, beta), "
+                    "SigmoidTransform()])"
+                )
+            views[name] = view
+        return views
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        model_trace, guide_trace = self._vectorized_traces(model, guide, args, kwargs)
+        reject_non_reparameterized(guide_trace, type(self).__name__)
+        views = {"model": self._relaxed_views(model_trace, "model"), "guide": self._relaxed_views(guide_trace, "guide")}
+        _check_relaxed_sites_match(views["model"], views["guide"])
+
+        def log_density(role, site):
+            view = views[role].get(site["name"])
+            if view is None:
+                return site_log_density(role, site)
+            value = site["value"]
+            log_mass = torch.xlogy(value, view.probs) + torch.xlogy(1 - value, 1 - view.probs)
+            event_dim = len(site["fn"].event_shape)
+            return log_mass.sum(list(range(-event_dim, 0))) if event_dim else log_mass
+
+        log_weights = self._log_weights(model_trace, guide_trace, log_density)
+        return -log_weights.total(log_weights.values.mean(0))

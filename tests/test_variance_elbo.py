@@ -1,0 +1,331 @@
+"""VarianceELBO and LogVarianceELBO against known answers (seed 000 §2, seed 004's toy)."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI
+from pyro.optim import Adam
+
+from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO, gradient_statistics
+
+# Conjugate model z ~ N(0, 1), x | z ~ N(z, SIGMA^2): the posterior is N(POST_LOC, POST_SCALE^2).
+SIGMA = 0.7
+X = 1.3
+POST_LOC = X / (1 + SIGMA**2)
+POST_SCALE = math.sqrt(SIGMA**2 / (1 + SIGMA**2))
+LOG_EVIDENCE = -0.5 * math.log(2 * math.pi * (1 + SIGMA**2)) - X**2 / (2 * (1 + SIGMA**2))
+
+
+@pytest.fixture(autouse=True)
+def float64_and_validation():
+    pyro.enable_validation(True)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(default)
+
+
+def conjugate_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(0.0, 1.0))
+        pyro.sample("x", dist.Normal(z, SIGMA), obs=x)
+
+
+class NormalGuide(torch.nn.Module):
+    """q(z_n | x_n) = N(loc, scale^2), the same for every data point."""
+
+    def __init__(self, loc, scale):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.tensor(float(loc)))
+        self.log_scale = torch.nn.Parameter(torch.tensor(math.log(scale)))
+
+    def forward(self, x):
+        pyro.module("guide", self)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc, self.log_scale.exp()))
+
+
+def kl_to_posterior_gradient(guide):
+    """Closed-form gradient of KL(q || p(z | x)) for one data point, w.r.t. (loc, log_scale)."""
+    loc, log_scale = (p.detach().clone().requires_grad_() for p in (guide.loc, guide.log_scale))
+    kl = torch.distributions.kl_divergence(dist.Normal(loc, log_scale.exp()), dist.Normal(POST_LOC, POST_SCALE))
+    return torch.stack(torch.autograd.grad(kl, [loc, log_scale]))
+
+
+def monte_carlo_gradient(objective, model, guide, x, num_draws):
+    """Mean per-data-point guide gradient and its standard error.
+
+    The data plate holds len(x) independent copies, so one draw already averages len(x)
+    independent per-point gradients; the standard error comes from the spread over draws.
+    """
+    stats = gradient_statistics(model, guide, objective, (x,), num_draws=num_draws).groups["guide"]
+    return stats.mean / len(x), (stats.variance / num_draws).sqrt() / len(x)
+
+
+def test_exact_posterior_gives_zero_loss_zero_gradient_and_the_evidence():
+    guide = NormalGuide(POST_LOC, POST_SCALE)
+    x = torch.full((50,), X)
+    objective = VarianceELBO(num_particles=5)
+    loss = objective.differentiable_loss(conjugate_model, guide, x)
+    grads = torch.autograd.grad(loss, list(guide.parameters()))
+    # f = log p(x) for every particle; only float64 rounding (~1e-15) is left.
+    assert abs(loss.item()) < 1e-12
+    assert all(g.abs().max() < 1e-10 for g in grads)
+    assert objective.last_elbo == pytest.approx(50 * LOG_EVIDENCE, abs=1e-9)
+
+
+@pytest.mark.parametrize("objective_class, factor", [(VarianceELBO, 2.0), (LogVarianceELBO, 1.0)])
+def test_expected_guide_gradient_is_factor_times_kl_gradient(objective_class, factor):
+    guide = NormalGuide(POST_LOC + 0.5, POST_SCALE * 1.4)
+    x = torch.full((2000,), X)
+    mean, standard_error = monte_carlo_gradient(objective_class(num_particles=4), conjugate_model, guide, x, 25)
+    expected = factor * kl_to_posterior_gradient(guide)
+    # 4 standard errors: a false failure has probability ~1e-4 per component.
+    assert ((mean - expected).abs() < 4 * standard_error).all(), (mean, expected, standard_error)
+    # Resolution: the tolerance is well below the gap between factors 1 and 2.
+    assert (4 * standard_error < 0.25 * expected.abs()).all()
+
+
+# Three Bernoulli latents (8 configurations) and one Categorical latent (4 configurations), with
+# Gaussian observations; KL(q || p(z | x)) is computed by enumeration.
+BERNOULLI_PRIOR = torch.tensor([0.2, 0.5, 0.7], dtype=torch.float64)
+BERNOULLI_WEIGHTS = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+BERNOULLI_CONFIGS = torch.tensor([[(i >> k) & 1 for k in range(3)] for i in range(8)], dtype=torch.float64)
+CATEGORICAL_PRIOR = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
+CATEGORICAL_LOCS = torch.tensor([-1.0, 0.0, 1.5, 3.0], dtype=torch.float64)
+CATEGORICAL_CONFIGS = torch.arange(4)
+DISCRETE_X = 0.9
+
+
+def bernoulli_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Bernoulli(BERNOULLI_PRIOR).to_event(1))
+        pyro.sample("x", dist.Normal(z @ BERNOULLI_WEIGHTS + 0.3, 0.8), obs=x)
+
+
+def bernoulli_log_joint(z):
+    prior = dist.Bernoulli(BERNOULLI_PRIOR).to_event(1).log_prob(z)
+    return prior + dist.Normal(z @ BERNOULLI_WEIGHTS + 0.3, 0.8).log_prob(torch.tensor(DISCRETE_X, dtype=torch.float64))
+
+
+def categorical_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Categorical(CATEGORICAL_PRIOR))
+        pyro.sample("x", dist.Normal(CATEGORICAL_LOCS[z], 1.0), obs=x)
+
+
+def categorical_log_joint(z):
+    prior = dist.Categorical(CATEGORICAL_PRIOR).log_prob(z)
+    return prior + dist.Normal(CATEGORICAL_LOCS[z], 1.0).log_prob(torch.tensor(DISCRETE_X, dtype=torch.float64))
+
+
+class DiscreteGuide(torch.nn.Module):
+    def __init__(self, logits, make):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.as_tensor(logits, dtype=torch.float64))
+        self.make = make
+
+    def distribution(self):
+        return self.make(self.logits)
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", self.distribution())
+
+
+DISCRETE_CASES = {
+    "bernoulli": (
+        bernoulli_model,
+        bernoulli_log_joint,
+        BERNOULLI_CONFIGS,
+        lambda logits: dist.Bernoulli(logits=logits).to_event(1),
+        [0.4, -0.3, 1.0],
+    ),
+    "categorical": (
+        categorical_model,
+        categorical_log_joint,
+        CATEGORICAL_CONFIGS,
+        lambda logits: dist.Categorical(logits=logits),
+        [0.5, 0.0, -0.5, 0.2],
+    ),
+}
+
+
+def enumerated_kl_gradient(guide, log_joint, configs):
+    logits = guide.logits.detach().clone().requires_grad_()
+    log_q = guide.make(logits).log_prob(configs)
+    log_p = log_joint(configs)
+    kl = (log_q.exp() * (log_q - log_p)).sum() + torch.logsumexp(log_p, 0)
+    return torch.autograd.grad(kl, [logits])[0]
+
+
+@pytest.mark.parametrize("case", sorted(DISCRETE_CASES))
+@pytest.mark.parametrize("objective_class, factor", [(VarianceELBO, 2.0), (LogVarianceELBO, 1.0)])
+def test_discrete_latents_expected_gradient_is_factor_times_kl_gradient(case, objective_class, factor):
+    model, log_joint, configs, make, logits = DISCRETE_CASES[case]
+    guide = DiscreteGuide(logits, make)
+    x = torch.full((2000,), DISCRETE_X)
+    mean, standard_error = monte_carlo_gradient(objective_class(num_particles=4), model, guide, x, 25)
+    expected = factor * enumerated_kl_gradient(guide, log_joint, configs)
+    # 4 standard errors: a false failure has probability ~1e-4 per component.
+    assert ((mean - expected).abs() < 4 * standard_error).all(), (mean, expected, standard_error)
+
+
+def test_exact_categorical_posterior_gives_zero_variance():
+    log_joint = categorical_log_joint(CATEGORICAL_CONFIGS)
+    guide = DiscreteGuide(log_joint - torch.logsumexp(log_joint, 0), lambda logits: dist.Categorical(logits=logits))
+    loss = VarianceELBO(num_particles=6).differentiable_loss(categorical_model, guide, torch.full((30,), DISCRETE_X))
+    assert abs(loss.item()) < 1e-12
+
+
+def test_global_latent_takes_the_variance_of_the_joint_log_weight():
+    """mu ~ N(0, 1) outside the data plate, x_n ~ N(mu, 1): with the exact posterior of mu the
+    joint log weight is constant, while per-data-point log weights would not be."""
+    x = torch.tensor([0.3, -1.2, 2.0, 0.7])
+    post_var = 1.0 / (1 + len(x))
+
+    def model(x):
+        mu = pyro.sample("mu", dist.Normal(0.0, 1.0))
+        with pyro.plate("data", len(x)):
+            pyro.sample("x", dist.Normal(mu, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("mu", dist.Normal(x.sum() * post_var, math.sqrt(post_var)))
+
+    objective = VarianceELBO(num_particles=7)
+    assert objective.log_weights(model, guide, x).values.shape == (7, 1)
+    assert abs(objective.loss(model, guide, x)) < 1e-12
+    log_evidence = dist.MultivariateNormal(torch.zeros(4), torch.eye(4) + 1).log_prob(x).item()
+    assert objective.last_elbo == pytest.approx(log_evidence, abs=1e-9)
+
+
+def test_subsampled_data_plate_scales_the_variance_once():
+    """A batch of B out of N multiplies the summed per-point variance by N / B (not (N / B)^2)."""
+    guide = NormalGuide(POST_LOC + 0.5, POST_SCALE * 1.4)
+    x = torch.full((10,), X)
+
+    def model(x, num_data):
+        with pyro.plate("data", num_data, subsample=torch.arange(len(x))):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z, SIGMA), obs=x)
+
+    def subsampled_guide(x, num_data):
+        with pyro.plate("data", num_data, subsample=torch.arange(len(x))):
+            pyro.sample("z", dist.Normal(guide.loc, guide.log_scale.exp()))
+
+    objective = VarianceELBO(num_particles=3, max_plate_nesting=1)
+    pyro.set_rng_seed(1)
+    full = objective.loss(conjugate_model, guide, x)
+    elbo_full = objective.last_elbo
+    pyro.set_rng_seed(1)
+    scaled = objective.loss(model, subsampled_guide, x, 1000)
+    assert scaled == pytest.approx(100 * full, rel=1e-12)
+    assert objective.last_elbo == pytest.approx(100 * elbo_full, rel=1e-12)
+
+
+def test_seed_004_toy_weights():
+    """q = N(2, 1.1^2), p(x, z) = N(z; 0, 1) (so p(x) = 1): the weights w = p / q have E[w] = 1,
+    Var[w] = 15.98, E[log w] = -2.0097, Var[log w] = 4.862 (seed 004)."""
+    s = 1.1
+    a = 1 - 1 / (2 * s**2)
+    exact = {
+        "mean_w": 1.0,
+        "var_w": s / math.sqrt(2 * a) * math.exp(1 / (a * s**4) + 2 / s**2) - 1,
+        "mean_log_w": -2 + math.log(s) + (1 - s**2) / 2,
+        "var_log_w": 4 * s**2 + (1 - s**2) ** 2 / 2,
+    }
+    assert exact["var_w"] == pytest.approx(15.98, abs=0.005)
+    assert exact["mean_log_w"] == pytest.approx(-2.0097, abs=5e-5)
+    assert exact["var_log_w"] == pytest.approx(4.862, abs=5e-4)
+
+    def model():
+        pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    def guide():
+        pyro.sample("z", dist.Normal(2.0, s))
+
+    num = 2_000_000
+    objective = VarianceELBO(num_particles=num)
+    log_w = objective.log_weights(model, guide).values.reshape(-1)
+    w = log_w.exp()
+    sampled = {
+        "mean_w": (w, w.mean()),
+        "var_w": ((w - 1) ** 2, w.var()),
+        "mean_log_w": (log_w, log_w.mean()),
+        "var_log_w": ((log_w - log_w.mean()) ** 2, log_w.var()),
+    }
+    for key, (terms, estimate) in sampled.items():
+        standard_error = terms.std().item() / math.sqrt(num)
+        # 4 standard errors; the w-moments are heavy-tailed but E[w^4] is finite (~5e5).
+        assert abs(estimate.item() - exact[key]) < 4 * standard_error, (key, estimate.item(), standard_error)
+
+    # The objectives estimate the same quantities from their particles.
+    loss = objective.loss(model, guide)
+    assert loss == pytest.approx(exact["var_log_w"], abs=4 * sampled["var_log_w"][0].std().item() / math.sqrt(num))
+    assert objective.last_elbo == pytest.approx(exact["mean_log_w"], abs=4 * log_w.std().item() / math.sqrt(num))
+    assert LogVarianceELBO(num_particles=num).loss(model, guide) == pytest.approx(exact["var_log_w"] / 2, rel=0.02)
+
+
+@pytest.mark.parametrize("objective_class", [VarianceELBO, LogVarianceELBO])
+def test_trains_in_svi_and_as_module(objective_class):
+    x = torch.full((20,), X)
+    guide = NormalGuide(-1.0, 2.0)
+    svi = SVI(conjugate_model, guide, Adam({"lr": 0.05}), loss=objective_class(num_particles=8))
+    for _ in range(400):
+        svi.step(x)
+    assert guide.loc.item() == pytest.approx(POST_LOC, abs=0.05)
+    assert guide.log_scale.exp().item() == pytest.approx(POST_SCALE, abs=0.05)
+
+    guide = NormalGuide(-1.0, 2.0)
+    module = objective_class(num_particles=8)(conjugate_model, guide)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
+    for _ in range(400):
+        optimizer.zero_grad()
+        module(x).backward()
+        optimizer.step()
+    assert guide.loc.item() == pytest.approx(POST_LOC, abs=0.05)
+    assert guide.log_scale.exp().item() == pytest.approx(POST_SCALE, abs=0.05)
+
+
+def test_fewer_than_two_particles_is_rejected():
+    with pytest.raises(ValueError, match="num_particles >= 2"):
+        VarianceELBO(num_particles=1)
+    with pytest.raises(ValueError, match="num_particles >= 2"):
+        LogVarianceELBO(num_particles=0)
+    with pytest.raises(TypeError, match="must be an int"):
+        VarianceELBO(num_particles=2.5)
+
+
+OBJECTIVES = {
+    "variance": lambda: VarianceELBO(num_particles=3),
+    "log_variance": lambda: LogVarianceELBO(num_particles=3),
+    "iwae": lambda: ImportanceWeightedELBO(num_particles=3),
+    "iwae_dreg": lambda: ImportanceWeightedELBO(num_particles=3, estimator="dreg"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_guide_without_the_model_latent_is_rejected(name):
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("w", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match=r"does not sample the model's latent site\(s\) \['z'\]"):
+        OBJECTIVES[name]().loss(conjugate_model, guide, torch.full((4,), X))
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_non_finite_log_density_is_rejected(name):
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Uniform(z - 1, z + 1, validate_args=False), obs=x)
+
+    guide = NormalGuide(0.0, 0.1)
+    with pytest.raises(ValueError, match="model site 'x' .* non-finite log-density"):
+        OBJECTIVES[name]().loss(model, guide, torch.full((4,), 5.0))
