@@ -1,0 +1,194 @@
+"""ImportanceWeightedELBO against known answers on the conjugate Gaussian model."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import SVI, RenyiELBO
+from pyro.optim import ClippedAdam
+
+from pyrovae.infer import ImportanceWeightedELBO, gradient_statistics
+
+# z ~ N(0, 1), x | z ~ N(z + offset, SIGMA^2); with offset = 0 the posterior is
+# N(POST_LOC, POST_SCALE^2) and log p(x) = log N(x; 0, 1 + SIGMA^2).
+SIGMA = 0.7
+X = 1.3
+POST_LOC = X / (1 + SIGMA**2)
+POST_SCALE = math.sqrt(SIGMA**2 / (1 + SIGMA**2))
+LOG_EVIDENCE = -0.5 * math.log(2 * math.pi * (1 + SIGMA**2)) - X**2 / (2 * (1 + SIGMA**2))
+
+
+@pytest.fixture(autouse=True)
+def float64_and_validation():
+    pyro.enable_validation(True)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    default_dtype, default_threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    # Small tensors: one thread avoids contention on the shared 2-core machine.
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(default_dtype)
+    torch.set_num_threads(default_threads)
+
+
+class ConjugateModel(torch.nn.Module):
+    def __init__(self, offset=0.0, learn_offset=True):
+        super().__init__()
+        if learn_offset:
+            self.offset = torch.nn.Parameter(torch.tensor(offset))
+        else:
+            self.register_buffer("offset", torch.tensor(offset))
+
+    def forward(self, x):
+        pyro.module("model", self)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z + self.offset, SIGMA), obs=x)
+
+
+class NormalGuide(torch.nn.Module):
+    """q(z_n | x_n) = N(loc, scale^2), the same for every data point."""
+
+    def __init__(self, loc, scale):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.tensor(float(loc)))
+        self.log_scale = torch.nn.Parameter(torch.tensor(math.log(scale)))
+
+    def forward(self, x):
+        pyro.module("guide", self)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(self.loc, self.log_scale.exp()))
+
+
+def perturbed_guide():
+    return NormalGuide(POST_LOC + 0.6, POST_SCALE * 1.5)
+
+
+def bound_per_point(num_particles, repeats=10, num_copies=1000):
+    """Mean over ``repeats`` of the per-point bound on ``num_copies`` copies of x, and its SE."""
+    model, guide, x = ConjugateModel(), perturbed_guide(), torch.full((num_copies,), X)
+    objective = ImportanceWeightedELBO(num_particles=num_particles)
+    with torch.no_grad():
+        values = torch.tensor([-objective.loss(model, guide, x) / num_copies for _ in range(repeats)])
+    return values.mean().item(), values.std().item() / math.sqrt(repeats)
+
+
+def test_bound_is_the_elbo_for_one_particle_and_increases_to_log_evidence():
+    guide = perturbed_guide()
+    kl = torch.distributions.kl_divergence(
+        dist.Normal(guide.loc.detach(), guide.log_scale.exp().detach()), dist.Normal(POST_LOC, POST_SCALE)
+    )
+    sizes = ((1, 2000), (5, 2000), (50, 2000), (1000, 200))
+    bounds = {k: bound_per_point(k, repeats=20, num_copies=copies) for k, copies in sizes}
+    elbo, elbo_se = bounds[1]
+    # K = 1 is the ELBO, log p(x) - KL(q || p(z | x)), within 4 standard errors.
+    assert abs(elbo - (LOG_EVIDENCE - kl.item())) < 4 * elbo_se
+    for (k_small, (low, low_se)), (k_big, (high, high_se)) in zip(list(bounds.items()), list(bounds.items())[1:]):
+        # Strictly increasing in K, by more than 4 combined standard errors.
+        assert high - low > 4 * math.hypot(low_se, high_se), (k_small, k_big, low, high)
+    for k, (value, se) in bounds.items():
+        assert value < LOG_EVIDENCE + 4 * se, (k, value)
+    # K = 1000 closes all but a sliver of the gap: tolerance 2% of the K = 1 gap (KL ~ 0.5 nats).
+    assert LOG_EVIDENCE - bounds[1000][0] < 0.02 * kl.item()
+
+
+def test_equals_renyi_alpha_zero_on_the_same_samples():
+    model, guide, x = ConjugateModel(offset=0.2), perturbed_guide(), torch.linspace(-1.0, 2.0, 7)
+    parameters = list(model.parameters()) + list(guide.parameters())
+
+    pyro.set_rng_seed(3)
+    loss = ImportanceWeightedELBO(num_particles=6, max_plate_nesting=1).loss_and_grads(model, guide, x)
+    grads = [p.grad.clone() for p in parameters]
+    for p in parameters:
+        p.grad = None
+    pyro.set_rng_seed(3)
+    renyi = RenyiELBO(alpha=0, num_particles=6, vectorize_particles=True, max_plate_nesting=1)
+    renyi_loss = renyi.loss_and_grads(model, guide, x)
+    assert loss == pytest.approx(renyi_loss, rel=1e-12)
+    for ours, theirs in zip(grads, (p.grad for p in parameters)):
+        assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+def test_dreg_and_standard_gradients_agree_in_expectation():
+    model, guide, x = ConjugateModel(), perturbed_guide(), torch.full((1000,), X)
+    num_draws = 30
+    stats = {
+        estimator: gradient_statistics(
+            model, guide, ImportanceWeightedELBO(num_particles=8, estimator=estimator), (x,), num_draws
+        )
+        for estimator in ("standard", "dreg")
+    }
+    for group in ("guide", "model"):
+        standard, dreg = stats["standard"].groups[group], stats["dreg"].groups[group]
+        standard_error = ((standard.variance + dreg.variance) / num_draws).sqrt()
+        # 4 combined standard errors.
+        assert ((standard.mean - dreg.mean).abs() < 4 * standard_error).all(), (group, standard.mean, dreg.mean)
+    # DReG's advantage (Tucker et al.): lower variance for the guide at the same K.
+    assert (stats["dreg"].groups["guide"].variance < stats["standard"].groups["guide"].variance).all()
+
+
+def test_dreg_leaves_the_model_gradient_standard_and_vanishes_at_the_posterior():
+    model, guide, x = ConjugateModel(), NormalGuide(POST_LOC, POST_SCALE), torch.linspace(-1.0, 2.0, 7)
+    gradients = {}
+    for estimator in ("standard", "dreg"):
+        pyro.set_rng_seed(5)
+        loss = ImportanceWeightedELBO(num_particles=4, estimator=estimator).differentiable_loss(model, guide, x)
+        gradients[estimator] = torch.autograd.grad(loss, [model.offset, guide.loc, guide.log_scale])
+    # Same samples: the model gradient sum_k w_k grad log p(x, z_k) is identical.
+    assert torch.allclose(gradients["standard"][0], gradients["dreg"][0], rtol=1e-12)
+    # Not the exact posterior for every x (the guide is shared), but for x = X it is: check that case.
+    x_posterior = torch.full((7,), X)
+    loss = ImportanceWeightedELBO(num_particles=4, estimator="dreg").differentiable_loss(model, guide, x_posterior)
+    guide_grads = torch.autograd.grad(loss, [guide.loc, guide.log_scale])
+    assert all(g.abs() < 1e-10 for g in guide_grads)
+    loss = ImportanceWeightedELBO(num_particles=4).differentiable_loss(model, guide, x_posterior)
+    assert any(g.abs() > 1e-3 for g in torch.autograd.grad(loss, [guide.loc, guide.log_scale]))
+
+
+@pytest.mark.parametrize("estimator", ["standard", "dreg"])
+def test_trains_in_svi_and_as_module(estimator):
+    model, x = ConjugateModel(learn_offset=False), torch.full((20,), X)
+    guide = NormalGuide(-1.0, 2.0)
+    # The learning rate decays 0.05 -> 0.001 so the last iterate is not dominated by SGD noise.
+    optim = ClippedAdam({"lr": 0.05, "lrd": 0.99})
+    svi = SVI(model, guide, optim, loss=ImportanceWeightedELBO(num_particles=5, estimator=estimator))
+    for _ in range(400):
+        svi.step(x)
+    # The exact posterior attains the bound's maximum log p(x).
+    assert guide.loc.item() == pytest.approx(POST_LOC, abs=0.05)
+    assert guide.log_scale.exp().item() == pytest.approx(POST_SCALE, abs=0.05)
+
+    pyro.clear_param_store()
+    guide = NormalGuide(-1.0, 2.0)
+    module = ImportanceWeightedELBO(num_particles=5, estimator=estimator)(model, guide)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
+    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.99)
+    for _ in range(400):
+        optimizer.zero_grad()
+        module(x).backward()
+        optimizer.step()
+        schedule.step()
+    assert guide.loc.item() == pytest.approx(POST_LOC, abs=0.05)
+    assert guide.log_scale.exp().item() == pytest.approx(POST_SCALE, abs=0.05)
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match="num_particles >= 1"):
+        ImportanceWeightedELBO(num_particles=0)
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        ImportanceWeightedELBO(num_particles=3, estimator="vimco")
+
+    def bernoulli_model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Bernoulli(0.5))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def bernoulli_guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Bernoulli(0.3))
+
+    with pytest.raises(ValueError, match="guide site 'z' is Bernoulli.*VarianceELBO"):
+        ImportanceWeightedELBO(num_particles=3).loss(bernoulli_model, bernoulli_guide, torch.zeros(4))
