@@ -1,0 +1,146 @@
+import gzip
+
+import numpy as np
+import pytest
+import torch
+
+from pyrovae.data import DatasetNotFoundError, load_dataset
+
+
+def idx_images(path):
+    """Independent reader of an IDX image file (not torchvision's) for checksums."""
+    with gzip.open(path, "rb") as handle:
+        raw = np.frombuffer(handle.read(), dtype=np.uint8)
+    return raw[16:].reshape(-1, 784)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,folder", [("mnist", "MNIST"), ("fashion-mnist", "FashionMNIST")])
+def test_mnist_like_counts_shapes_and_checksums(data_dir, name, folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYROVAE_CACHE_DIR", str(tmp_path))  # decompression goes to a fresh cache
+    for split, count, prefix in (("train", 60000, "train"), ("test", 10000, "t10k")):
+        ds = load_dataset(name, split, root=data_dir)
+        assert ds.x.shape == (count, 784) and ds.y.shape == (count,)
+        assert ds.x.dtype == torch.float32 and ds.y.dtype == torch.int64
+        assert 0.0 <= ds.x.min() and ds.x.max() <= 1.0
+        assert set(ds.y.unique().tolist()) == set(range(10))
+        reference = idx_images(data_dir / folder / "raw" / f"{prefix}-images-idx3-ubyte.gz")
+        for i in (0, 1, count - 1):
+            assert torch.equal((ds.x[i] * 255).round().to(torch.int64), torch.from_numpy(reference[i].astype(np.int64)))
+        assert int((ds.x.double() * 255).round().sum()) == int(reference.sum(dtype=np.int64))
+
+
+def test_mnist_labels_match_known_values(data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYROVAE_CACHE_DIR", str(tmp_path))
+    test = load_dataset("mnist", "test", root=data_dir)
+    assert test.y[:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
+    assert torch.bincount(test.y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_binarized_mnist_splits(data_dir):
+    sizes = {"train": 50000, "valid": 10000, "test": 10000}
+    for split, count in sizes.items():
+        ds = load_dataset("binarized-mnist", split, root=data_dir)
+        assert ds.x.shape == (count, 784)
+        assert set(ds.x.unique().tolist()) == {0.0, 1.0}
+        assert ds.y is None
+    first_row = (data_dir / "binarized_mnist" / "binarized_mnist_test.amat").open().readline().split()
+    assert ds.x[0].tolist() == [float(v) for v in first_row]
+
+
+def test_omniglot_is_downsampled_with_strokes_as_ones(data_dir):
+    train = load_dataset("omniglot", "train", root=data_dir)
+    test = load_dataset("omniglot", "test", root=data_dir)
+    assert train.x.shape == (964 * 20, 784) and test.x.shape == (659 * 20, 784)
+    assert train.num_classes == 964 and train.y.max() == 963
+    assert 0.0 <= train.x.min() and train.x.max() <= 1.0
+    # Strokes are a small fraction of each image; background (white) must map to 0.
+    assert 0.02 < train.x.mean() < 0.2
+    original = np.load(data_dir / "omniglot" / "images_background.npz")["images"][0, 0]
+    expected = torch.as_tensor(~original, dtype=torch.float32).mean()
+    # Adaptive area pooling (105 -> 28 is not an integer factor) keeps the ink to within ~1%.
+    assert train.x[0].mean() == pytest.approx(expected.item(), rel=0.02)
+
+
+def test_digits_works_offline_with_stratified_split():
+    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
+    assert len(train) + len(test) == 1797 and len(test) == 360
+    assert train.x.shape[1] == 64 and train.image_shape == (8, 8)
+    assert train.x.max() == 1.0 and train.x.min() == 0.0
+    assert torch.bincount(test.y).min() >= 35
+
+
+def test_representations():
+    static = load_dataset("digits", "train", binarize="static", seed=3)
+    again = load_dataset("digits", "train", binarize="static", seed=3)
+    other = load_dataset("digits", "train", binarize="static", seed=4)
+    assert torch.equal(static.x, again.x) and not torch.equal(static.x, other.x)
+    assert set(static.x.unique().tolist()) == {0.0, 1.0}
+    threshold = load_dataset("digits", "train", binarize="threshold")
+    intensity = load_dataset("digits", "train")
+    assert torch.equal(threshold.x, (intensity.x > 0.5).float())
+
+    dynamic = load_dataset("digits", "train", binarize="dynamic")
+    g = torch.Generator().manual_seed(0)
+    first = torch.cat([x for x, _ in dynamic.batches(100, g, shuffle=False)])
+    second = torch.cat([x for x, _ in dynamic.batches(100, g, shuffle=False)])
+    assert set(first.unique().tolist()) == {0.0, 1.0} and not torch.equal(first, second)
+    # A fresh Bernoulli draw each time: the average of many draws approaches the intensities.
+    assert (first.mean(0) - intensity.x.mean(0)).abs().max() < 0.1
+
+    deq = load_dataset("digits", "train", dequantize=True)
+    x = torch.cat([x for x, _ in deq.batches(100, g, shuffle=False)])
+    levels = intensity.x * 16
+    assert torch.all(x * 17 >= levels) and torch.all(x * 17 < levels + 1)
+
+
+def test_batches_cover_every_example_once_and_are_seeded():
+    ds = load_dataset("digits", "test")
+    batches = list(ds.batches(64, torch.Generator().manual_seed(1)))
+    assert [len(x) for x, _ in batches] == [64] * 5 + [40]
+    seen = torch.cat([y for _, y in batches])
+    assert torch.equal(torch.bincount(seen, minlength=10), torch.bincount(ds.y, minlength=10))
+    again = list(ds.batches(64, torch.Generator().manual_seed(1)))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches, again))
+    assert len(list(ds.batches(64, drop_last=True))) == 5
+
+
+def test_labels_one_hot_and_sequences():
+    ds = load_dataset("digits", "test")
+    one_hot = ds.one_hot()
+    assert one_hot.shape == (360, 10) and torch.equal(one_hot.argmax(1), ds.y)
+    assert ds.sequences().shape == (360, 8, 8)
+    assert torch.equal(ds.sequences()[5, 2], ds.x[5, 16:24])
+
+
+def test_realize_fixes_dynamic_binarization():
+    ds = load_dataset("digits", "test", binarize="dynamic")
+    a, b = ds.realize(seed=2), ds.realize(seed=2)
+    assert torch.equal(a.x, b.x) and a.binarize == "static"
+    assert set(a.x.unique().tolist()) == {0.0, 1.0}
+
+
+def test_missing_dataset_names_every_path(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYROVAE_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("PYROVAE_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("mnist", "train", root=tmp_path / "arg")
+    message = str(info.value)
+    for path in ("arg/MNIST/raw", "env/MNIST/raw", "cache/MNIST/raw"):
+        assert path in message
+    assert "PYROVAE_DATA_DIR" in message and "download=True" in message
+    with pytest.raises(DatasetNotFoundError, match="binarized_mnist_test.amat"):
+        load_dataset("binarized-mnist", "test", root=tmp_path / "arg")
+
+
+def test_bad_arguments_are_rejected():
+    with pytest.raises(ValueError, match="unknown dataset"):
+        load_dataset("cifar")
+    with pytest.raises(ValueError, match="splits"):
+        load_dataset("digits", "valid")
+    with pytest.raises(ValueError, match="binarize"):
+        load_dataset("digits", binarize="always")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        load_dataset("digits", binarize="static", dequantize=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        next(load_dataset("digits").batches(0))
