@@ -1,0 +1,120 @@
+"""gradient_statistics against the closed-form distribution of a reparameterized ELBO gradient."""
+
+import math
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyrovae.infer import TrueDiscreteBound, VarianceELBO, gradient_statistics
+
+SIGMA = 0.7
+X = 1.3
+LOC, SCALE, OFFSET = 0.4, 0.8, 0.2
+
+
+@pytest.fixture(autouse=True)
+def float64_and_validation():
+    pyro.enable_validation(True)
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    default_dtype, default_threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    # Small tensors: one thread avoids contention on the shared 2-core machine.
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(default_dtype)
+    torch.set_num_threads(default_threads)
+
+
+def model(x):
+    """z ~ N(0, 1), x | z ~ N(z + b, SIGMA^2) with b a Pyro param (the model group)."""
+    offset = pyro.param("offset", torch.tensor(OFFSET))
+    z = pyro.sample("z", dist.Normal(0.0, 1.0))
+    pyro.sample("x", dist.Normal(z + offset, SIGMA), obs=x)
+
+
+class Guide(torch.nn.Module):
+    """q(z) = N(loc, exp(log_scale)^2) with nn.Module parameters (the guide group)."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.tensor(LOC))
+        self.log_scale = torch.nn.Parameter(torch.tensor(math.log(SCALE)))
+
+    def forward(self, x):
+        pyro.sample("z", dist.Normal(self.loc, self.log_scale.exp()))
+
+
+def exact_gradient_moments():
+    """With z = m + s eps, the single-sample loss -log p(x, z) + log q(z) has gradients
+
+    d/dm  = z (1 + 1/s2) - (x - b)/s2                      (s2 = SIGMA^2)
+    d/dls = s eps (m (1 + 1/s2) - (x - b)/s2) + s^2 eps^2 (1 + 1/s2) - 1
+    d/db  = -(x - z - b)/s2
+    """
+    a = 1 + 1 / SIGMA**2
+    drift = LOC * a - (X - OFFSET) / SIGMA**2
+    mean = {"loc": drift, "log_scale": SCALE**2 * a - 1, "offset": -(X - LOC - OFFSET) / SIGMA**2}
+    variance = {
+        "loc": SCALE**2 * a**2,
+        "log_scale": SCALE**2 * drift**2 + 2 * SCALE**4 * a**2,
+        "offset": SCALE**2 / SIGMA**4,
+    }
+    return mean, variance
+
+
+def test_trace_elbo_gradient_moments_match_the_closed_form():
+    guide, x = Guide(), torch.tensor(X)
+    num_draws = 4000
+    stats = gradient_statistics(model, guide, Trace_ELBO(), x, num_draws)
+    mean, variance = exact_gradient_moments()
+    estimated = {
+        "loc": (stats.groups["guide"], 0),
+        "log_scale": (stats.groups["guide"], 1),
+        "offset": (stats.groups["model"], 0),
+    }
+    for name, (group, index) in estimated.items():
+        # 4 standard errors of a mean of num_draws draws.
+        assert abs(group.mean[index].item() - mean[name]) < 4 * math.sqrt(variance[name] / num_draws), name
+        snr = abs(mean[name]) / math.sqrt(variance[name])
+        assert group.snr[index].item() == pytest.approx(snr, rel=0.1), name
+    for name in ("loc", "offset"):
+        # Gaussian gradients: the sample variance has relative SE sqrt(2 / (D - 1)); 4 of them.
+        group, index = estimated[name]
+        assert group.variance[index].item() == pytest.approx(variance[name], rel=4 * math.sqrt(2 / (num_draws - 1)))
+    assert stats.seconds_per_draw > 0
+    assert guide.loc.grad is None and pyro.param("offset").grad is None
+    summary = stats.summary()
+    assert summary["num_draws"] == num_draws and set(summary) == {"seconds_per_draw", "num_draws", "guide", "model"}
+
+
+def test_works_with_pyrovae_objectives_and_rejects_gradient_free_ones():
+    guide, x = Guide(), torch.full((5,), X)
+
+    def plated_model(x):
+        offset = pyro.param("offset", torch.tensor(OFFSET))
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x", dist.Normal(z + offset, SIGMA), obs=x)
+
+    def plated_guide(x):
+        with pyro.plate("data", len(x)):
+            guide(x)
+
+    stats = gradient_statistics(plated_model, plated_guide, VarianceELBO(num_particles=4), (x,), 5)
+    assert stats.groups["model"].mean.shape == (1,)
+    with pytest.raises(ValueError, match="num_draws must be at least 2"):
+        gradient_statistics(plated_model, plated_guide, VarianceELBO(num_particles=4), (x,), 1)
+
+    def relaxed_model(x):
+        z = pyro.sample("z", dist.RelaxedBernoulli(torch.tensor(0.5), probs=torch.tensor(0.5)))
+        pyro.sample("x", dist.Normal(z + pyro.param("offset", torch.tensor(OFFSET)), SIGMA), obs=x)
+
+    def relaxed_guide(x):
+        pyro.sample("z", dist.RelaxedBernoulli(torch.tensor(0.5), logits=guide.loc))
+
+    with pytest.raises(ValueError, match="TrueDiscreteBound produces no gradients"):
+        gradient_statistics(relaxed_model, relaxed_guide, TrueDiscreteBound(num_particles=2), torch.tensor(X), 3)
