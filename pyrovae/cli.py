@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pyrovae.data import DATASETS, DatasetNotFoundError
-from pyrovae.evaluate import importance_log_likelihood, reconstruction_error, test_elbo
+from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
 from pyrovae.experiment import GUIDES, OBJECTIVES, ExperimentConfig, build_data, build_model_and_guide, build_objective
 from pyrovae.io import read_jsonl, write_json
 from pyrovae.likelihoods import LIKELIHOODS
@@ -85,7 +85,7 @@ def _load_run(run: str, data_dir: str | None = None):
 
 
 def _evaluate(run_dir, model, guide, test, num_samples) -> dict:
-    results = {"test_elbo": test_elbo(model, guide, test), "reconstruction_mse": reconstruction_error(model, guide, test)}
+    results = {"test_elbo": mean_elbo(model, guide, test), "reconstruction_mse": reconstruction_error(model, guide, test)}
     if num_samples > 0:
         results["test_log_likelihood"] = importance_log_likelihood(model, guide, test, num_samples)
         results["num_importance_samples"] = num_samples

@@ -34,7 +34,7 @@ def _batches(dataset: Dataset, batch_size: int):
 
 
 @torch.no_grad()
-def test_elbo(model, guide, dataset: Dataset, elbo: pyro.infer.ELBO | None = None, batch_size: int = 1000) -> float:
+def mean_elbo(model, guide, dataset: Dataset, elbo: pyro.infer.ELBO | None = None, batch_size: int = 1000) -> float:
     """``(1/N) sum_i ELBO(x_i)`` in nats per example (a single-sample estimate per point by default).
 
     ``dataset`` should hold fixed data (see :meth:`Dataset.realize` for dynamically binarized sets).

@@ -29,7 +29,7 @@ from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset
-from pyrovae.evaluate import test_elbo
+from pyrovae.evaluate import mean_elbo
 from pyrovae.io import read_jsonl, save_torch, write_json, write_jsonl
 from pyrovae.validation import data_checks
 
@@ -114,6 +114,14 @@ def fit(
     if resume and (run_dir is None or not (run_dir / CHECKPOINT).exists()):
         raise FileNotFoundError(f"cannot resume: no checkpoint at {run_dir and run_dir / CHECKPOINT}")
 
+    # Validate the first batch (shapes, dtype, support) through the model's own checks, then turn
+    # per-step checks off: the whole data set was checked for NaN above.
+    # This runs before seeding, so that it consumes no randomness of the run.
+    first_x, _ = next(train.batches(batch_size, torch.Generator().manual_seed(seed)))
+    with pyro.poutine.block(), torch.no_grad():
+        pyro.poutine.trace(guide).get_trace(first_x, num_data=len(train))
+        model(first_x, num_data=len(train))
+
     pyro.set_rng_seed(seed)
     # Pyro's parameter store is global: a stale entry under a module's name would shadow its
     # parameters in SVI (pyro.module hands the stored tensor to the optimizer), so start clean.
@@ -131,13 +139,6 @@ def fit(
                         objective=type(elbo).__name__, dataset=train.name, num_train=len(train),
                         binarize=train.binarize, dequantize=train.dequantize)
         write_json(run_dir / CONFIG, {**settings, **(config or {})})
-
-    # Validate the first batch (shapes, dtype, support) through the model's own checks, then turn
-    # per-step checks off: the whole data set was checked for NaN above.
-    first_x, _ = next(train.batches(batch_size, torch.Generator().manual_seed(seed)))
-    with pyro.poutine.block(), torch.no_grad():
-        pyro.poutine.trace(guide).get_trace(first_x, num_data=len(train))
-        model(first_x, num_data=len(train))
 
     num_batches = math.ceil(len(train) / batch_size)
     with data_checks(False):
@@ -158,7 +159,7 @@ def fit(
             model.eval(), guide.eval()
             row = {"epoch": epoch + 1, "train_loss": total / num_batches / len(train)}
             if test is not None:
-                row["test_elbo"] = test_elbo(model, guide, test, eval_elbo)
+                row["test_elbo"] = mean_elbo(model, guide, test, eval_elbo)
             if epoch_callback is not None:
                 epoch_callback(epoch + 1, row)
             row["seconds"] = time.perf_counter() - began
@@ -203,6 +204,11 @@ def _optimizer_state(optimizer):
 
 
 def _save_checkpoint(run_dir, epoch, model, guide, optimizer, generator, history) -> None:
+    for owner, module in (("model", model), ("guide", guide)):
+        for name, value in module.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise TrainingDivergedError(f"{owner} tensor {name!r} is not finite after epoch {epoch}; "
+                                            f"the checkpoint of the previous epoch is kept")
     save_torch(run_dir / CHECKPOINT, {
         "epoch": epoch,
         "model": model.state_dict(),

@@ -1,0 +1,98 @@
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide
+from pyrovae.models import VAE
+from pyrovae.networks import mlp
+
+X_DIM, Z_DIM = 12, 3
+
+
+def binary_batch(n=5):
+    return torch.bernoulli(torch.full((n, X_DIM), 0.5))
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
+@pytest.mark.parametrize("guide_cls", [DiagonalNormalGuide, FullCovarianceNormalGuide])
+def test_trace_shapes_and_site_names(likelihood, guide_cls):
+    model, guide = VAE(X_DIM, Z_DIM, (8,), likelihood), guide_cls(X_DIM, Z_DIM, (8,))
+    x = binary_batch()
+    guide_trace = poutine.trace(guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    assert guide_trace.nodes["z"]["value"].shape == (5, Z_DIM)
+    assert model_trace.nodes["x"]["fn"].batch_shape == (5,) and model_trace.nodes["x"]["fn"].event_shape == (X_DIM,)
+    assert model_trace.nodes["z"]["fn"].event_shape == (Z_DIM,)
+    assert torch.isfinite(torch.tensor(Trace_ELBO().loss(model, guide, x)))
+
+
+def test_data_plate_scales_the_loss_to_the_data_set():
+    model, guide = VAE(X_DIM, Z_DIM, (8,)), DiagonalNormalGuide(X_DIM, Z_DIM, (8,))
+    x = binary_batch(4)
+    pyro.set_rng_seed(1)
+    unscaled = Trace_ELBO().loss(model, guide, x)
+    pyro.set_rng_seed(1)
+    scaled = Trace_ELBO().loss(model, guide, x, num_data=100)
+    assert scaled == pytest.approx(unscaled * 25, rel=1e-5)
+    with pytest.raises(ValueError, match="smaller than the batch size"):
+        model(x, num_data=2)
+
+
+def test_guides_swap_and_full_covariance_is_correlated():
+    x = binary_batch(3)
+    full = FullCovarianceNormalGuide(X_DIM, Z_DIM, (8,))
+    torch.nn.init.normal_(full.encoder.head.tril.weight, std=1.0)
+    covariance = full.posterior(x).covariance_matrix
+    assert covariance.shape == (3, Z_DIM, Z_DIM)
+    off_diagonal = covariance - torch.diag_embed(torch.diagonal(covariance, dim1=-2, dim2=-1))
+    assert off_diagonal.abs().max() > 1e-3
+    assert torch.all(torch.linalg.eigvalsh(covariance) > 0)
+
+
+def test_custom_networks_are_used():
+    decoder = mlp([Z_DIM, 5, X_DIM], "tanh")
+    model = VAE(X_DIM, Z_DIM, decoder=decoder)
+    assert model.decoder is decoder
+    assert model.sample_images(7).shape == (7, X_DIM)
+
+
+def test_gaussian_scale_learned_or_fixed():
+    learned = VAE(X_DIM, Z_DIM, (8,), "gaussian")
+    fixed = VAE(X_DIM, Z_DIM, (8,), "gaussian", likelihood_scale=0.5)
+    assert learned.likelihood.raw_scale.requires_grad and learned.likelihood.scale().shape == (X_DIM,)
+    assert fixed.likelihood.scale() == 0.5 and not list(fixed.likelihood.parameters())
+    with pytest.raises(ValueError, match="scale must be positive"):
+        VAE(X_DIM, Z_DIM, likelihood="gaussian", likelihood_scale=0.0)
+
+
+@pytest.mark.parametrize(
+    "x,error,match",
+    [
+        (torch.zeros(4, X_DIM + 1), ValueError, r"shape \(batch, 12\)"),
+        (torch.zeros(X_DIM), ValueError, r"shape \(batch, 12\)"),
+        (torch.zeros(4, X_DIM, dtype=torch.int64), TypeError, "floating-point"),
+        (torch.full((4, X_DIM), float("nan")), ValueError, "NaN"),
+        (torch.full((4, X_DIM), 0.5), ValueError, "binary"),
+        (torch.zeros(0, X_DIM), ValueError, "empty"),
+        ([[0.0] * X_DIM], TypeError, "torch.Tensor"),
+    ],
+)
+def test_bad_input_is_rejected_by_model(x, error, match):
+    with pytest.raises(error, match=match):
+        VAE(X_DIM, Z_DIM, (8,))(x)
+
+
+def test_bad_input_is_rejected_by_guide_and_other_likelihoods():
+    with pytest.raises(ValueError, match=r"shape \(batch, 12\)"):
+        DiagonalNormalGuide(X_DIM, Z_DIM, (8,))(torch.zeros(4, 3))
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        VAE(X_DIM, Z_DIM, (8,), "continuous_bernoulli")(torch.full((2, X_DIM), 1.5))
+    VAE(X_DIM, Z_DIM, (8,), "gaussian")(torch.full((2, X_DIM), 1.5))  # any real value is valid
+    with pytest.raises(ValueError, match="unknown likelihood"):
+        VAE(X_DIM, Z_DIM, likelihood="poisson")
+    with pytest.raises(ValueError, match="unknown activation"):
+        VAE(X_DIM, Z_DIM, activation="swish")
+    with pytest.raises(ValueError, match="positive layer sizes"):
+        mlp([3, 0, 2])

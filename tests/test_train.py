@@ -1,0 +1,117 @@
+import json
+
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyrovae.data import load_dataset
+from pyrovae.guides import DiagonalNormalGuide
+from pyrovae.models import VAE
+from pyrovae.train import TrainingDivergedError, fit, load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train = load_dataset("digits", "train", binarize="static", seed=0).subset(600)
+    test = load_dataset("digits", "test", binarize="static", seed=1)
+    return train, test
+
+
+def pair(seed=0):
+    torch.manual_seed(seed)
+    return VAE(64, 4, (32,)), DiagonalNormalGuide(64, 4, (32,))
+
+
+def parameters(*modules):
+    return torch.cat([p.detach().flatten() for m in modules for p in m.parameters()])
+
+
+def test_short_run_improves_test_elbo(digits, tmp_path):
+    model, guide = pair()
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=12, batch_size=50, lr=3e-3,
+                  run_dir=tmp_path, progress=False)
+    elbos = history.column("test_elbo")
+    assert len(elbos) == 12
+    assert elbos[-1] > elbos[0] + 5.0, elbos  # nats per example
+    assert elbos[-1] > -30.0
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 13))
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["objective"] == "Trace_ELBO" and config["batch_size"] == 50
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*"))
+
+
+@pytest.mark.parametrize("engine", ["module", "svi"])
+def test_resume_reproduces_an_uninterrupted_run(digits, tmp_path, engine):
+    options = dict(batch_size=100, lr=3e-3, seed=5, progress=False, engine=engine)
+    model, guide = pair()
+    fit(model, guide, Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path / "straight", **options)
+    straight = parameters(model, guide)
+
+    model, guide = pair()
+    fit(model, guide, Trace_ELBO(), *digits, epochs=2, run_dir=tmp_path / "resumed", **options)
+    model, guide = pair(seed=123)  # a fresh process would start from other weights
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path / "resumed", resume=True, **options)
+    assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4]
+    assert torch.allclose(parameters(model, guide), straight, atol=1e-6, rtol=0)
+
+
+def test_engines_take_the_same_steps(digits):
+    results = []
+    for engine in ("module", "svi"):
+        model, guide = pair()
+        fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, lr=1e-3, seed=2,
+            progress=False, engine=engine)
+        results.append(parameters(model, guide))
+    assert torch.allclose(results[0], results[1], atol=1e-5)
+
+
+class PoisonedVAE(VAE):
+    """Returns NaN logits from its ``after``-th forward call on."""
+
+    def __init__(self, after):
+        super().__init__(64, 4, (32,))
+        self.calls, self.after = 0, after
+
+    def decode(self, z):
+        self.calls += 1
+        distribution = super().decode(z)
+        if self.calls >= self.after:
+            return self.likelihood.distribution(self.decoder(z) * float("nan"))
+        return distribution
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    train, test = digits
+    model, guide = PoisonedVAE(after=20), DiagonalNormalGuide(64, 4, (32,))
+    # 6 steps and 1 test evaluation per epoch: the 20th decode call is in epoch 3.
+    with pytest.raises(TrainingDivergedError, match=r"epoch 3, step \d+.*last good checkpoint"):
+        fit(model, guide, Trace_ELBO(), train, test.subset(100), epochs=5, batch_size=100, run_dir=tmp_path,
+            progress=False)
+    fresh_model, fresh_guide = pair(seed=9)
+    checkpoint = load_checkpoint(tmp_path, fresh_model, fresh_guide)
+    assert checkpoint["epoch"] == 2
+    assert torch.isfinite(parameters(fresh_model, fresh_guide)).all()
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+def test_bad_arguments(digits, tmp_path):
+    model, guide = pair()
+    train, test = digits
+    with pytest.raises(ValueError, match="engine"):
+        fit(model, guide, Trace_ELBO(), train, engine="jax")
+    with pytest.raises(ValueError, match="batch_size"):
+        fit(model, guide, Trace_ELBO(), train, batch_size=0)
+    with pytest.raises(ValueError, match="lr"):
+        fit(model, guide, Trace_ELBO(), train, lr=-1.0)
+    with pytest.raises(FileNotFoundError, match="cannot resume"):
+        fit(model, guide, Trace_ELBO(), train, run_dir=tmp_path, resume=True)
+    with pytest.raises(TypeError, match="Dataset"):
+        fit(model, guide, Trace_ELBO(), train.x)
+    nan_data = train.subset(10)
+    nan_data.x[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        fit(model, guide, Trace_ELBO(), nan_data)
+    intensities = load_dataset("digits", "train").subset(50)
+    with pytest.raises(ValueError, match="binary"):
+        fit(model, guide, Trace_ELBO(), intensities, progress=False)
