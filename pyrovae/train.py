@@ -78,6 +78,8 @@ def fit(
     config: dict | None = None,
     progress: bool = True,
     epoch_callback=None,
+    max_seconds: float | None = None,
+    lr_schedule=None,
 ) -> History:
     """Train ``model``/``guide`` by minimising ``elbo`` on minibatches of ``train``.
 
@@ -92,6 +94,9 @@ def fit(
         eval_elbo: objective for the test ELBO (default: :func:`default_eval_elbo`).
         config: extra settings recorded in ``config.json``.
         epoch_callback: called as ``callback(epoch, row)`` after each epoch; may add keys to ``row``.
+        max_seconds: a wall-time budget: no epoch starts once this many seconds of training have passed.
+        lr_schedule: ``schedule(epoch, seconds) -> lr``, applied before each epoch (``epoch`` counts
+            from 0, ``seconds`` is the training time so far).
 
     Returns:
         The :class:`History` of per-epoch metrics: ``train_loss`` (objective per example, averaged over
@@ -127,12 +132,12 @@ def fit(
     # parameters in SVI (pyro.module hands the stored tensor to the optimizer), so start clean.
     pyro.clear_param_store()
     generator = torch.Generator().manual_seed(seed)
-    step_fn, optimizer_state = _make_engine(engine, model, guide, elbo, lr)
+    step_fn, optimizer = _make_engine(engine, model, guide, elbo, lr)
     eval_elbo = eval_elbo or default_eval_elbo(elbo)
     history = History()
     start_epoch = 0
     if resume:
-        start_epoch, history = _load_checkpoint(run_dir, model, guide, optimizer_state, generator)
+        start_epoch, history = _load_checkpoint(run_dir, model, guide, optimizer, generator)
     elif run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
@@ -141,8 +146,13 @@ def fit(
         write_json(run_dir / CONFIG, {**settings, **(config or {})})
 
     num_batches = math.ceil(len(train) / batch_size)
+    trained_seconds = sum(row["seconds"] for row in history.rows)
     with data_checks(False):
         for epoch in range(start_epoch, epochs):
+            if max_seconds is not None and trained_seconds >= max_seconds:
+                break
+            if lr_schedule is not None:
+                _set_lr(optimizer, lr_schedule(epoch, trained_seconds))
             began = time.perf_counter()
             model.train(), guide.train()
             total = 0.0
@@ -163,11 +173,12 @@ def fit(
             if epoch_callback is not None:
                 epoch_callback(epoch + 1, row)
             row["seconds"] = time.perf_counter() - began
+            trained_seconds += row["seconds"]
             history.rows.append(row)
             if progress:
                 tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
             if run_dir is not None:
-                _save_checkpoint(run_dir, epoch + 1, model, guide, optimizer_state, generator, history)
+                _save_checkpoint(run_dir, epoch + 1, model, guide, optimizer, generator, history)
     return history
 
 
@@ -199,7 +210,20 @@ def _make_engine(engine, model, guide, elbo, lr):
     return step, optimizer
 
 
-def _optimizer_state(optimizer):
+def _set_lr(optimizer, lr: float) -> None:
+    if not lr > 0:
+        raise ValueError(f"lr_schedule returned a non-positive learning rate {lr}")
+    if isinstance(optimizer, pyro.optim.PyroOptim):
+        optimizer.pt_optim_args["lr"] = lr  # for per-parameter optimizers created later
+        torch_optimizers = optimizer.optim_objs.values()
+    else:
+        torch_optimizers = [optimizer]
+    for torch_optimizer in torch_optimizers:
+        for group in torch_optimizer.param_groups:
+            group["lr"] = lr
+
+
+def _optimizer(optimizer):
     return optimizer.get_state() if isinstance(optimizer, pyro.optim.PyroOptim) else optimizer.state_dict()
 
 
@@ -213,7 +237,7 @@ def _save_checkpoint(run_dir, epoch, model, guide, optimizer, generator, history
         "epoch": epoch,
         "model": model.state_dict(),
         "guide": guide.state_dict(),
-        "optimizer": _optimizer_state(optimizer),
+        "optimizer": _optimizer(optimizer),
         "rng": get_rng_state(),
         "data_rng": generator.get_state(),
     })

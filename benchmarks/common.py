@@ -1,0 +1,42 @@
+"""Helpers shared by the benchmark scripts: the machine description and atomic result files."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import pyro
+import torch
+
+from pyrovae.io import write_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+    }
+
+
+def save_results(name: str, results: dict) -> Path:
+    path = RESULTS / f"{name}.json"
+    write_json(path, {**results, "machine": machine()})
+    return path
+
+
+def print_table(rows: list[dict], columns: list[str]) -> None:
+    widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for row in rows:
+        print("  ".join(_fmt(row.get(c)).ljust(w) for c, w in zip(columns, widths)))
+
+
+def _fmt(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
