@@ -1,0 +1,487 @@
+"""Tests of SpikeAndExponential, SpikeAndPower and SymmetricPowerRelaxation.
+
+The chain of evidence: ``icdf`` is compared with the seed's smoothing formulas written out
+naively; samples (``icdf`` of uniforms) are tested against ``cdf``; ``cdf`` against the integral
+of ``exp(log_prob)``; mean and variance against integrals of the smoothing; KLs against Monte
+Carlo means of ``log_prob`` ratios.
+"""
+
+import math
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import scipy.stats
+import torch
+from distribution_checks import (
+    assert_cdf_is_integral_of_density,
+    assert_density_integrates_to_one,
+    assert_finite,
+    assert_finite_everywhere,
+    assert_icdf_inverts_cdf,
+    assert_kl_matches_monte_carlo,
+    assert_moments_match_samples,
+    assert_rsample_grad_matches_finite_difference,
+    assert_samples_match_cdf,
+    parameter_grid,
+    quad,
+)
+from pyro.distributions.kl import kl_divergence
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import Adam
+from torch.distributions import Bernoulli
+from torch.distributions.constraints import positive, unit_interval
+
+import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
+from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
+from pyrovae.distributions.spike_and_power import SpikeAndPower
+from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
+
+
+def seed_f1(beta, p, eps):
+    """Seed 001's f1, written out as printed (float64, moderate beta only)."""
+    above = eps >= 1 - p
+    return torch.where(above, torch.log((eps + p - 1) / p * (math.exp(beta) - 1) + 1) / beta, 0.0)
+
+
+def seed_f2(beta, p, eps):
+    """Seed 001's f2 as printed."""
+    return torch.where(eps >= 1 - p, 1 - ((1 - eps) / p) ** beta, 0.0)
+
+
+def seed_f3(beta, p, eps):
+    """Seed 001's f3 as printed."""
+    lower = 0.5 * (eps / (1 - p)) ** beta
+    return torch.where(eps < 1 - p, lower, 1 - 0.5 * ((1 - eps) / p) ** beta)
+
+
+@dataclass
+class Case:
+    relaxation: type
+    smoothing: object
+    split: float
+
+    @property
+    def has_spike(self):
+        return self.split == 0.0
+
+    def atoms(self, probs):
+        """The atom masses in the form of distribution_checks: the spike at 0 has mass 1 - q."""
+        return {0.0: 1 - probs} if self.has_spike else None
+
+    def points(self):
+        """Where the density jumps, for the quadratures."""
+        return () if self.has_spike else (self.split,)
+
+    def continuous_values(self, n=9, dtype=torch.float64):
+        """Values inside the continuous part of the support, away from the endpoints."""
+        return torch.linspace(0.02, 0.98, n, dtype=dtype)
+
+    def lower_values(self):
+        """Values a member with q = 0 can take (its hard value 0)."""
+        if self.has_spike:
+            return torch.tensor([0.0])
+        return torch.tensor([0.0, 1e-30, 0.25, 0.5])
+
+    def upper_values(self):
+        """Values a member with q = 1 can take (its hard value 1)."""
+        return torch.tensor([0.5 + 1e-6, 0.75, 1 - 1e-6, 1.0])
+
+
+CASES = [
+    pytest.param(Case(SpikeAndExponential, seed_f1, 0.0), id="SpikeAndExponential"),
+    pytest.param(Case(SpikeAndPower, seed_f2, 0.0), id="SpikeAndPower"),
+    pytest.param(Case(SymmetricPowerRelaxation, seed_f3, 0.5), id="SymmetricPowerRelaxation"),
+]
+SPIKE_CASES = CASES[:2]
+
+
+@pytest.fixture(autouse=True)
+def validation():
+    pyro.enable_validation(True)
+    pyro.clear_param_store()
+    yield
+    pyro.clear_param_store()
+
+
+def quadrature_dist(case):
+    """A float64 batch of four members. For beta > 1 the power relaxations' density has an
+    integrable singularity at 0 or 1 carrying mass (1e-16)^(1/beta) within float64's resolution
+    of it, which quadrature cannot see; beta = 1.5 keeps that below 1e-10."""
+    params = parameter_grid(torch.float64, probs=[0.2, 0.7], beta=[0.5, 1.5])
+    return case.relaxation(params["probs"], params["beta"]), params
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_icdf_is_the_seed_smoothing(case):
+    # 1 - p itself is left out: f1 rises with slope e^beta / beta there, which turns the
+    # rounding of 1 - p into visible differences between equivalent formulas.
+    eps = torch.linspace(0, 1, 401, dtype=torch.float64) + 1e-4
+    for p in (0.2, 0.5, 0.8):
+        for beta in (0.5, 2.0, 8.0, 30.0):
+            d = case.relaxation(torch.tensor(p, dtype=torch.float64), beta)
+            expected = case.smoothing(beta, p, eps[:-1])
+            torch.testing.assert_close(d.icdf(eps[:-1]), expected, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_smoothing_is_increasing_from_0_to_1(case):
+    eps = torch.linspace(0, 1, 2001, dtype=torch.float64)
+    params = parameter_grid(torch.float64, probs=[0.0, 0.2, 0.5, 0.8, 1.0], beta=[0.1, 1, 10, 100])
+    d = case.relaxation(params["probs"], params["beta"])
+    zeta = d.icdf(eps.unsqueeze(-1))
+    assert (zeta.diff(dim=0) >= 0).all()
+    probs = params["probs"]
+    # f(0) = 0 and f(1) = 1 need both halves (0 < q < 1).
+    interior = (params["probs"] > 0) & (params["probs"] < 1)
+    ends = zeta[[0, -1]][:, interior]
+    torch.testing.assert_close(ends[0], torch.zeros_like(ends[0]), atol=1e-12, rtol=0)
+    torch.testing.assert_close(ends[1], torch.ones_like(ends[1]), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_smoothing_converges_to_step(case):
+    eps = torch.linspace(0, 1, 1001, dtype=torch.float64).unsqueeze(-1)
+    probs = torch.tensor([0.2, 0.5, 0.8], dtype=torch.float64)
+    step = (eps >= 1 - probs).double()
+    away = (eps - (1 - probs)).abs() > 0.05
+    errors = []
+    for beta in (1.0, 10.0, 100.0, 1e4):
+        zeta = case.relaxation(probs, beta).icdf(eps)
+        errors.append(float((zeta - step).abs()[away].max()))
+    assert all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-2, errors
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_density_integrates_to_one(case):
+    d, params = quadrature_dist(case)
+    assert_density_integrates_to_one(
+        d, lower=0.0, upper=1.0, atoms=case.atoms(params["probs"]), points=case.points(), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_cdf_is_integral_of_density(case):
+    d, params = quadrature_dist(case)
+    grid = [0.0, 0.2, 0.5, 0.8, 0.99, 1.0]
+    assert_cdf_is_integral_of_density(
+        d,
+        grid,
+        lower=0.0,
+        atoms=case.atoms(params["probs"]),
+        points=case.points(),
+        atol=1e-6,
+        rtol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_icdf_inverts_cdf_on_continuous_part(case):
+    # Moderate betas: sharper, and cdf or icdf is so flat somewhere on the grid that rounding
+    # the intermediate result (e.g. zeta = 1 - 1e-20 to 1) loses the round trip.
+    params = parameter_grid(torch.float64, probs=[0.2, 0.7], beta=[0.5, 3.0])
+    d = case.relaxation(params["probs"], params["beta"])
+    values = case.continuous_values().unsqueeze(-1)
+    # Levels above the jump 1 - q of the spike relaxations' cdf; all levels for f3.
+    levels = torch.linspace(0.01, 0.99, 9, dtype=torch.float64).unsqueeze(-1)
+    if case.has_spike:
+        levels = 1 - d.probs * (1 - levels)
+    assert_icdf_inverts_cdf(d, values=values, probs=levels, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_samples_match_cdf(case, dtype):
+    # In float32 the power relaxations put mass (3e-8)^(1/beta) onto exactly 1.0 (and 0), ties
+    # that KS would flag for beta = 4 with 1e5 samples; beta = 1.5 keeps them below one sample.
+    beta = [0.5, 4.0] if dtype == torch.float64 else [0.5, 1.5]
+    params = parameter_grid(dtype, probs=[0.3, 0.8], beta=beta)
+    d = case.relaxation(params["probs"], params["beta"])
+    assert_samples_match_cdf(d, atoms=case.atoms(params["probs"]), n=100_000)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_hard_value_is_bernoulli(case):
+    probs = torch.tensor([0.0, 0.1, 0.5, 0.9, 1.0], dtype=torch.float64)
+    d = case.relaxation(probs, 3.0)
+    torch.testing.assert_close(d.bernoulli_probs, probs)
+    torch.manual_seed(0)
+    hard = d.hard(d.sample((20_000,)))
+    assert hard.dtype == torch.float64 and set(hard.unique().tolist()) <= {0.0, 1.0}
+    for column, p in enumerate(probs.tolist()):
+        ones = int(hard[:, column].sum())
+        assert scipy.stats.binomtest(ones, 20_000, p).pvalue > 1e-4, (p, ones)
+    split = torch.tensor(case.split, dtype=torch.float64)
+    just_above = torch.nextafter(split, torch.tensor(1.0, dtype=torch.float64))
+    assert d.hard(split).item() == 0.0 and d.hard(just_above).item() == 1.0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_mean_and_variance_are_integrals_of_the_smoothing(case):
+    # E[zeta] and E[zeta^2] are integrals of f and f^2 over the uniform, split at each 1 - q;
+    # beta = 0.01 and 0.05 exercise the small-beta series of the exponential part.
+    params = parameter_grid(
+        torch.float64, probs=[0.0, 0.3, 0.9, 1.0], beta=[0.01, 0.05, 0.5, 3.0, 40.0]
+    )
+    d = case.relaxation(params["probs"], params["beta"])
+    splits = set((1 - params["probs"]).tolist())
+
+    def powers_of_f(eps):
+        zeta = d.icdf(torch.full(d.batch_shape, eps, dtype=torch.float64))
+        return torch.stack([zeta, zeta**2])
+
+    first, second = quad(powers_of_f, 0.0, 1.0, points=splits)
+    torch.testing.assert_close(d.mean, first, rtol=1e-8, atol=1e-11)
+    torch.testing.assert_close(d.variance, second - first**2, rtol=1e-7, atol=1e-11)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_moments_match_samples(case, dtype):
+    params = parameter_grid(dtype, probs=[0.2, 0.6], beta=[0.3, 5.0])
+    d = case.relaxation(params["probs"], params["beta"])
+    assert_moments_match_samples(d, n=100_000)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_rsample_grad_matches_finite_differences(case):
+    torch.manual_seed(1)
+    probs = torch.rand(300, dtype=torch.float64) * 0.9 + 0.05
+    beta = torch.exp(torch.empty(300, dtype=torch.float64).uniform_(math.log(0.2), math.log(20)))
+    # A sample whose uniform lies within the step of 1 - q jumps between branches.
+    assert_rsample_grad_matches_finite_difference(
+        case.relaxation,
+        {"probs": probs, "beta": beta},
+        eps=1e-7,
+        atol=1e-5,
+        rtol=1e-4,
+        max_mismatch_fraction=0.01,
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradcheck(case):
+    def leaf(values):
+        return torch.tensor(values, dtype=torch.float64, requires_grad=True)
+
+    probs, beta = leaf([0.3, 0.6, 0.85]), leaf([0.7, 2.0, 9.0])
+    other_probs, other_beta = leaf([0.5, 0.2, 0.9]), leaf([1.5, 2.0, 4.0])
+    levels = torch.tensor([0.1, 0.55, 0.5], dtype=torch.float64)  # away from 1 - probs
+    values = torch.tensor([0.2, 0.45, 0.8], dtype=torch.float64)
+    make = case.relaxation
+    assert torch.autograd.gradcheck(lambda q, b: make(q, b).icdf(levels), (probs, beta))
+    assert torch.autograd.gradcheck(lambda q, b: make(q, b).log_prob(values), (probs, beta))
+    assert torch.autograd.gradcheck(lambda q, b: make(q, b).cdf(values), (probs, beta))
+    assert torch.autograd.gradcheck(
+        lambda q, b: (make(q, b).mean, make(q, b).variance), (probs, beta)
+    )
+    assert torch.autograd.gradcheck(
+        lambda q1, b1, q2, b2: kl_divergence(make(q1, b1), make(q2, b2)),
+        (probs, beta, other_probs, other_beta),
+    )
+
+
+@pytest.mark.parametrize("case", SPIKE_CASES)
+def test_log_prob_of_spike_is_log_probability(case):
+    probs = torch.tensor([0.0, 0.3, 0.9], dtype=torch.float64)
+    d = case.relaxation(probs, 5.0)
+    torch.testing.assert_close(d.log_prob(torch.zeros(3, dtype=torch.float64)), torch.log1p(-probs))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_same_beta_kl_is_bernoulli_kl(case):
+    p = case.relaxation(torch.tensor([0.0, 0.2, 0.5, 0.9, 1.0]), 7.0)
+    q = case.relaxation(torch.tensor([0.3, 0.6, 0.5, 0.1, 0.4]), 7.0)
+    expected = kl_divergence(Bernoulli(probs=p.probs), Bernoulli(probs=q.probs))
+    torch.testing.assert_close(kl_divergence(p, q), expected)
+    infinite = kl_divergence(case.relaxation(torch.tensor(0.5), 7.0), case.relaxation(0.0, 7.0))
+    assert infinite.item() == math.inf
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("same_beta", [True, False], ids=["same_beta", "different_beta"])
+def test_kl_matches_monte_carlo(case, same_beta):
+    p = case.relaxation(
+        torch.tensor([0.2, 0.7, 0.5], dtype=torch.float64),
+        torch.tensor([0.5, 3.0, 1.5], dtype=torch.float64),
+    )
+    q = case.relaxation(
+        torch.tensor([0.6, 0.4, 0.5], dtype=torch.float64),
+        p.beta if same_beta else torch.tensor([2.0, 1.0, 6.0], dtype=torch.float64),
+    )
+    assert_kl_matches_monte_carlo(p, q, n=100_000)
+
+
+def test_kl_between_different_relaxations_is_not_registered():
+    with pytest.raises(NotImplementedError):
+        kl_divergence(SpikeAndExponential(0.5, 2.0), SpikeAndPower(0.5, 2.0))
+
+
+GRID_BETAS = [0.1, 1.0, 10.0, 100.0]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_finite_everywhere(case, dtype):
+    params = parameter_grid(dtype, probs=[1e-6, 0.01, 0.3, 0.5, 0.99, 1 - 1e-6], beta=GRID_BETAS)
+    values = torch.tensor([0.0, 1e-30, 1e-6, 0.25, 0.5, 0.5 + 1e-6, 0.75, 1 - 1e-6, 1.0])
+    assert_finite_everywhere(case.relaxation, params, values, n_samples=2000)
+    # q = 0 and q = 1: log_prob is finite on what each can produce (elsewhere it is -inf).
+    for probs, values in ((0.0, case.lower_values()), (1.0, case.upper_values())):
+        params = parameter_grid(dtype, probs=[probs], beta=GRID_BETAS)
+        assert_finite_everywhere(case.relaxation, params, values, n_samples=2000)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rsample_finite_when_the_uniform_is_extreme(case, dtype, monkeypatch):
+    # torch.rand returns values in [0, 1): its extremes must not reach the smoothing.
+    one, zero = torch.tensor(1.0, dtype=dtype), torch.tensor(0.0, dtype=dtype)
+    for extreme in (0.0, torch.nextafter(one, zero).item()):
+
+        def rand(shape, **kwargs):
+            return torch.full(shape, extreme, **kwargs)
+
+        monkeypatch.setattr(torch, "rand", rand)
+        params = parameter_grid(dtype, probs=[0.0, 0.4, 1.0], beta=GRID_BETAS)
+        assert_finite_everywhere(case.relaxation, params, torch.tensor([]), n_samples=3)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_icdf_just_above_the_step_stays_on_the_upper_side(case, dtype):
+    # Uniforms a few ulps above 1 - q map to zeta barely above the split, where rounding could
+    # put zeta on the split and make the sample stand for 0, with log_prob log(1 - q).
+    probs = torch.tensor([0.3, 0.5, 0.9, 1.0], dtype=dtype)
+    one = torch.tensor(1.0, dtype=dtype)
+    levels = [1 - probs]
+    for _ in range(4):
+        levels.append(torch.nextafter(levels[-1], one))
+    levels = torch.stack(levels[1:])
+    for beta in GRID_BETAS:
+        d = case.relaxation(probs, torch.tensor(beta, dtype=dtype))
+        zeta = d.icdf(levels)
+        assert (d.hard(zeta) == 1).all(), (beta, zeta)
+        assert_finite("log_prob just above the step", d.log_prob(zeta))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_kl_mean_variance_finite_at_extremes(case, dtype):
+    params = parameter_grid(dtype, probs=[0.0, 1e-6, 0.5, 1.0], beta=GRID_BETAS)
+    d = case.relaxation(params["probs"], params["beta"])
+    other = case.relaxation(params["probs"].flip(0).clamp(0.1, 0.9), params["beta"].flip(0))
+    assert_finite("mean, variance, KL", d.mean, d.variance, kl_divergence(d, other))
+    assert (d.variance >= 0).all()
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_shapes_expand_and_to_event(case):
+    d = case.relaxation(torch.full((3, 1), 0.4), torch.tensor([1.0, 2.0]))
+    assert d.batch_shape == (3, 2) and d.event_shape == ()
+    assert d.sample((5,)).shape == (5, 3, 2)
+    assert d.log_prob(torch.full((2,), 0.3)).shape == (3, 2)
+    assert d.mean.shape == d.variance.shape == (3, 2)
+
+    expanded = d.expand((4, 3, 2))
+    assert type(expanded) is case.relaxation and expanded.batch_shape == (4, 3, 2)
+    assert expanded._validate_args == d._validate_args
+    value = torch.full((2,), 0.3)
+    torch.testing.assert_close(expanded.log_prob(value)[0], d.log_prob(value))
+
+    event = d.to_event(1)
+    assert event.batch_shape == (3,) and event.event_shape == (2,)
+    assert event.log_prob(event.sample()).shape == (3,)
+    assert case.relaxation(0.5, 2.0).batch_shape == ()
+
+
+def run_elbo(case, elbo, num_particles=1, event=False):
+    """A model whose only latent is a plate of relaxed variables, and a guide over the same."""
+    prior_probs = torch.tensor([0.2, 0.5, 0.7, 0.9])
+    prior_beta = torch.tensor([2.0, 2.0, 3.0, 3.0])
+
+    def model():
+        prior = case.relaxation(prior_probs, prior_beta)
+        if event:
+            pyro.sample("z", prior.to_event(1))
+        else:
+            with pyro.plate("latents", 4):
+                pyro.sample("z", prior)
+
+    def guide():
+        probs = pyro.param("probs", torch.tensor([0.4, 0.5, 0.1, 0.95]), constraint=unit_interval)
+        beta = pyro.param("beta", torch.tensor([2.0, 2.0, 5.0, 1.0]), constraint=positive)
+        guide_dist = case.relaxation(probs, beta)
+        if event:
+            pyro.sample("z", guide_dist.to_event(1))
+        else:
+            with pyro.plate("latents", 4):
+                pyro.sample("z", guide_dist)
+
+    elbo = elbo(num_particles=num_particles, vectorize_particles=num_particles > 1)
+    loss = elbo.loss(model, guide)
+    guide_dist = case.relaxation(pyro.param("probs"), pyro.param("beta"))
+    exact = kl_divergence(guide_dist, case.relaxation(prior_probs, prior_beta)).sum()
+    return loss, exact.item()
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("event", [False, True], ids=["plate", "to_event"])
+def test_trace_mean_field_elbo_uses_the_registered_kl(case, event):
+    first, exact = run_elbo(case, TraceMeanField_ELBO, event=event)
+    second, _ = run_elbo(case, TraceMeanField_ELBO, event=event)
+    # The model has no observations, so the loss is the KL; a Monte Carlo fallback would vary.
+    assert first == second == pytest.approx(exact, rel=1e-5)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_trace_elbo_estimates_the_kl(case):
+    torch.manual_seed(0)
+    loss, exact = run_elbo(case, Trace_ELBO, num_particles=20_000)
+    assert loss == pytest.approx(exact, abs=0.05)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("elbo", [Trace_ELBO, TraceMeanField_ELBO])
+def test_svi_steps_in_a_tiny_vae_stay_finite(case, elbo):
+    data = torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", case.relaxation(torch.full((3,), 0.5), 4.0).to_event(1))
+            pyro.sample("x", dist.Normal(z, 0.3).to_event(1), obs=x)
+
+    def guide(x):
+        probs = pyro.param("guide_probs", torch.full((2, 3), 0.5), constraint=unit_interval)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", case.relaxation(probs, 4.0).to_event(1))
+
+    torch.manual_seed(0)
+    svi = SVI(model, guide, Adam({"lr": 0.05}), elbo())
+    losses = [svi.step(data) for _ in range(60)]
+    assert all(math.isfinite(loss) for loss in losses)
+    learned = pyro.param("guide_probs").detach()
+    # The guide learns which relaxed bits are on.
+    assert ((learned > 0.5) == data.bool()).all(), learned
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_parameters_raise(case):
+    with pytest.raises(ValueError, match="probs"):
+        case.relaxation(torch.tensor([0.5, 1.5]), 1.0)
+    with pytest.raises(ValueError, match="probs"):
+        case.relaxation(-0.1, 1.0)
+    with pytest.raises(ValueError, match="beta"):
+        case.relaxation(0.5, 0.0)
+    with pytest.raises(ValueError, match="beta"):
+        case.relaxation(0.5, torch.tensor([1.0, -2.0]))
+    with pytest.raises(TypeError, match="probs must be a floating point"):
+        case.relaxation(torch.tensor([0, 1]), torch.tensor([1, 2]))
+    with pytest.raises(TypeError, match="beta must be a floating point"):
+        case.relaxation(torch.tensor([0.5]), torch.tensor([2]))
+    d = case.relaxation(0.5, 1.0)
+    for bad_value in (-0.1, 1.1):
+        with pytest.raises(ValueError, match="support"):
+            d.log_prob(torch.tensor(bad_value))
