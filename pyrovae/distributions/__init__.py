@@ -1,0 +1,12 @@
+"""Relaxations of Bernoulli variables as Pyro distributions.
+
+Importing this package registers their closed-form KL divergences with ``kl_divergence``, so
+``TraceMeanField_ELBO`` uses them.
+"""
+
+from pyrovae.distributions import kl  # noqa: F401  (registers the closed-form KLs)
+from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
+from pyrovae.distributions.spike_and_power import SpikeAndPower
+from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
+
+__all__ = ["SpikeAndExponential", "SpikeAndPower", "SymmetricPowerRelaxation"]
