@@ -45,7 +45,7 @@ FAMILIES = {
     "spike_and_exponential": lambda probs: pyrovae_distribution("spike_and_exponential", "SpikeAndExponential")(
         probs, torch.tensor(5.0)
     ),
-    "step_logistic": lambda probs: pyrovae_distribution("step_logistic", "StepLogistic")(torch.logit(probs)),
+    "step_logistic": lambda probs: pyrovae_distribution("step_logistic", "StepLogistic")(2 * probs),
 }
 
 
