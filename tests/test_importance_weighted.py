@@ -148,6 +148,7 @@ def test_dreg_leaves_the_model_gradient_standard_and_vanishes_at_the_posterior()
     assert any(g.abs() > 1e-3 for g in torch.autograd.grad(loss, [guide.loc, guide.log_scale]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["standard", "dreg"])
 def test_trains_in_svi_and_as_module(estimator):
     model, x = ConjugateModel(learn_offset=False), torch.full((20,), X)

@@ -274,6 +274,7 @@ def test_seed_004_toy_weights():
     assert LogVarianceELBO(num_particles=num).loss(model, guide) == pytest.approx(exact["var_log_w"] / 2, rel=0.02)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective_class", [VarianceELBO, LogVarianceELBO])
 def test_trains_in_svi_and_as_module(objective_class):
     x = torch.full((20,), X)

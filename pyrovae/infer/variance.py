@@ -67,6 +67,7 @@ class VarianceELBO(ParticleObjective):
     Gradient Estimator for Variational Inference" (the log-variance loss).
     """
 
+    #: A sample variance needs at least two particles.
     min_particles = 2
     #: Multiplies the sample variance; 1 for the variance loss.
     variance_weight = 1.0
