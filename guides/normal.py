@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.networks import Encoder, LocScaleHead
+from pyrovae.params import register_module
 from pyrovae.plates import data_plate
 from pyrovae.validation import check_data, data_checks_enabled
 
@@ -36,7 +37,7 @@ class AmortizedGuide(nn.Module):
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         if data_checks_enabled():
             check_data(x, self.x_dim)
-        pyro.module(self.name, self)
+        register_module(self.name, self)
         with data_plate(x.shape[0], num_data, x.device):
             return pyro.sample("z", self.posterior(x))
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from pyrovae.likelihoods import make_likelihood
 from pyrovae.networks import decoder_mlp
+from pyrovae.params import register_module
 from pyrovae.plates import data_plate
 from pyrovae.validation import data_checks_enabled
 
@@ -74,7 +75,7 @@ class VAE(nn.Module):
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         if data_checks_enabled():
             self.likelihood.check(x)
-        pyro.module(self.name, self)
+        register_module(self.name, self)
         with data_plate(x.shape[0], num_data, x.device):
             z = pyro.sample("z", self.prior(x.shape[0]))
             pyro.sample("x", self.decode(z), obs=x)

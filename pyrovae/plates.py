@@ -8,6 +8,8 @@ random permutation of ``N`` at every step, which the data pipeline has already d
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import pyro
 import torch
 
@@ -25,4 +27,11 @@ def data_plate(batch_size: int, num_data: int | None = None, device: torch.devic
         raise ValueError(f"num_data={num_data} is smaller than the batch size {batch_size}")
     if num_data == batch_size:
         return pyro.plate(DATA_PLATE, batch_size, dim=dim, device=device)
-    return pyro.plate(DATA_PLATE, num_data, subsample=torch.arange(batch_size, device=device), dim=dim)
+    return pyro.plate(DATA_PLATE, num_data, subsample=_positions(batch_size, device), dim=dim)
+
+
+@lru_cache(maxsize=64)
+def _positions(batch_size: int, device: torch.device | None) -> torch.Tensor:
+    # The subsample only tells Pyro the batch size; one shared index tensor per size avoids an
+    # allocation on every step.
+    return torch.arange(batch_size, device=device)

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from pyrovae.data import Dataset
 from pyrovae.evaluate import mean_elbo
 from pyrovae.io import read_jsonl, save_torch, write_json, write_jsonl
+from pyrovae.params import module_registration
 from pyrovae.validation import data_checks
 
 CHECKPOINT = "checkpoint.pt"
@@ -147,6 +148,7 @@ def fit(
 
     num_batches = math.ceil(len(train) / batch_size)
     trained_seconds = sum(row["seconds"] for row in history.rows)
+    # Per-batch checks are off: the data was checked above.
     with data_checks(False):
         for epoch in range(start_epoch, epochs):
             if max_seconds is not None and trained_seconds >= max_seconds:
@@ -202,7 +204,9 @@ def _make_engine(engine, model, guide, elbo, lr):
 
     def step(x, num_data):
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_module(x, num_data=num_data)
+        # The torch optimizer reads the parameters directly: registering them with Pyro is skipped.
+        with module_registration(False):
+            loss = loss_module(x, num_data=num_data)
         loss.backward()
         optimizer.step()
         return loss.item()
