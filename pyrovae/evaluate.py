@@ -8,7 +8,7 @@ The importance-sampled estimate (Burda et al. 2016, eq. 8; seed 004) is
 a stochastic lower bound that increases with K to log p(x). The log-densities are read from Pyro
 traces of the guide and of the model replayed on the guide's samples, so any pair whose latents
 are local to the ``"data"`` plate works. The ``K`` samples are drawn as an outer plate (one
-vectorised pass per chunk of samples) and chunks are combined with a running ``logsumexp``.
+vectorised pass per chunk of samples) and chunks are combined with ``logsumexp``.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
-from pyro.poutine.util import site_is_subsample
 
 from pyrovae.data import Dataset
+from pyrovae.infer import ImportanceWeightedELBO
 from pyrovae.plates import DATA_PLATE
-
-PARTICLE_PLATE = "importance_samples"
-
 
 def _batches(dataset: Dataset, batch_size: int):
     if batch_size <= 0:
@@ -46,38 +43,17 @@ def mean_elbo(model, guide, dataset: Dataset, elbo: pyro.infer.ELBO | None = Non
     return -total / len(dataset)
 
 
-def _log_weights(model, guide, x: torch.Tensor, num_samples: int, max_plate_nesting: int) -> torch.Tensor:
+def _log_weights(model, guide, x: torch.Tensor, num_samples: int, max_plate_nesting: float) -> torch.Tensor:
     """``log p(x, z_k) - log q(z_k | x)`` of shape ``(num_samples, B)`` for ``z_k ~ q``."""
-    particles = pyro.plate(PARTICLE_PLATE, num_samples, dim=-(max_plate_nesting + 1))
-    with poutine.block(), particles:
-        guide_trace = poutine.trace(guide).get_trace(x)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    missing = [name for name, site in model_trace.nodes.items()
-               if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site) and name not in guide_trace.nodes]
-    if missing:
-        raise ValueError(f"the guide does not sample the model's latent sites {missing}")
-    log_weight = x.new_zeros(num_samples, x.shape[0])
-    for trace, sign in ((model_trace, 1.0), (guide_trace, -1.0)):
-        trace.compute_log_prob()
-        for name, site in trace.nodes.items():
-            if site["type"] == "sample" and not site_is_subsample(site):
-                log_weight = log_weight + sign * _per_example(name, site, max_plate_nesting + 1)
-    return log_weight
-
-
-def _per_example(name: str, site: dict, num_dims: int) -> torch.Tensor:
-    """A site's log-density summed over every plate but the particle and data plates: ``(K, B)``."""
-    data_dim = next((frame.dim for frame in site["cond_indep_stack"] if frame.name == DATA_PLATE), None)
-    if data_dim is None:
-        raise ValueError(f"site {name!r} is outside the {DATA_PLATE!r} plate; importance sampling per "
-                         "example needs every latent to be local to a data point")
-    log_prob = site["log_prob"]
-    log_prob = log_prob.reshape((1,) * (num_dims - log_prob.dim()) + log_prob.shape)
-    keep = {0, num_dims + data_dim}
-    others = [d for d in range(num_dims) if d not in keep]
-    if others:  # torch sums over every dimension when given an empty list
-        log_prob = log_prob.sum(others, keepdim=True)
-    return log_prob.reshape(log_prob.shape[0], log_prob.shape[num_dims + data_dim])
+    objective = ImportanceWeightedELBO(num_particles=num_samples, max_plate_nesting=max_plate_nesting)
+    with poutine.block():
+        values = objective.log_weights(model, guide, x).values
+    if values.numel() != num_samples * x.shape[0]:
+        raise ValueError(
+            f"importance sampling per example needs every latent local to the {DATA_PLATE!r} plate; "
+            f"got log weights of shape {tuple(values.shape)} for a batch of {x.shape[0]}"
+        )
+    return values.reshape(num_samples, x.shape[0])
 
 
 @torch.no_grad()
@@ -88,12 +64,14 @@ def importance_log_likelihood(
     num_samples: int = 5000,
     chunk_size: int = 500,
     batch_size: int = 100,
-    max_plate_nesting: int = 1,
+    max_plate_nesting: float = float("inf"),
     per_example: bool = False,
 ):
     """Importance-sampled ``log p(x)`` with ``num_samples`` proposals from the guide.
 
-    Memory is bounded by ``chunk_size * batch_size`` decoder evaluations at a time.
+    Memory is bounded by ``chunk_size * batch_size`` decoder evaluations at a time. The log weights
+    come from :class:`~pyrovae.infer.ImportanceWeightedELBO` (one vectorised pass per chunk);
+    ``max_plate_nesting`` is guessed from a trace when not given.
     Returns the mean over the data set in nats (or the per-example tensor if ``per_example``).
     """
     if num_samples < 1:

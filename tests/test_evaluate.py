@@ -100,7 +100,7 @@ def test_guide_missing_a_latent_is_rejected(linear_gaussian):
     def empty_guide(x, num_data=None):
         pass
 
-    with pytest.raises(ValueError, match="latent sites"):
+    with pytest.raises(ValueError, match="latent site"):
         importance_log_likelihood(model, empty_guide, data, 3)
     with pytest.raises(ValueError, match="num_samples"):
         importance_log_likelihood(model, ExactPosteriorGuide(model), data, 0)
