@@ -81,6 +81,7 @@ def fit(
     epoch_callback=None,
     max_seconds: float | None = None,
     lr_schedule=None,
+    diagnostics: dict[str, pyro.infer.ELBO] | None = None,
 ) -> History:
     """Train ``model``/``guide`` by minimising ``elbo`` on minibatches of ``train``.
 
@@ -98,10 +99,15 @@ def fit(
         max_seconds: a wall-time budget: no epoch starts once this many seconds of training have passed.
         lr_schedule: ``schedule(epoch, seconds) -> lr``, applied before each epoch (``epoch`` counts
             from 0, ``seconds`` is the training time so far).
+        diagnostics: more objectives evaluated each epoch on the test set (the training set if there
+            is none), logged as ``-loss`` per example under their names, e.g.
+            ``{"true_discrete_bound": TrueDiscreteBound()}`` next to a relaxed objective.
 
     Returns:
         The :class:`History` of per-epoch metrics: ``train_loss`` (objective per example, averaged over
-        the epoch), ``test_elbo`` (nats per example), ``seconds``.
+        the epoch), ``train_elbo`` (when the objective exposes ``last_elbo``, e.g.
+        :class:`~pyrovae.infer.VarianceELBO`: the ELBO estimated from the training particles),
+        ``test_elbo`` (nats per example), one entry per diagnostic, ``seconds``.
 
     Raises:
         TrainingDivergedError: a step returned a non-finite loss (names epoch and step).
@@ -157,7 +163,7 @@ def fit(
                 _set_lr(optimizer, lr_schedule(epoch, trained_seconds))
             began = time.perf_counter()
             model.train(), guide.train()
-            total = 0.0
+            total, total_elbo = 0.0, 0.0
             bar = tqdm(train.batches(batch_size, generator), total=num_batches, disable=not progress,
                        desc=f"epoch {epoch + 1}/{epochs}", leave=False)
             for step, (x, _) in enumerate(bar):
@@ -166,12 +172,17 @@ def fit(
                     where = f"last good checkpoint: {run_dir / CHECKPOINT}" if run_dir and (run_dir / CHECKPOINT).exists() else "no checkpoint written yet"
                     raise TrainingDivergedError(f"non-finite loss {loss} at epoch {epoch + 1}, step {step + 1}; {where}")
                 total += loss
+                total_elbo += getattr(elbo, "last_elbo", None) or 0.0
                 if step % 10 == 0:
                     bar.set_postfix(loss=f"{total / (step + 1) / len(train):.3f}")
             model.eval(), guide.eval()
             row = {"epoch": epoch + 1, "train_loss": total / num_batches / len(train)}
+            if getattr(elbo, "last_elbo", None) is not None:
+                row["train_elbo"] = total_elbo / num_batches / len(train)
             if test is not None:
                 row["test_elbo"] = mean_elbo(model, guide, test, eval_elbo)
+            for name, objective in (diagnostics or {}).items():
+                row[name] = mean_elbo(model, guide, test if test is not None else train, objective)
             if epoch_callback is not None:
                 epoch_callback(epoch + 1, row)
             row["seconds"] = time.perf_counter() - began

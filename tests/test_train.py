@@ -115,3 +115,18 @@ def test_bad_arguments(digits, tmp_path):
     intensities = load_dataset("digits", "train").subset(50)
     with pytest.raises(ValueError, match="binary"):
         fit(model, guide, Trace_ELBO(), intensities, progress=False)
+
+
+def test_objective_elbo_and_diagnostics_are_logged_each_epoch(digits, tmp_path):
+    from pyrovae.infer import ImportanceWeightedELBO, VarianceELBO
+
+    train, test = digits
+    model, guide = pair()
+    history = fit(model, guide, VarianceELBO(num_particles=4), train, test.subset(100), epochs=3, batch_size=100,
+                  run_dir=tmp_path, progress=False,
+                  diagnostics={"iwae_10": ImportanceWeightedELBO(num_particles=10)})
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all({"train_loss", "train_elbo", "test_elbo", "iwae_10"} <= set(row) for row in rows)
+    # The variance loss is a variance (>= 0); the ELBO from the same particles is a log-likelihood bound.
+    assert all(row["train_loss"] >= 0 and -80 < row["train_elbo"] < 0 for row in history.rows)
+    assert all(row["iwae_10"] > row["test_elbo"] - 0.5 for row in history.rows)
