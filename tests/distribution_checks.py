@@ -189,7 +189,8 @@ def assert_samples_match_cdf(dist, cdf=None, atoms=None, n=100_000, seed=0, p_th
             continuous &= ~at_atom
             below = below + mass[column] * (z > location)
             result = scipy.stats.binomtest(int(at_atom.sum()), n, float(mass[column]))
-            tests.append((f"atom {location} frequency, batch element {column}", float(result.pvalue)))
+            name = f"atom {location} frequency, batch element {column}"
+            tests.append((name, float(result.pvalue)))
         conditional = (u - below) / (1.0 - total_mass[column])
         result = scipy.stats.kstest(conditional[continuous].numpy(), "uniform")
         tests.append((f"KS of continuous part, batch element {column}", float(result.pvalue)))

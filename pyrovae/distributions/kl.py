@@ -12,3 +12,57 @@ from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelax
 for _relaxation in (SpikeAndExponential, SpikeAndPower, SymmetricPowerRelaxation):
     register_kl(_relaxation, _relaxation)(smoothed_bernoulli_kl)
 # --- end SpikeAndExponential, SpikeAndPower, SymmetricPowerRelaxation --------------------------
+
+# --- StepLogistic -------------------------------------------------------------------------------
+# Thesis seed 003, §5.2, eq. (5.5) and appendix A.3. On each half line the StepLogistic density
+# is the Logistic(0, 1) density times a constant (2 - alpha on z < 0, alpha on z > 0), so every
+# log density ratio below is piecewise constant and each KL is the KL between the Bernoulli laws
+# of the sign of z. SmoothStepLogistic has no closed-form KL, so none is registered for it.
+import torch  # noqa: E402
+from pyro.distributions import Logistic  # noqa: E402
+from torch.distributions.utils import broadcast_all  # noqa: E402
+
+from pyrovae.distributions.step_logistic import StepLogistic  # noqa: E402
+
+
+def _check_standard_logistic(q):
+    if not (bool((q.loc == 0).all()) and bool((q.scale == 1).all())):
+        raise ValueError(
+            "The StepLogistic KL has a closed form only against Logistic(0, 1); got Logistic "
+            f"with loc={q.loc} and scale={q.scale}. Use a Monte Carlo estimate instead."
+        )
+
+
+def _bernoulli_kl_of_halves(alpha_p, alpha_q):
+    """KL(Bernoulli(alpha_p / 2) || Bernoulli(alpha_q / 2)), with 0 log 0 = 0."""
+    left_p, left_q = 2 - alpha_p, 2 - alpha_q
+    return (
+        torch.xlogy(alpha_p, alpha_p)
+        - torch.xlogy(alpha_p, alpha_q)
+        + torch.xlogy(left_p, left_p)
+        - torch.xlogy(left_p, left_q)
+    ) / 2
+
+
+@register_kl(StepLogistic, Logistic)
+def _kl_step_logistic_logistic(p, q):
+    """Eq. (5.5): [(2 - alpha) log(2 - alpha) + alpha log alpha] / 2, against Logistic(0, 1)."""
+    _check_standard_logistic(q)
+    alpha, _ = broadcast_all(p.alpha, q.loc)
+    return _bernoulli_kl_of_halves(alpha, torch.ones_like(alpha))
+
+
+@register_kl(Logistic, StepLogistic)
+def _kl_logistic_step_logistic(p, q):
+    """KL(Logistic(0, 1) || StepLogistic(alpha)) = -[log alpha + log(2 - alpha)] / 2."""
+    _check_standard_logistic(p)
+    alpha, _ = broadcast_all(q.alpha, p.loc)
+    return _bernoulli_kl_of_halves(torch.ones_like(alpha), alpha)
+
+
+@register_kl(StepLogistic, StepLogistic)
+def _kl_step_logistic_step_logistic(p, q):
+    """KL(Bernoulli(alpha_p / 2) || Bernoulli(alpha_q / 2))."""
+    alpha_p, alpha_q = broadcast_all(p.alpha, q.alpha)
+    return _bernoulli_kl_of_halves(alpha_p, alpha_q)
+# --- end StepLogistic ---------------------------------------------------------------------------
