@@ -5,8 +5,10 @@ Importing this package registers their closed-form KL divergences with ``kl_dive
 """
 
 from pyrovae.distributions import kl  # noqa: F401  (registers the closed-form KLs)
+from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
 from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
 from pyrovae.distributions.spike_and_power import SpikeAndPower
+from pyrovae.distributions.step_logistic import StepLogistic
 from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
 
-__all__ = ["SpikeAndExponential", "SpikeAndPower", "SymmetricPowerRelaxation"]
+__all__ = ["SmoothStepLogistic", "SpikeAndExponential", "SpikeAndPower", "StepLogistic", "SymmetricPowerRelaxation"]
