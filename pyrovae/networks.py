@@ -56,6 +56,28 @@ class LocScaleHead(nn.Module):
         return self.loc(h), F.softplus(self.raw_scale(h)) + self.min_scale
 
 
+class TriangularHead(nn.Module):
+    """Features ``h`` to ``(loc, L)``: ``L`` lower-triangular with ``softplus(.) + min_scale`` on its
+    diagonal, the Cholesky factor of a full covariance ``L L^T``."""
+
+    def __init__(self, in_features: int, out_features: int, min_scale: float = 1e-4):
+        super().__init__()
+        self.out_features, self.min_scale = out_features, min_scale
+        self.loc = nn.Linear(in_features, out_features)
+        self.tril = nn.Linear(in_features, out_features * (out_features + 1) // 2)
+        rows, cols = torch.tril_indices(out_features, out_features)
+        self.register_buffer("rows", rows)
+        self.register_buffer("cols", cols)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        entries = self.tril(h)
+        scale_tril = entries.new_zeros(*h.shape[:-1], self.out_features, self.out_features)
+        scale_tril[..., self.rows, self.cols] = entries
+        diagonal = F.softplus(torch.diagonal(scale_tril, dim1=-2, dim2=-1)) + self.min_scale
+        scale_tril = torch.tril(scale_tril, diagonal=-1) + torch.diag_embed(diagonal)
+        return self.loc(h), scale_tril
+
+
 class Encoder(nn.Module):
     """``x -> MLP -> head``: the amortised network shared by the Gaussian guides."""
 

@@ -12,25 +12,17 @@ from __future__ import annotations
 import pyro
 from torch import nn
 
-_enabled = True
+from pyrovae.switch import Switch
+
+_REGISTRATION = Switch()
 
 
 def register_module(name: str, module: nn.Module) -> None:
     """``pyro.module(name, module)`` unless registration is switched off."""
-    if _enabled:
+    if _REGISTRATION.enabled:
         pyro.module(name, module)
 
 
-class module_registration:
+def module_registration(enabled: bool):
     """Context manager: ``with module_registration(False): ...`` skips :func:`register_module`."""
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        global _enabled
-        self._previous, _enabled = _enabled, self.enabled
-
-    def __exit__(self, *exc):
-        global _enabled
-        _enabled = self._previous
+    return _REGISTRATION.set(enabled)

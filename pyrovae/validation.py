@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pyrovae.switch import Switch
+
 
 def check_data(x: torch.Tensor, x_dim: int, name: str = "x", binary: bool = False, unit_interval: bool = False) -> None:
     """Raise a ``ValueError``/``TypeError`` unless ``x`` is a float batch of shape ``(B, x_dim)``.
@@ -34,28 +36,18 @@ def check_data(x: torch.Tensor, x_dim: int, name: str = "x", binary: bool = Fals
         )
 
 
-_data_checks_enabled = True
+_DATA_CHECKS = Switch()
 
 
 def data_checks_enabled() -> bool:
     """Whether models and guides check each batch (see :func:`data_checks`)."""
-    return _data_checks_enabled
+    return _DATA_CHECKS.enabled
 
 
-class data_checks:
+def data_checks(enabled: bool):
     """Context manager that turns per-batch data checks on or off.
 
     The training loop checks the whole data set once, then turns per-batch checks off so that they
     cost nothing per step: ``with data_checks(False): ...``.
     """
-
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
-
-    def __enter__(self):
-        global _data_checks_enabled
-        self._previous, _data_checks_enabled = _data_checks_enabled, self.enabled
-
-    def __exit__(self, *exc):
-        global _data_checks_enabled
-        _data_checks_enabled = self._previous
+    return _DATA_CHECKS.set(enabled)
