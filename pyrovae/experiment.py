@@ -9,10 +9,18 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyrovae.data import load_dataset
 from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide
+from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
 from pyrovae.models import VAE
 
 GUIDES = {"diagonal": DiagonalNormalGuide, "full": FullCovarianceNormalGuide}
-OBJECTIVES = {"trace": Trace_ELBO, "meanfield": TraceMeanField_ELBO}
+OBJECTIVES = {
+    "trace": lambda s: Trace_ELBO(num_particles=s, vectorize_particles=s > 1),
+    "meanfield": lambda s: TraceMeanField_ELBO(num_particles=s, vectorize_particles=s > 1),
+    "iwae": lambda s: ImportanceWeightedELBO(num_particles=s),
+    "iwae_dreg": lambda s: ImportanceWeightedELBO(num_particles=s, estimator="dreg"),
+    "variance": lambda s: VarianceELBO(num_particles=s),
+    "log_variance": lambda s: LogVarianceELBO(num_particles=s),
+}
 
 
 @dataclass
@@ -68,4 +76,5 @@ def build_model_and_guide(config: ExperimentConfig, x_dim: int):
 
 
 def build_objective(config: ExperimentConfig):
-    return OBJECTIVES[config.objective](num_particles=config.num_particles, vectorize_particles=config.num_particles > 1)
+    """The training objective named ``config.objective`` with ``config.num_particles`` particles."""
+    return OBJECTIVES[config.objective](config.num_particles)
