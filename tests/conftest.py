@@ -21,6 +21,19 @@ def fresh_pyro_state():
     pyro.clear_param_store()
 
 
+@pytest.fixture
+def float64():
+    """float64 as torch's default dtype during the test, restored afterwards.
+
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("float64")``; validation, one
+    thread, a cleared param store and seed 0 come from ``fresh_pyro_state`` above.
+    """
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(default_dtype)
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The real data sets: ``$PYROVAE_DATA_DIR`` or ``../shared/data`` beside the checkout.

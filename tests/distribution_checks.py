@@ -93,6 +93,18 @@ def quad(fn, lower, upper, points=(), dtype=torch.float64):
     return torch.as_tensor(result, dtype=torch.float64)
 
 
+def moments_by_quadrature(dist, lower=-math.inf, upper=math.inf, points=()):
+    """Return ``(E[Z], E[Z^2])`` per batch element, integrals of ``z^k exp(log_prob(z))``.
+
+    For a distribution without atoms; the quadrature is split at ``points`` (see ``quad``).
+    """
+    pdf = density(dist)
+    dtype = _dtype_of(dist)
+    mean = quad(lambda z: z * pdf(z), lower, upper, points=points, dtype=dtype)
+    second = quad(lambda z: z**2 * pdf(z), lower, upper, points=points, dtype=dtype)
+    return mean, second
+
+
 def _atom_mass(atoms, batch_shape, below=None):
     """Total mass of the atoms (only those at locations ``<= below`` when given)."""
     total = torch.zeros(batch_shape, dtype=torch.float64)

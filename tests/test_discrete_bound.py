@@ -12,19 +12,7 @@ from torch.distributions.transforms import AffineTransform, SigmoidTransform
 
 from pyrovae.infer import RelaxedBernoulliELBO, TrueDiscreteBound, bernoulli_view
 
-
-@pytest.fixture(autouse=True)
-def float64_and_validation():
-    pyro.enable_validation(True)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    default_dtype, default_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    # Small tensors: one thread avoids contention on the shared 2-core machine.
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(default_dtype)
-    torch.set_num_threads(default_threads)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def pyrovae_distribution(module, name):

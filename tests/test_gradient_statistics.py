@@ -6,27 +6,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conjugate import SIGMA, X
 from pyro.infer import Trace_ELBO
 
 from pyrovae.infer import TrueDiscreteBound, VarianceELBO, gradient_statistics
 
-SIGMA = 0.7
-X = 1.3
+pytestmark = pytest.mark.usefixtures("float64")
+
 LOC, SCALE, OFFSET = 0.4, 0.8, 0.2
-
-
-@pytest.fixture(autouse=True)
-def float64_and_validation():
-    pyro.enable_validation(True)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    default_dtype, default_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    # Small tensors: one thread avoids contention on the shared 2-core machine.
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(default_dtype)
-    torch.set_num_threads(default_threads)
 
 
 def model(x):

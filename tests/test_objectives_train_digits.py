@@ -18,16 +18,6 @@ Z_DIM, HIDDEN, BATCH, STEPS, LR = 4, (64,), 100, 300, 3e-3
 TEMPERATURE = 0.5
 
 
-@pytest.fixture(autouse=True)
-def validation_and_threads():
-    pyro.enable_validation(True)
-    default_threads = torch.get_num_threads()
-    # Small networks: one thread avoids contention on the shared 2-core machine.
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(default_threads)
-
-
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", split="train", binarize="static").x

@@ -22,6 +22,7 @@ from distribution_checks import (
     assert_rsample_grad_matches_finite_difference,
     assert_samples_match_cdf,
     density,
+    moments_by_quadrature,
     parameter_grid,
     quad,
 )
@@ -32,8 +33,6 @@ from pyro.optim import Adam
 import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
 from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
 from pyrovae.distributions.step_logistic import StepLogistic, open_interval
-
-pyro.enable_validation(True)
 
 ALPHAS = [1e-3, 0.3, 1.0, 1.5, 2 - 1e-3]
 BETAS = [0.1, 1.0, 10.0, 100.0]
@@ -140,9 +139,7 @@ def test_samples_fail_the_ks_test_against_a_wrong_cdf():
 
 def test_moments_match_quadrature():
     d = grid()
-    pdf = density(d)
-    mean = quad(lambda z: z * pdf(z), -math.inf, math.inf, points=[0.0])
-    second = quad(lambda z: z**2 * pdf(z), -math.inf, math.inf, points=[0.0])
+    mean, second = moments_by_quadrature(d, points=[0.0])
     torch.testing.assert_close(d.mean, mean, atol=1e-10, rtol=0)
     torch.testing.assert_close(second, torch.full_like(second, math.pi**2 / 3), atol=1e-9, rtol=0)
     torch.testing.assert_close(d.variance, second - mean**2, atol=1e-9, rtol=0)

@@ -97,14 +97,6 @@ CASES = [
 SPIKE_CASES = CASES[:2]
 
 
-@pytest.fixture(autouse=True)
-def validation():
-    pyro.enable_validation(True)
-    pyro.clear_param_store()
-    yield
-    pyro.clear_param_store()
-
-
 def quadrature_dist(case):
     """A float64 batch of four members. For beta > 1 the power relaxations' density has an
     integrable singularity at 0 or 1 carrying mass (1e-16)^(1/beta) within float64's resolution
@@ -402,23 +394,20 @@ def run_elbo(case, elbo, num_particles=1, event=False):
     prior_probs = torch.tensor([0.2, 0.5, 0.7, 0.9])
     prior_beta = torch.tensor([2.0, 2.0, 3.0, 3.0])
 
-    def model():
-        prior = case.relaxation(prior_probs, prior_beta)
+    def sample_z(relaxed):
         if event:
-            pyro.sample("z", prior.to_event(1))
+            pyro.sample("z", relaxed.to_event(1))
         else:
             with pyro.plate("latents", 4):
-                pyro.sample("z", prior)
+                pyro.sample("z", relaxed)
+
+    def model():
+        sample_z(case.relaxation(prior_probs, prior_beta))
 
     def guide():
         probs = pyro.param("probs", torch.tensor([0.4, 0.5, 0.1, 0.95]), constraint=unit_interval)
         beta = pyro.param("beta", torch.tensor([2.0, 2.0, 5.0, 1.0]), constraint=positive)
-        guide_dist = case.relaxation(probs, beta)
-        if event:
-            pyro.sample("z", guide_dist.to_event(1))
-        else:
-            with pyro.plate("latents", 4):
-                pyro.sample("z", guide_dist)
+        sample_z(case.relaxation(probs, beta))
 
     elbo = elbo(num_particles=num_particles, vectorize_particles=num_particles > 1)
     loss = elbo.loss(model, guide)

@@ -22,6 +22,7 @@ from distribution_checks import (
     assert_rsample_grad_matches_finite_difference,
     assert_samples_match_cdf,
     density,
+    moments_by_quadrature,
     parameter_grid,
     quad,
 )
@@ -32,8 +33,6 @@ from torch.distributions import biject_to
 
 import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
 from pyrovae.distributions.step_logistic import StepLogistic, open_interval
-
-pyro.enable_validation(True)
 
 ALPHAS = [1e-3, 0.3, 1.0, 1.5, 2 - 1e-3]
 EXTREME_ALPHAS = [1e-6, 1e-3, 0.5, 1.0, 1.5, 2 - 1e-3, 2 - 1e-6]
@@ -136,9 +135,7 @@ def test_moments_match_samples():
 
 def test_moments_match_quadrature():
     d = step_logistic()
-    pdf = density(d)
-    mean = quad(lambda z: z * pdf(z), -math.inf, math.inf, points=[0.0])
-    second = quad(lambda z: z**2 * pdf(z), -math.inf, math.inf, points=[0.0])
+    mean, second = moments_by_quadrature(d, points=[0.0])
     torch.testing.assert_close(d.mean, mean, atol=1e-9, rtol=0)
     torch.testing.assert_close(d.variance, second - mean**2, atol=1e-9, rtol=0)
 

@@ -6,51 +6,20 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVI
-from pyro.optim import ClippedAdam
+from conjugate import (
+    LOG_EVIDENCE,
+    POST_LOC,
+    POST_SCALE,
+    SIGMA,
+    X,
+    NormalGuide,
+    assert_trains_to_the_posterior,
+    conjugate_model,
+)
 
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO, gradient_statistics
 
-# Conjugate model z ~ N(0, 1), x | z ~ N(z, SIGMA^2): the posterior is N(POST_LOC, POST_SCALE^2).
-SIGMA = 0.7
-X = 1.3
-POST_LOC = X / (1 + SIGMA**2)
-POST_SCALE = math.sqrt(SIGMA**2 / (1 + SIGMA**2))
-LOG_EVIDENCE = -0.5 * math.log(2 * math.pi * (1 + SIGMA**2)) - X**2 / (2 * (1 + SIGMA**2))
-
-
-@pytest.fixture(autouse=True)
-def float64_and_validation():
-    pyro.enable_validation(True)
-    pyro.clear_param_store()
-    pyro.set_rng_seed(0)
-    default_dtype, default_threads = torch.get_default_dtype(), torch.get_num_threads()
-    torch.set_default_dtype(torch.float64)
-    # Small tensors: one thread avoids contention on the shared 2-core machine.
-    torch.set_num_threads(1)
-    yield
-    torch.set_default_dtype(default_dtype)
-    torch.set_num_threads(default_threads)
-
-
-def conjugate_model(x):
-    with pyro.plate("data", x.shape[0]):
-        z = pyro.sample("z", dist.Normal(0.0, 1.0))
-        pyro.sample("x", dist.Normal(z, SIGMA), obs=x)
-
-
-class NormalGuide(torch.nn.Module):
-    """q(z_n | x_n) = N(loc, scale^2), the same for every data point."""
-
-    def __init__(self, loc, scale):
-        super().__init__()
-        self.loc = torch.nn.Parameter(torch.tensor(float(loc)))
-        self.log_scale = torch.nn.Parameter(torch.tensor(math.log(scale)))
-
-    def forward(self, x):
-        pyro.module("guide", self)
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("z", dist.Normal(self.loc, self.log_scale.exp()))
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def kl_to_posterior_gradient(guide):
@@ -277,27 +246,7 @@ def test_seed_004_toy_weights():
 @pytest.mark.slow
 @pytest.mark.parametrize("objective_class", [VarianceELBO, LogVarianceELBO])
 def test_trains_in_svi_and_as_module(objective_class):
-    x = torch.full((20,), X)
-    guide = NormalGuide(-1.0, 2.0)
-    # The learning rate decays 0.05 -> 0.001 so the last iterate is not dominated by SGD noise.
-    svi = SVI(conjugate_model, guide, ClippedAdam({"lr": 0.05, "lrd": 0.99}), loss=objective_class(num_particles=8))
-    for _ in range(400):
-        svi.step(x)
-    assert guide.loc.item() == pytest.approx(POST_LOC, abs=0.05)
-    assert guide.log_scale.exp().item() == pytest.approx(POST_SCALE, abs=0.05)
-
-    pyro.clear_param_store()
-    guide = NormalGuide(-1.0, 2.0)
-    module = objective_class(num_particles=8)(conjugate_model, guide)
-    optimizer = torch.optim.Adam(module.parameters(), lr=0.05)
-    schedule = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.99)
-    for _ in range(400):
-        optimizer.zero_grad()
-        module(x).backward()
-        optimizer.step()
-        schedule.step()
-    assert guide.loc.item() == pytest.approx(POST_LOC, abs=0.05)
-    assert guide.log_scale.exp().item() == pytest.approx(POST_SCALE, abs=0.05)
+    assert_trains_to_the_posterior(conjugate_model, lambda: objective_class(num_particles=8), torch.full((20,), X))
 
 
 def test_fewer_than_two_particles_is_rejected():
