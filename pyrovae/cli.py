@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=defaults.lr)
     train.add_argument("--num-particles", type=int, default=defaults.num_particles)
     train.add_argument("--seed", type=int, default=defaults.seed)
+    train.add_argument("--threads", type=int, default=None,
+                       help="torch CPU threads (default: 1 for digits, whose tiny networks gain nothing from more; "
+                            "else torch's default)")
     train.add_argument("--out", default="runs/latest", help="run directory")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     train.add_argument("--nll-samples", type=int, default=500, help="K for the final importance-sampled NLL (0: skip)")
@@ -111,6 +114,11 @@ def _plot(run_dir, config, model, guide, test) -> list[Path]:
 
 
 def _train(args) -> None:
+    threads = args.threads or (1 if args.dataset == "digits" else None)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
     settings = {k: v for k, v in vars(args).items() if k in EXPERIMENT_KEYS}
     settings["binarize"] = None if settings["binarize"] == "none" else settings["binarize"]
     config = ExperimentConfig(**settings)
