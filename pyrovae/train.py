@@ -206,12 +206,14 @@ def _check_dataset(dataset: Dataset, name: str) -> None:
 
 def _make_engine(engine, model, guide, elbo, lr):
     """A ``step(x, num_data) -> float`` closure and the optimizer whose state is checkpointed."""
+    # The fused Adam kernel is several times faster than the per-tensor loop torch uses by default on
+    # CPU (where the optimizer step can cost as much as the forward pass of a small VAE).
     if engine == "svi":
-        optimizer = pyro.optim.Adam({"lr": lr})
+        optimizer = pyro.optim.Adam({"lr": lr, "fused": True})
         svi = SVI(model, guide, optimizer, elbo)
         return (lambda x, n: svi.step(x, num_data=n)), optimizer
     loss_module = elbo(model, guide)
-    optimizer = torch.optim.Adam(loss_module.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(loss_module.parameters(), lr=lr, fused=True)
 
     def step(x, num_data):
         optimizer.zero_grad(set_to_none=True)
