@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    pyro.enable_validation(False)  # as in a user's training script after debugging
+    pyro.enable_validation(False)  # as fit() does after validating the first batch
     pyro.clear_param_store()
     generator = torch.Generator().manual_seed(0)
     batches = [torch.bernoulli(torch.rand(BATCH, X_DIM, generator=generator)) for _ in range(16)]

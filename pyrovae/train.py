@@ -25,6 +25,7 @@ import pyro
 import pyro.optim
 import torch
 from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer.util import is_validation_enabled
 from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
@@ -82,6 +83,7 @@ def fit(
     max_seconds: float | None = None,
     lr_schedule=None,
     diagnostics: dict[str, pyro.infer.ELBO] | None = None,
+    validate_every_step: bool = False,
 ) -> History:
     """Train ``model``/``guide`` by minimising ``elbo`` on minibatches of ``train``.
 
@@ -102,6 +104,10 @@ def fit(
         diagnostics: more objectives evaluated each epoch on the test set (the training set if there
             is none), logged as ``-loss`` per example under their names, e.g.
             ``{"true_discrete_bound": TrueDiscreteBound()}`` next to a relaxed objective.
+        validate_every_step: keep Pyro's validation (distribution arguments, site shapes) and the
+            models' data checks on for every step. By default both run on the first batch only
+            (shapes and supports do not change between batches; a NaN is caught by the loss check),
+            which removes their per-step cost.
 
     Returns:
         The :class:`History` of per-epoch metrics: ``train_loss`` (objective per example, averaged over
@@ -154,8 +160,7 @@ def fit(
 
     num_batches = math.ceil(len(train) / batch_size)
     trained_seconds = sum(row["seconds"] for row in history.rows)
-    # Per-batch checks are off: the data was checked above.
-    with data_checks(False):
+    with data_checks(validate_every_step), pyro.validation_enabled(validate_every_step and is_validation_enabled()):
         for epoch in range(start_epoch, epochs):
             if max_seconds is not None and trained_seconds >= max_seconds:
                 break
