@@ -29,7 +29,7 @@ def _tile(images: torch.Tensor, image_shape, columns: int) -> np.ndarray:
     images = images.detach().cpu().reshape(-1, *image_shape).clamp(0, 1).numpy()
     rows = math.ceil(len(images) / columns)
     height, width = image_shape
-    canvas = np.ones((rows * (height + 1) - 1, columns * (width + 1) - 1))
+    canvas = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1), np.nan)  # NaN: the grid lines
     for i, image in enumerate(images):
         r, c = divmod(i, columns)
         canvas[r * (height + 1): r * (height + 1) + height, c * (width + 1): c * (width + 1) + width] = image
@@ -40,7 +40,8 @@ def image_grid(images: torch.Tensor, image_shape, path=None, columns: int = 10, 
     """A grid of images ``(N, H*W)`` with values in [0, 1] (e.g. samples ``E[x | z], z ~ p(z)``)."""
     canvas = _tile(images, image_shape, columns)
     fig, ax = plt.subplots(figsize=(columns * 0.6, canvas.shape[0] / canvas.shape[1] * columns * 0.6 + 0.4))
-    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=1)
+    cmap = plt.get_cmap("gray_r").with_extremes(bad="#d8d8d8")
+    ax.imshow(canvas, cmap=cmap, vmin=0, vmax=1)
     ax.set_axis_off()
     if title:
         ax.set_title(title)
@@ -77,15 +78,21 @@ def latent_scatter(z: torch.Tensor, labels: torch.Tensor | None = None, path=Non
 
 
 def training_curves(rows: list[dict], path=None):
-    """Train objective and test ELBO (nats per example) against epoch, from ``metrics.jsonl`` rows."""
+    """Per-epoch bounds in nats per example, from ``metrics.jsonl`` rows: the training ELBO (the
+    objective's own estimate when it has one, else minus the training loss), the test ELBO and
+    every diagnostic logged next to them."""
     fig, ax = plt.subplots(figsize=(6, 4))
     epochs = [r["epoch"] for r in rows]
-    ax.plot(epochs, [-r["train_loss"] for r in rows], label="train: -objective per example")
-    if any("test_elbo" in r for r in rows):
-        ax.plot([r["epoch"] for r in rows if "test_elbo" in r], [r["test_elbo"] for r in rows if "test_elbo" in r],
-                label="test ELBO per example")
+    if all("train_elbo" in r for r in rows):
+        ax.plot(epochs, [r["train_elbo"] for r in rows], label="train ELBO (objective's particles)")
+    else:
+        ax.plot(epochs, [-r["train_loss"] for r in rows], label="train: -loss per example")
+    keys = sorted({k for r in rows for k in r} - {"epoch", "seconds", "train_loss", "train_elbo"})
+    for key in keys:
+        present = [r for r in rows if isinstance(r.get(key), (int, float))]
+        ax.plot([r["epoch"] for r in present], [r[key] for r in present], label=key.replace("_", " ").replace("elbo", "ELBO"))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("nats")
+    ax.set_ylabel("nats per example")
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(fig, path)
