@@ -24,7 +24,15 @@ from pathlib import Path
 import pyro
 import pyro.optim
 import torch
-from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import (
+    SVI,
+    JitTrace_ELBO,
+    JitTraceEnum_ELBO,
+    JitTraceGraph_ELBO,
+    JitTraceMeanField_ELBO,
+    Trace_ELBO,
+    TraceEnum_ELBO,
+)
 from pyro.infer.util import is_validation_enabled
 from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
@@ -95,6 +103,9 @@ def fit(
         run_dir: where ``config.json``, ``metrics.jsonl`` and ``checkpoint.pt`` go (nothing is written if ``None``).
         resume: continue from ``run_dir/checkpoint.pt``; ``epochs`` is the total, not the number still to run.
         engine: ``"module"`` (one torch optimizer over ``elbo(model, guide)``) or ``"svi"`` (``pyro.infer.SVI``).
+            Pyro's ``JitTrace_ELBO`` (and the other ``Jit*`` objectives) work with both and cut
+            Pyro's per-step Python time further; their traced graph fixes the batch size, so the
+            last, smaller batch of each epoch is dropped.
         eval_elbo: objective for the test ELBO (default: :func:`default_eval_elbo`).
         config: extra settings recorded in ``config.json``.
         epoch_callback: called as ``callback(epoch, row)`` after each epoch; may add keys to ``row``.
@@ -158,7 +169,11 @@ def fit(
                         binarize=train.binarize, dequantize=train.dequantize)
         write_json(run_dir / CONFIG, {**settings, **(config or {})})
 
-    num_batches = math.ceil(len(train) / batch_size)
+    # A traced (JIT) objective bakes the batch size into its graph: every batch must have the same size.
+    jit = is_jit(elbo)
+    if jit and len(train) < batch_size:
+        raise ValueError(f"a JIT objective needs full batches: {len(train)} examples < batch_size {batch_size}")
+    num_batches = len(train) // batch_size if jit else math.ceil(len(train) / batch_size)
     trained_seconds = sum(row["seconds"] for row in history.rows)
     with data_checks(validate_every_step), pyro.validation_enabled(validate_every_step and is_validation_enabled()):
         for epoch in range(start_epoch, epochs):
@@ -169,7 +184,7 @@ def fit(
             began = time.perf_counter()
             model.train(), guide.train()
             total, total_elbo = 0.0, 0.0
-            bar = tqdm(train.batches(batch_size, generator), total=num_batches, disable=not progress,
+            bar = tqdm(train.batches(batch_size, generator, drop_last=jit), total=num_batches, disable=not progress,
                        desc=f"epoch {epoch + 1}/{epochs}", leave=False)
             for step, (x, _) in enumerate(bar):
                 loss = step_fn(x, len(train))
@@ -209,6 +224,14 @@ def _check_dataset(dataset: Dataset, name: str) -> None:
         raise ValueError(f"{name} data contains {(~torch.isfinite(dataset.x)).sum().item()} NaN or infinite values")
 
 
+JIT_OBJECTIVES = (JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_ELBO, JitTraceMeanField_ELBO)
+
+
+def is_jit(elbo) -> bool:
+    """Whether ``elbo`` compiles the model and guide with ``torch.jit.trace`` (Pyro's ``Jit*`` objectives)."""
+    return isinstance(elbo, JIT_OBJECTIVES)
+
+
 def _make_engine(engine, model, guide, elbo, lr):
     """A ``step(x, num_data) -> float`` closure and the optimizer whose state is checkpointed."""
     # The fused Adam kernel is several times faster than the per-tensor loop torch uses by default on
@@ -219,11 +242,13 @@ def _make_engine(engine, model, guide, elbo, lr):
         return (lambda x, n: svi.step(x, num_data=n)), optimizer
     loss_module = elbo(model, guide)
     optimizer = torch.optim.Adam(loss_module.parameters(), lr=lr, fused=True)
+    # The torch optimizer reads the parameters directly, so registering them with Pyro on every step
+    # is skipped; Pyro's JIT objectives find their parameters through that registration, so keep it.
+    register = is_jit(elbo)
 
     def step(x, num_data):
         optimizer.zero_grad(set_to_none=True)
-        # The torch optimizer reads the parameters directly: registering them with Pyro is skipped.
-        with module_registration(False):
+        with module_registration(register):
             loss = loss_module(x, num_data=num_data)
         loss.backward()
         optimizer.step()

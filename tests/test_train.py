@@ -130,3 +130,26 @@ def test_objective_elbo_and_diagnostics_are_logged_each_epoch(digits, tmp_path):
     # The variance loss is a variance (>= 0); the ELBO from the same particles is a log-likelihood bound.
     assert all(row["train_loss"] >= 0 and -80 < row["train_elbo"] < 0 for row in history.rows)
     assert all(row["iwae_10"] > row["test_elbo"] - 0.5 for row in history.rows)
+
+
+def test_jit_objective_computes_trace_elbo_and_trains_on_full_batches(digits):
+    import pyro
+    from pyro.infer import JitTrace_ELBO
+
+    from pyrovae.params import module_registration
+
+    train, test = digits
+    model, guide = pair()
+    jit = JitTrace_ELBO(ignore_jit_warnings=True)
+    x = train.x[:100]
+    with module_registration(True):
+        jit.loss(model, guide, x, num_data=600)  # compiles
+        pyro.set_rng_seed(7)
+        compiled = jit.loss(model, guide, x, num_data=600)
+    pyro.set_rng_seed(7)
+    assert compiled == pytest.approx(Trace_ELBO().loss(model, guide, x, num_data=600), rel=1e-5)
+
+    # 550 examples in batches of 100: the last 50 are dropped, every traced step sees 100.
+    history = fit(model, guide, jit, train.subset(550), test, epochs=6, batch_size=100, lr=3e-3, progress=False)
+    elbos = history.column("test_elbo")
+    assert elbos[-1] > elbos[0] + 2.0
