@@ -43,9 +43,9 @@ def mean_elbo(model, guide, dataset: Dataset, elbo: pyro.infer.ELBO | None = Non
     return -total / len(dataset)
 
 
-def _log_weights(model, guide, x: torch.Tensor, num_samples: int, max_plate_nesting: float) -> torch.Tensor:
-    """``log p(x, z_k) - log q(z_k | x)`` of shape ``(num_samples, B)`` for ``z_k ~ q``."""
-    objective = ImportanceWeightedELBO(num_particles=num_samples, max_plate_nesting=max_plate_nesting)
+def _log_weights(objective: ImportanceWeightedELBO, model, guide, x: torch.Tensor) -> torch.Tensor:
+    """``log p(x, z_k) - log q(z_k | x)`` of shape ``(K, B)`` for ``z_k ~ q``, K = ``objective.num_particles``."""
+    num_samples = objective.num_particles
     with poutine.block():
         values = objective.log_weights(model, guide, x).values
     if values.numel() != num_samples * x.shape[0]:
@@ -78,13 +78,17 @@ def importance_log_likelihood(
         raise ValueError(f"num_samples must be at least 1, got {num_samples}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    # One objective per chunk size (at most two), so Pyro guesses max_plate_nesting once, not per chunk.
+    objectives = {}
     results = []
     for x, _ in _batches(dataset, batch_size):
         chunks = []
         remaining = num_samples
         while remaining > 0:
             k = min(chunk_size, remaining)
-            chunks.append(torch.logsumexp(_log_weights(model, guide, x, k, max_plate_nesting), dim=0))
+            if k not in objectives:
+                objectives[k] = ImportanceWeightedELBO(num_particles=k, max_plate_nesting=max_plate_nesting)
+            chunks.append(torch.logsumexp(_log_weights(objectives[k], model, guide, x), dim=0))
             remaining -= k
         results.append(torch.logsumexp(torch.stack(chunks), dim=0) - math.log(num_samples))
     log_px = torch.cat(results)

@@ -8,11 +8,11 @@ from dataclasses import asdict, dataclass, field
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyrovae.data import load_dataset
-from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide
+from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide, NormalizingFlowGuide
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
 from pyrovae.models import VAE
 
-GUIDES = {"diagonal": DiagonalNormalGuide, "full": FullCovarianceNormalGuide}
+GUIDES = {"diagonal": DiagonalNormalGuide, "full": FullCovarianceNormalGuide, "flow": NormalizingFlowGuide}
 OBJECTIVES = {
     "trace": lambda s: Trace_ELBO(num_particles=s, vectorize_particles=s > 1),
     "meanfield": lambda s: TraceMeanField_ELBO(num_particles=s, vectorize_particles=s > 1),

@@ -4,7 +4,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide
+from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide, NormalizingFlowGuide
 from pyrovae.models import VAE
 from pyrovae.networks import mlp
 
@@ -16,7 +16,7 @@ def binary_batch(n=5):
 
 
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
-@pytest.mark.parametrize("guide_cls", [DiagonalNormalGuide, FullCovarianceNormalGuide])
+@pytest.mark.parametrize("guide_cls", [DiagonalNormalGuide, FullCovarianceNormalGuide, NormalizingFlowGuide])
 def test_trace_shapes_and_site_names(likelihood, guide_cls):
     model, guide = VAE(X_DIM, Z_DIM, (8,), likelihood), guide_cls(X_DIM, Z_DIM, (8,))
     x = binary_batch()
@@ -96,3 +96,25 @@ def test_bad_input_is_rejected_by_guide_and_other_likelihoods():
         VAE(X_DIM, Z_DIM, activation="swish")
     with pytest.raises(ValueError, match="positive layer sizes"):
         mlp([3, 0, 2])
+
+
+def test_flow_guide_density_matches_change_of_variables():
+    guide = NormalizingFlowGuide(X_DIM, Z_DIM, (8,), num_flows=2)
+    for flow in guide.flows:  # move the flows away from the identity they start near
+        for parameter in flow.parameters():
+            torch.nn.init.normal_(parameter, std=0.3)
+    x = binary_batch(4)
+    q = guide.posterior(x)
+    z = q.rsample()
+    base_loc, base_scale = guide.encoder(x)
+    # Invert the flows by hand and apply log q(z) = log N(e) - sum log|det J|.
+    value, log_det = z, torch.zeros(4)
+    for transform in reversed(q.transforms):
+        previous = transform.inv(value)
+        log_det = log_det + transform.log_abs_det_jacobian(previous, value)
+        value = previous
+    expected = torch.distributions.Normal(base_loc, base_scale).log_prob(value).sum(-1) - log_det
+    assert torch.allclose(q.log_prob(z), expected, atol=1e-4)
+    assert not torch.allclose(z, guide.encode(x))  # a sample, not the point summary
+    with pytest.raises(ValueError, match="num_flows"):
+        NormalizingFlowGuide(X_DIM, Z_DIM, num_flows=0)
