@@ -25,25 +25,17 @@ class NormalizingFlowGuide(AmortizedGuide):
     """A diagonal-Normal encoder followed by ``num_flows`` affine autoregressive transforms,
     with the latent order reversed between them so every coordinate gets to depend on the others.
 
-    Args (beyond :class:`~pyrovae.guides.normal.AmortizedGuide`'s):
+    Args (after :class:`~pyrovae.guides.normal.AmortizedGuide`'s ``x_dim, z_dim, hidden_sizes,
+    activation, encoder, name``):
         num_flows: number of autoregressive transforms ``K``.
         flow_hidden_sizes: hidden layers of each transform's autoregressive network.
     """
 
     head_class = LocScaleHead
 
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 20,
-        hidden_sizes: Sequence[int] = (400,),
-        activation: str = "relu",
-        encoder: nn.Module | None = None,
-        name: str = "guide",
-        num_flows: int = 2,
-        flow_hidden_sizes: Sequence[int] | None = None,
-    ):
-        super().__init__(x_dim, z_dim, hidden_sizes, activation, encoder, name)
+    def __init__(self, *args, num_flows: int = 2, flow_hidden_sizes: Sequence[int] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        z_dim = self.z_dim
         if num_flows < 1:
             raise ValueError(f"num_flows must be at least 1, got {num_flows}")
         hidden = list(flow_hidden_sizes or [4 * z_dim])
