@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--latent-dim", dest="z_dim", type=int, default=defaults.z_dim)
     train.add_argument("--hidden", dest="hidden_sizes", type=int, nargs="+", default=defaults.hidden_sizes)
     train.add_argument("--activation", default=defaults.activation)
-    train.add_argument("--epochs", type=int, default=defaults.epochs)
+    train.add_argument("--epochs", type=int, default=None, help=f"total epochs (default {defaults.epochs})")
     train.add_argument("--batch-size", type=int, default=defaults.batch_size)
     train.add_argument("--lr", type=float, default=defaults.lr)
     train.add_argument("--num-particles", type=int, default=defaults.num_particles)
@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="torch CPU threads (default: 1 for digits, whose tiny networks gain nothing from more; "
                             "else torch's default)")
     train.add_argument("--out", default="runs/latest", help="run directory")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its checkpoint with its stored settings "
+                            "(only --epochs, the new total, is taken from the command line)")
     train.add_argument("--nll-samples", type=int, default=500, help="K for the final importance-sampled NLL (0: skip)")
     train.add_argument("--no-plots", action="store_true")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -72,12 +74,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load_run(run: str, data_dir: str | None = None):
-    run_dir = Path(run)
+def _read_config(run_dir: Path) -> ExperimentConfig:
     if not (run_dir / CONFIG).exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG}")
     stored = json.loads((run_dir / CONFIG).read_text())
-    config = ExperimentConfig(**{k: v for k, v in stored.items() if k in EXPERIMENT_KEYS})
+    return ExperimentConfig(**{k: v for k, v in stored.items() if k in EXPERIMENT_KEYS})
+
+
+def _load_run(run: str, data_dir: str | None = None):
+    run_dir = Path(run)
+    config = _read_config(run_dir)
     if data_dir is not None:
         config.data_dir = data_dir
     train, test = build_data(config)
@@ -114,15 +120,19 @@ def _plot(run_dir, config, model, guide, test) -> list[Path]:
 
 
 def _train(args) -> None:
-    threads = args.threads or (1 if args.dataset == "digits" else None)
+    run_dir = Path(args.out)
+    if args.resume:
+        config = _read_config(run_dir)
+        config.epochs = args.epochs or config.epochs
+    else:
+        settings = {k: v for k, v in vars(args).items() if k in EXPERIMENT_KEYS and v is not None}
+        settings["binarize"] = None if settings["binarize"] == "none" else settings["binarize"]
+        config = ExperimentConfig(**settings)
+    threads = args.threads or (1 if config.dataset == "digits" else None)
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
-    settings = {k: v for k, v in vars(args).items() if k in EXPERIMENT_KEYS}
-    settings["binarize"] = None if settings["binarize"] == "none" else settings["binarize"]
-    config = ExperimentConfig(**settings)
-    run_dir = Path(args.out)
     train, test = build_data(config)
     model, guide = build_model_and_guide(config, train.x_dim)
     try:

@@ -34,7 +34,10 @@ def test_train_evaluate_sample_plot_on_digits(tmp_path):
     main(["plot", str(run)])
     assert (run / "latents.png").exists()
 
-    main(["train", "--out", str(run), "--epochs", "10", "--quiet", "--resume", "--nll-samples", "0", "--no-plots"])
+    # Resuming needs only the run directory and the new total: the stored settings rebuild the model.
+    main(["train", "--out", str(run), "--epochs", "10", "--quiet", "--resume", "--nll-samples", "0", "--no-plots",
+          "--latent-dim", "99"])
+    assert json.loads((run / "config.json").read_text())["z_dim"] == 8
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 10
 
 
