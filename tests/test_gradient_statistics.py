@@ -106,3 +106,13 @@ def test_works_with_pyrovae_objectives_and_rejects_gradient_free_ones():
 
     with pytest.raises(ValueError, match="TrueDiscreteBound produces no gradients"):
         gradient_statistics(relaxed_model, relaxed_guide, TrueDiscreteBound(num_particles=2), torch.tensor(X), 3)
+
+
+def test_summary_leaves_out_elements_whose_gradient_never_varies():
+    from pyrovae.infer.gradient_statistics import GroupGradientStatistics
+
+    group = GroupGradientStatistics(mean=torch.tensor([0.0, 2.0, 1.0, 3.0]), variance=torch.tensor([0.0, 0.0, 1.0, 4.0]),
+                                    snr=torch.tensor([float("nan"), float("inf"), 1.0, 1.5]))
+    summary = group.summary()
+    assert summary["num_constant"] == 2
+    assert summary["mean_snr"] == pytest.approx(1.25) and summary["median_snr"] == pytest.approx(1.0)

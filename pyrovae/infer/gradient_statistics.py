@@ -31,11 +31,19 @@ class GroupGradientStatistics:
     snr: torch.Tensor
 
     def summary(self) -> dict[str, float]:
-        """Scalars for a results table: averages over the group's parameter elements."""
+        """Scalars for a results table: averages over the group's parameter elements.
+
+        The SNR averages leave out elements whose gradient never varies (e.g. weights of input
+        pixels that are 0 in the whole batch), where it is 0/0 or infinite; ``num_constant`` counts them.
+        """
+        varying = self.variance > 0
+        snr = self.snr[varying]
         return {
             "mean_abs_mean": self.mean.abs().mean().item(),
             "mean_variance": self.variance.mean().item(),
-            "mean_snr": self.snr.mean().item(),
+            "mean_snr": snr.mean().item() if snr.numel() else float("nan"),
+            "median_snr": snr.median().item() if snr.numel() else float("nan"),
+            "num_constant": int((~varying).sum()),
         }
 
 
