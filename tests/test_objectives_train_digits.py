@@ -3,7 +3,6 @@
 import warnings
 
 import pyro
-import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
@@ -13,30 +12,14 @@ from pyrovae.data import load_dataset
 from pyrovae.guides import DiagonalNormalGuide
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, RelaxedBernoulliELBO, TrueDiscreteBound, VarianceELBO
 from pyrovae.models import VAE
+from relaxed_vae import RelaxedBernoulliGuide, RelaxedBernoulliVAE
 
 Z_DIM, HIDDEN, BATCH, STEPS, LR = 4, (64,), 100, 300, 3e-3
-TEMPERATURE = 0.5
 
 
 @pytest.fixture(scope="module")
 def digits():
     return load_dataset("digits", split="train", binarize="static").x
-
-
-class RelaxedBernoulliVAE(VAE):
-    """The VAE with z ~ RelaxedBernoulli(T, 1/2)^L in place of the Gaussian prior."""
-
-    def prior(self, batch_size):
-        probs = self.prior_loc.new_full((batch_size, self.z_dim), 0.5)
-        return dist.RelaxedBernoulli(self.prior_loc.new_tensor(TEMPERATURE), probs=probs).to_event(1)
-
-
-class RelaxedBernoulliGuide(DiagonalNormalGuide):
-    """q(z | x) = RelaxedBernoulli(T, logits_phi(x)), the encoder's location head read as logits."""
-
-    def posterior(self, x):
-        logits, _ = self.encoder(x)
-        return dist.RelaxedBernoulli(logits.new_tensor(TEMPERATURE), logits=logits).to_event(1)
 
 
 def train(model, guide, objective, x, mode, num_steps, on_epoch=None):
