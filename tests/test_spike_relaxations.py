@@ -124,7 +124,6 @@ def test_smoothing_is_increasing_from_0_to_1(case):
     d = case.relaxation(params["probs"], params["beta"])
     zeta = d.icdf(eps.unsqueeze(-1))
     assert (zeta.diff(dim=0) >= 0).all()
-    probs = params["probs"]
     # f(0) = 0 and f(1) = 1 need both halves (0 < q < 1).
     interior = (params["probs"] > 0) & (params["probs"] < 1)
     ends = zeta[[0, -1]][:, interior]
