@@ -109,7 +109,7 @@ class Dataset:
         x = self.x if x is None else x
         return x.reshape(x.shape[0], *self.image_shape)
 
-    def subset(self, size_or_indices) -> "Dataset":
+    def subset(self, size_or_indices) -> Dataset:
         """The first ``n`` examples, or those at the given indices."""
         index = torch.arange(int(size_or_indices)) if isinstance(size_or_indices, int) else torch.as_tensor(size_or_indices)
         return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
@@ -123,7 +123,7 @@ class Dataset:
             return (x * (self.levels - 1) + u) / self.levels
         return x
 
-    def realize(self, seed: int = 0) -> "Dataset":
+    def realize(self, seed: int = 0) -> Dataset:
         """A fixed copy with the per-batch noise drawn once (e.g. a dynamically binarized test set)."""
         generator = torch.Generator().manual_seed(seed)
         x = self.transform(self.x, generator)

@@ -24,6 +24,7 @@ from pyrovae.data import Dataset
 from pyrovae.infer import ImportanceWeightedELBO
 from pyrovae.plates import DATA_PLATE
 
+
 def _batches(dataset: Dataset, batch_size: int):
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")

@@ -1,4 +1,3 @@
-import math
 
 import pyro
 import pyro.distributions as dist

@@ -332,7 +332,7 @@ def test_rsample_finite_when_the_uniform_is_extreme(case, dtype, monkeypatch):
     one, zero = torch.tensor(1.0, dtype=dtype), torch.tensor(0.0, dtype=dtype)
     for extreme in (0.0, torch.nextafter(one, zero).item()):
 
-        def rand(shape, **kwargs):
+        def rand(shape, extreme=extreme, **kwargs):
             return torch.full(shape, extreme, **kwargs)
 
         monkeypatch.setattr(torch, "rand", rand)

@@ -11,8 +11,8 @@ from conjugate import (
     POST_LOC,
     POST_SCALE,
     SIGMA,
-    X,
     NormalGuide,
+    X,
     assert_trains_to_the_posterior,
     conjugate_model,
 )

@@ -24,7 +24,7 @@ _NEWTON_TOLERANCE = 1e-11
 _NEWTON_MAX_ITERATIONS = 24
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _quadrature_rule(device):
     step = _QUADRATURE_STEP
     low, high = _QUADRATURE_RANGE

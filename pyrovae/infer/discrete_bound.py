@@ -11,7 +11,8 @@ SpikeAndExponential sample, a Logistic sample read through a sigmoid) stands for
 from __future__ import annotations
 
 import warnings
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import pyro.distributions as dist
 import torch

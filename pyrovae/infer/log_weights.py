@@ -23,7 +23,8 @@ latent) makes that plate no longer shared, so :math:`f` becomes the log weight o
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import pyro.poutine as poutine
 import torch
