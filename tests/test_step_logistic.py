@@ -32,7 +32,8 @@ from pyro.optim import Adam
 from torch.distributions import biject_to
 
 import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
-from pyrovae.distributions.step_logistic import StepLogistic, open_interval
+from pyrovae.distributions.constraints import open_interval
+from pyrovae.distributions.step_logistic import StepLogistic
 
 ALPHAS = [1e-3, 0.3, 1.0, 1.5, 2 - 1e-3]
 EXTREME_ALPHAS = [1e-6, 1e-3, 0.5, 1.0, 1.5, 2 - 1e-3, 2 - 1e-6]

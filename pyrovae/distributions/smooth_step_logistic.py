@@ -7,7 +7,8 @@ from torch.autograd.function import once_differentiable
 from torch.distributions.utils import broadcast_all
 from torch.nn.functional import logsigmoid
 
-from pyrovae.distributions.step_logistic import check_floating_point, open_interval, open_uniform
+from pyrovae.distributions.constraints import check_floating_point, open_interval
+from pyrovae.distributions.step_logistic import open_uniform
 
 # Quadrature on [0, inf) for integrands decaying like exp(-t): the double-exponential substitution
 # t = exp(s - exp(-s)) (Ooura & Mori's rule for exponentially decaying integrands) and the

@@ -49,6 +49,8 @@ from torch.distributions import Bernoulli, constraints
 from torch.distributions.kl import kl_divergence
 from torch.distributions.utils import broadcast_all, clamp_probs
 
+from pyrovae.distributions.constraints import check_floating_point
+
 # Below this beta the closed-form mean and variance of TruncatedExponential cancel
 # catastrophically (both are differences of terms of size 1/beta, 1/beta^2); their Taylor
 # series are then used instead, whose truncation error at 0.1 is below 1e-13.
@@ -214,12 +216,7 @@ class SmoothedBernoulli(TorchDistribution):
 
     def __init__(self, probs, beta, *, validate_args=None):
         self.probs, self.beta = broadcast_all(probs, beta)
-        for name, value in (("probs", self.probs), ("beta", self.beta)):
-            if not value.is_floating_point():
-                raise TypeError(
-                    f"{type(self).__name__}: {name} must be a floating point tensor, "
-                    f"got dtype {value.dtype}"
-                )
+        check_floating_point(type(self).__name__, probs=self.probs, beta=self.beta)
         super().__init__(self.probs.shape, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):

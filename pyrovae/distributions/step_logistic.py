@@ -2,44 +2,10 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
-from torch.distributions import biject_to, transform_to
-from torch.distributions.transforms import AffineTransform, ComposeTransform, SigmoidTransform
 from torch.distributions.utils import broadcast_all
 from torch.nn.functional import logsigmoid
 
-
-class _OpenInterval(constraints.Constraint):
-    """Constrain to a real interval ``(lower_bound, upper_bound)``, both ends excluded."""
-
-    def __init__(self, lower_bound, upper_bound):
-        self.lower_bound = lower_bound
-        self.upper_bound = upper_bound
-        super().__init__()
-
-    def check(self, value):
-        return (self.lower_bound < value) & (value < self.upper_bound)
-
-    def __repr__(self):
-        return f"OpenInterval(lower_bound={self.lower_bound}, upper_bound={self.upper_bound})"
-
-
-open_interval = _OpenInterval
-
-
-@biject_to.register(_OpenInterval)
-@transform_to.register(_OpenInterval)
-def _transform_to_open_interval(constraint):
-    width = constraint.upper_bound - constraint.lower_bound
-    return ComposeTransform([SigmoidTransform(), AffineTransform(constraint.lower_bound, width)])
-
-
-def check_floating_point(**params):
-    """Raise ``TypeError`` naming any parameter whose tensor dtype is not floating point."""
-    for name, value in params.items():
-        if torch.is_tensor(value) and not value.is_floating_point():
-            raise TypeError(
-                f"Expected parameter {name} to be a floating point tensor, got dtype {value.dtype}"
-            )
+from pyrovae.distributions.constraints import check_floating_point, open_interval
 
 
 def open_uniform(shape, like):
