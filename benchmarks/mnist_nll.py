@@ -37,6 +37,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids thrashing on a shared machine)")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tag", default="", help="suffix of the result file and run directory names")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -49,7 +50,7 @@ def main() -> None:
     def schedule(epoch, seconds):
         return 1e-3 * 10 ** (-min(seconds / budget, 1.0))
 
-    run_dir = RESULTS / "mnist_nll_run"
+    run_dir = RESULTS / f"mnist_nll{args.tag}_run"
     history = fit(model, guide, Trace_ELBO(), train, epochs=100_000, batch_size=args.batch_size, lr=1e-3,
                   seed=args.seed, run_dir=run_dir, max_seconds=budget, lr_schedule=schedule, progress=False,
                   config={"benchmark": "mnist_nll", "minutes": args.minutes})
@@ -70,7 +71,7 @@ def main() -> None:
         "target_met": nll <= 88.0,
     }
     print_table([row], list(row))
-    path = save_results("mnist_nll", {**row, "batch_size": args.batch_size, "threads": args.threads,
+    path = save_results(f"mnist_nll{args.tag}", {**row, "batch_size": args.batch_size, "threads": args.threads,
                                       "final_train_loss": history.rows[-1]["train_loss"]})
     print(f"wrote {path}")
 
