@@ -64,8 +64,9 @@ class History:
 
 
 def default_eval_elbo(elbo) -> pyro.infer.ELBO:
-    """The objective used for the test ELBO: the training one when it is an ELBO estimator Pyro
-    ships (``Trace_ELBO`` or ``TraceEnum_ELBO`` families), otherwise a single-particle ``Trace_ELBO``."""
+    """The objective used for the test ELBO: ``TraceEnum_ELBO`` (same plate nesting) when training
+    enumerates discrete latents, otherwise a single-particle ``Trace_ELBO``, whatever the training
+    objective (a variance loss, say) optimises."""
     if isinstance(elbo, TraceEnum_ELBO):
         return TraceEnum_ELBO(max_plate_nesting=elbo.max_plate_nesting)
     return Trace_ELBO()
