@@ -6,7 +6,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conjugate import (
+from tests.support.conjugate import (
     LOG_EVIDENCE,
     POST_LOC,
     POST_SCALE,

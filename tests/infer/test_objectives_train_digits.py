@@ -7,7 +7,7 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
-from relaxed_vae import RelaxedBernoulliGuide, RelaxedBernoulliVAE
+from tests.support.relaxed_vae import RelaxedBernoulliGuide, RelaxedBernoulliVAE
 
 from pyrovae.data import load_dataset
 from pyrovae.guides import DiagonalNormalGuide

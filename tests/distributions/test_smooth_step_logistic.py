@@ -13,7 +13,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from distribution_checks import (
+from tests.support.distribution_checks import (
     assert_cdf_is_integral_of_density,
     assert_density_integrates_to_one,
     assert_finite_everywhere,

@@ -6,7 +6,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from conjugate import SIGMA, X
+from tests.support.conjugate import SIGMA, X
 from pyro.infer import Trace_ELBO
 
 from pyrovae.infer import TrueDiscreteBound, VarianceELBO, gradient_statistics
