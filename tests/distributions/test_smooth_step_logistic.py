@@ -13,6 +13,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.distributions.kl import kl_divergence
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import Adam
+
+import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
+from pyrovae.distributions.constraints import open_interval
+from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
+from pyrovae.distributions.step_logistic import StepLogistic
 from tests.support.distribution_checks import (
     assert_cdf_is_integral_of_density,
     assert_density_integrates_to_one,
@@ -26,14 +34,6 @@ from tests.support.distribution_checks import (
     parameter_grid,
     quad,
 )
-from pyro.distributions.kl import kl_divergence
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from pyro.optim import Adam
-
-import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
-from pyrovae.distributions.constraints import open_interval
-from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
-from pyrovae.distributions.step_logistic import StepLogistic
 
 ALPHAS = [1e-3, 0.3, 1.0, 1.5, 2 - 1e-3]
 BETAS = [0.1, 1.0, 10.0, 100.0]

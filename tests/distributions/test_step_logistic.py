@@ -12,6 +12,14 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.distributions.kl import kl_divergence
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import Adam
+from torch.distributions import biject_to
+
+import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
+from pyrovae.distributions.constraints import open_interval
+from pyrovae.distributions.step_logistic import StepLogistic
 from tests.support.distribution_checks import (
     assert_cdf_is_integral_of_density,
     assert_density_integrates_to_one,
@@ -26,14 +34,6 @@ from tests.support.distribution_checks import (
     parameter_grid,
     quad,
 )
-from pyro.distributions.kl import kl_divergence
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from pyro.optim import Adam
-from torch.distributions import biject_to
-
-import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
-from pyrovae.distributions.constraints import open_interval
-from pyrovae.distributions.step_logistic import StepLogistic
 
 ALPHAS = [1e-3, 0.3, 1.0, 1.5, 2 - 1e-3]
 EXTREME_ALPHAS = [1e-6, 1e-3, 0.5, 1.0, 1.5, 2 - 1e-3, 2 - 1e-6]

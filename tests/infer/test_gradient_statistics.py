@@ -6,10 +6,10 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from tests.support.conjugate import SIGMA, X
 from pyro.infer import Trace_ELBO
 
 from pyrovae.infer import TrueDiscreteBound, VarianceELBO, gradient_statistics
+from tests.support.conjugate import SIGMA, X
 
 pytestmark = pytest.mark.usefixtures("float64")
 

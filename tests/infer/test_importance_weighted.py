@@ -6,10 +6,18 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from tests.support.conjugate import LOG_EVIDENCE, POST_LOC, POST_SCALE, SIGMA, NormalGuide, X, assert_trains_to_the_posterior
 from pyro.infer import RenyiELBO
 
 from pyrovae.infer import ImportanceWeightedELBO, gradient_statistics
+from tests.support.conjugate import (
+    LOG_EVIDENCE,
+    POST_LOC,
+    POST_SCALE,
+    SIGMA,
+    NormalGuide,
+    X,
+    assert_trains_to_the_posterior,
+)
 
 pytestmark = pytest.mark.usefixtures("float64")
 

@@ -6,6 +6,8 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+
+from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO, gradient_statistics
 from tests.support.conjugate import (
     LOG_EVIDENCE,
     POST_LOC,
@@ -16,8 +18,6 @@ from tests.support.conjugate import (
     assert_trains_to_the_posterior,
     conjugate_model,
 )
-
-from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO, gradient_statistics
 
 pytestmark = pytest.mark.usefixtures("float64")
 
