@@ -8,7 +8,7 @@ from torch.distributions.utils import broadcast_all
 from torch.nn.functional import logsigmoid
 
 from pyrovae.distributions.constraints import check_floating_point, open_interval
-from pyrovae.distributions.step_logistic import open_uniform
+from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
 # Quadrature on [0, inf) for integrands decaying like exp(-t): the double-exponential substitution
 # t = exp(s - exp(-s)) (Ooura & Mori's rule for exponentially decaying integrands) and the
@@ -258,7 +258,7 @@ class SmoothStepLogistic(TorchDistribution):
 
     def hard(self, value):
         """The discrete value a sample stands for: 1.0 where ``value > 0``, else 0.0."""
-        return (value > 0).to(value.dtype)
+        return hard_threshold(value, 0.0)
 
     def log_prob(self, value):
         if self._validate_args:

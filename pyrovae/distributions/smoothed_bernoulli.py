@@ -47,9 +47,10 @@ import torch
 from pyro.distributions.torch_distribution import TorchDistribution
 from torch.distributions import Bernoulli, constraints
 from torch.distributions.kl import kl_divergence
-from torch.distributions.utils import broadcast_all, clamp_probs
+from torch.distributions.utils import broadcast_all
 
 from pyrovae.distributions.constraints import check_floating_point
+from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
 # Below this beta the closed-form mean and variance of TruncatedExponential cancel
 # catastrophically (both are differences of terms of size 1/beta, 1/beta^2); their Taylor
@@ -235,7 +236,7 @@ class SmoothedBernoulli(TorchDistribution):
 
     def hard(self, value):
         r"""The Bernoulli value :math:`1[\zeta > s]` that a sample stands for, as a float tensor."""
-        return (value > self.split).to(self.probs.dtype)
+        return hard_threshold(value, self.split)
 
     def log_prob(self, value):
         if self._validate_args:
@@ -251,11 +252,7 @@ class SmoothedBernoulli(TorchDistribution):
         )
 
     def rsample(self, sample_shape=torch.Size()):
-        shape = self._extended_shape(sample_shape)
-        # Open interval, as torch's relaxed Bernoulli samplers: u = 0 or 1 would put infinite
-        # intermediate values into the pathwise gradient.
-        u = clamp_probs(torch.rand(shape, dtype=self.probs.dtype, device=self.probs.device))
-        return self.icdf(u)
+        return self.icdf(open_uniform(self._extended_shape(sample_shape), self.probs))
 
     def cdf(self, value):
         if self._validate_args:

@@ -6,17 +6,7 @@ from torch.distributions.utils import broadcast_all
 from torch.nn.functional import logsigmoid
 
 from pyrovae.distributions.constraints import check_floating_point, open_interval
-
-
-def open_uniform(shape, like):
-    """Uniform(0, 1) samples guaranteed to lie in the open interval.
-
-    ``uniform_`` draws from ``[0, 1)``; a draw of 0 is moved to the smallest normal number
-    ``finfo.tiny`` and the upper end is clamped to ``1 - finfo.eps / 2``, the largest number
-    below 1, so inverse cdfs stay finite. ``like`` fixes dtype and device.
-    """
-    finfo = torch.finfo(like.dtype)
-    return like.new_empty(shape).uniform_().clamp_(min=finfo.tiny, max=1 - finfo.eps / 2)
+from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
 
 class StepLogistic(TorchDistribution):
@@ -40,7 +30,8 @@ class StepLogistic(TorchDistribution):
                     \end{cases},
 
     and ``rsample`` is the inverse cdf of uniform noise, differentiable in ``alpha``. Where the
-    thesis clamps u to [1e-6, 1 - 1e-6], here u only avoids 0 and 1 (see :func:`open_uniform`)
+    thesis clamps u to [1e-6, 1 - 1e-6], here u only avoids 0 and 1 (see
+    :func:`~pyrovae.distributions.uniform_noise.open_uniform`)
     and the inverse cdf is evaluated as ``log1p`` of ratios that never cancel, so samples and
     their gradients are finite and accurate out to the float tails. At ``z = 0`` the density
     takes its left value, matching ``hard(0) = 0``. The
@@ -79,7 +70,7 @@ class StepLogistic(TorchDistribution):
 
     def hard(self, value):
         """The discrete value a sample stands for: 1.0 where ``value > 0``, else 0.0."""
-        return (value > 0).to(value.dtype)
+        return hard_threshold(value, 0.0)
 
     def log_prob(self, value):
         if self._validate_args:

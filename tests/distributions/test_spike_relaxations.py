@@ -14,6 +14,16 @@ import pyro.distributions as dist
 import pytest
 import scipy.stats
 import torch
+from pyro.distributions.kl import kl_divergence
+from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
+from pyro.optim import Adam
+from torch.distributions import Bernoulli
+from torch.distributions.constraints import positive, unit_interval
+
+import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
+from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
+from pyrovae.distributions.spike_and_power import SpikeAndPower
+from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
 from tests.support.distribution_checks import (
     assert_cdf_is_integral_of_density,
     assert_density_integrates_to_one,
@@ -27,16 +37,6 @@ from tests.support.distribution_checks import (
     parameter_grid,
     quad,
 )
-from pyro.distributions.kl import kl_divergence
-from pyro.infer import SVI, Trace_ELBO, TraceMeanField_ELBO
-from pyro.optim import Adam
-from torch.distributions import Bernoulli
-from torch.distributions.constraints import positive, unit_interval
-
-import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
-from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
-from pyrovae.distributions.spike_and_power import SpikeAndPower
-from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
 
 
 def seed_f1(beta, p, eps):
@@ -328,14 +328,18 @@ def test_finite_everywhere(case, dtype):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_rsample_finite_when_the_uniform_is_extreme(case, dtype, monkeypatch):
-    # torch.rand returns values in [0, 1): its extremes must not reach the smoothing.
+    # uniform_ draws from [0, 1): rsample's noise must keep both extremes off the smoothing.
     one, zero = torch.tensor(1.0, dtype=dtype), torch.tensor(0.0, dtype=dtype)
     for extreme in (0.0, torch.nextafter(one, zero).item()):
 
-        def rand(shape, extreme=extreme, **kwargs):
-            return torch.full(shape, extreme, **kwargs)
+        def uniform_(tensor, *args, extreme=extreme, **kwargs):
+            return tensor.fill_(extreme)
 
-        monkeypatch.setattr(torch, "rand", rand)
+        monkeypatch.setattr(torch.Tensor, "uniform_", uniform_)
+        # The patched noise does reach rsample: 0 comes in as the smallest normal number.
+        d = case.relaxation(torch.tensor([0.0, 1.0], dtype=dtype), torch.tensor(2.0, dtype=dtype))
+        noise = torch.tensor(max(extreme, torch.finfo(dtype).tiny), dtype=dtype)
+        assert torch.equal(d.rsample(), d.icdf(noise.expand(2)))
         params = parameter_grid(dtype, probs=[0.0, 0.4, 1.0], beta=GRID_BETAS)
         assert_finite_everywhere(case.relaxation, params, torch.tensor([]), n_samples=3)
 
