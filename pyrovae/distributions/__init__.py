@@ -1,14 +1,24 @@
 """Relaxations of Bernoulli variables as Pyro distributions.
 
 Importing this package registers their closed-form KL divergences with ``kl_divergence``, so
-``TraceMeanField_ELBO`` uses them.
+``TraceMeanField_ELBO`` uses them, and their Bernoulli views with :func:`register_bernoulli_view`
+(read them with :func:`pyrovae.distributions.bernoulli_view.bernoulli_view`).
 """
 
 from pyrovae.distributions import kl  # noqa: F401  (registers the closed-form KLs)
+from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
 from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
 from pyrovae.distributions.spike_and_power import SpikeAndPower
 from pyrovae.distributions.step_logistic import StepLogistic
 from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
 
-__all__ = ["SmoothStepLogistic", "SpikeAndExponential", "SpikeAndPower", "StepLogistic", "SymmetricPowerRelaxation"]
+__all__ = [
+    "BernoulliView",
+    "SmoothStepLogistic",
+    "SpikeAndExponential",
+    "SpikeAndPower",
+    "StepLogistic",
+    "SymmetricPowerRelaxation",
+    "register_bernoulli_view",
+]

@@ -7,6 +7,7 @@ from torch.autograd.function import once_differentiable
 from torch.distributions.utils import broadcast_all
 from torch.nn.functional import logsigmoid
 
+from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.constraints import check_floating_point, open_interval
 from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
@@ -298,3 +299,8 @@ class SmoothStepLogistic(TorchDistribution):
     @property
     def variance(self):
         return math.pi**2 / 3 - self.mean**2
+
+
+@register_bernoulli_view(SmoothStepLogistic)
+def _view_smooth_step_logistic(fn):
+    return BernoulliView(fn.bernoulli_probs, fn.hard)

@@ -49,6 +49,7 @@ from torch.distributions import Bernoulli, constraints
 from torch.distributions.kl import kl_divergence
 from torch.distributions.utils import broadcast_all
 
+from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.constraints import check_floating_point
 from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
@@ -297,6 +298,13 @@ class SmoothedBernoulli(TorchDistribution):
             + q * self.upper.variance(self.beta)
             + q * (1 - q) * gap**2
         )
+
+
+# Registered on the base class: SpikeAndExponential, SpikeAndPower and SymmetricPowerRelaxation
+# (and any further subclass) inherit it through the method resolution order.
+@register_bernoulli_view(SmoothedBernoulli)
+def _view_smoothed_bernoulli(fn):
+    return BernoulliView(fn.bernoulli_probs, fn.hard)
 
 
 def smoothed_bernoulli_kl(p, q):

@@ -5,6 +5,7 @@ from pyro.distributions import TorchDistribution, constraints
 from torch.distributions.utils import broadcast_all
 from torch.nn.functional import logsigmoid
 
+from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.constraints import check_floating_point, open_interval
 from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
@@ -137,3 +138,8 @@ class StepLogistic(TorchDistribution):
         """
         left = 2 - self.alpha
         return 2 - (torch.xlogy(left, left) + torch.xlogy(self.alpha, self.alpha)) / 2
+
+
+@register_bernoulli_view(StepLogistic)
+def _view_step_logistic(fn):
+    return BernoulliView(fn.bernoulli_probs, fn.hard)

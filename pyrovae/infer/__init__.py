@@ -1,11 +1,13 @@
 """Objectives for training and evaluating pyrovae models, each a :class:`pyro.infer.ELBO`."""
 
-from pyrovae.infer.discrete_bound import RelaxedBernoulliELBO, TrueDiscreteBound, bernoulli_view
+from pyrovae.distributions.bernoulli_view import BernoulliView, bernoulli_view
+from pyrovae.infer.discrete_bound import RelaxedBernoulliELBO, TrueDiscreteBound
 from pyrovae.infer.gradient_statistics import gradient_statistics
 from pyrovae.infer.importance_weighted import ImportanceWeightedELBO
 from pyrovae.infer.variance import LogVarianceELBO, VarianceELBO
 
 __all__ = [
+    "BernoulliView",
     "ImportanceWeightedELBO",
     "LogVarianceELBO",
     "RelaxedBernoulliELBO",

@@ -1,24 +1,23 @@
-r"""Relaxed Bernoulli latents read as the Bernoulli variables they stand for (seed 003 §4.4–4.5).
+r"""Relaxed Bernoulli latents read as the Bernoulli variables they stand for (Sadier-Gane 2020,
+§4.4–4.5).
 
-A relaxed variable :math:`z_r` (a Concrete/RelaxedBernoulli sample, a StepLogistic or
-SpikeAndExponential sample, a Logistic sample read through a sigmoid) stands for a discrete
-:math:`z_d \in \{0, 1\}` with :math:`P(z_d = 1) = \lambda`, its *Bernoulli probability*.
-:func:`bernoulli_view` is the one place that knows :math:`\lambda` and the map
-:math:`z_r \mapsto z_d` for each relaxed distribution; :class:`DiscreteBernoulliMessenger`,
-:class:`TrueDiscreteBound` and :class:`RelaxedBernoulliELBO` are built on it.
+A relaxed variable :math:`z_r` stands for a discrete :math:`z_d \in \{0, 1\}` with
+:math:`P(z_d = 1) = \lambda`; :func:`~pyrovae.distributions.bernoulli_view.bernoulli_view` (one
+registration per distribution class, see :mod:`pyrovae.distributions.bernoulli_view`) gives
+:math:`\lambda` and the map :math:`z_r \mapsto z_d`. :class:`DiscreteBernoulliMessenger`,
+:class:`TrueDiscreteBound` and :class:`RelaxedBernoulliELBO` are built on it; ``bernoulli_view``
+and ``BernoulliView`` are re-exported here and from :mod:`pyrovae.infer`.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import NamedTuple
 
 import pyro.distributions as dist
 import torch
-from pyro.distributions.torch_distribution import ExpandedDistribution
 from pyro.poutine.messenger import Messenger
 
+from pyrovae.distributions.bernoulli_view import BernoulliView, bernoulli_view
 from pyrovae.infer.log_weights import (
     ParticleObjective,
     importance_traces,
@@ -26,64 +25,6 @@ from pyrovae.infer.log_weights import (
     reject_non_reparameterized,
     site_log_density,
 )
-
-
-class BernoulliView(NamedTuple):
-    """The Bernoulli a relaxed distribution stands for.
-
-    ``probs`` is :math:`P(z_d = 1)` (broadcastable to the distribution's
-    ``batch_shape + event_shape``); ``hard(value)`` is the :math:`\\{0, 1\\}` float tensor a
-    relaxed sample stands for, so ``hard(fn.sample())`` is distributed as ``Bernoulli(probs)``.
-    """
-
-    probs: torch.Tensor
-    hard: Callable[[torch.Tensor], torch.Tensor]
-
-
-def _threshold(value: torch.Tensor, at: float) -> torch.Tensor:
-    return (value > at).to(value.dtype)
-
-
-def _is_elementwise_bijection(transform) -> bool:
-    return transform.bijective and transform.domain.event_dim == 0 and transform.codomain.event_dim == 0
-
-
-def bernoulli_view(fn) -> BernoulliView | None:
-    r"""The Bernoulli that the relaxed distribution ``fn`` stands for, or ``None`` if it is not one.
-
-    - a distribution with ``bernoulli_probs`` and ``hard(value)`` (pyrovae's relaxed
-      distributions, e.g. ``StepLogistic``, ``SpikeAndExponential``) is read through those;
-    - ``RelaxedBernoulli(temperature, probs)`` (and its straight-through variant):
-      :math:`\lambda = ` ``probs``, :math:`z_d = [z_r > 1/2]`;
-    - ``Logistic(loc, scale)`` read through a sigmoid: :math:`\lambda = \sigma(\mathrm{loc}/
-      \mathrm{scale}) = P(l > 0)`, :math:`z_d = [l > 0]` (seed 003, eq. 4.4);
-    - ``Independent`` and expanded wrappers of these, and ``TransformedDistribution`` of these by
-      elementwise bijections (e.g. ``Logistic`` then ``AffineTransform(0, beta)`` then
-      ``SigmoidTransform``, the thesis's :math:`z_r = \sigma(\beta l)`): the same
-      :math:`\lambda`, and :math:`z_d` is that of the transformed-back value.
-    """
-    if hasattr(fn, "bernoulli_probs") and hasattr(fn, "hard"):
-        return BernoulliView(fn.bernoulli_probs, fn.hard)
-    if isinstance(fn, torch.distributions.RelaxedBernoulli):
-        return BernoulliView(fn.probs, lambda value: _threshold(value, 0.5))
-    if isinstance(fn, dist.Logistic):
-        return BernoulliView(torch.sigmoid(fn.loc / fn.scale), lambda value: _threshold(value, 0.0))
-    if isinstance(fn, (torch.distributions.Independent, ExpandedDistribution)):
-        return bernoulli_view(fn.base_dist)
-    if isinstance(fn, torch.distributions.TransformedDistribution) and all(
-        _is_elementwise_bijection(t) for t in fn.transforms
-    ):
-        base = bernoulli_view(fn.base_dist)
-        if base is None:
-            return None
-
-        def hard(value):
-            for transform in reversed(fn.transforms):
-                value = transform.inv(value)
-            return base.hard(value)
-
-        return BernoulliView(base.probs, hard)
-    return None
 
 
 def _discrete_bernoulli(fn, view: BernoulliView):
@@ -122,8 +63,9 @@ class DiscreteBernoulliMessenger(Messenger):
 def _check_relaxed_sites_match(model_relaxed, guide_relaxed) -> None:
     if not guide_relaxed:
         raise ValueError(
-            "found no relaxed Bernoulli latent site in the guide (a distribution with "
-            "bernoulli_probs/hard, RelaxedBernoulli, Logistic, or a sigmoid-transformed Logistic)"
+            "found no relaxed Bernoulli latent site in the guide (a distribution with a registered "
+            "Bernoulli view: RelaxedBernoulli, Logistic, a sigmoid-transformed Logistic, pyrovae's "
+            "relaxations, or a class registered with register_bernoulli_view)"
         )
     mismatched = sorted(set(model_relaxed) ^ set(guide_relaxed))
     if mismatched:
