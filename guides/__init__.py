@@ -1,6 +1,11 @@
-"""Amortised guides, one class per variational family, matched to models by site name."""
+"""Amortised guides, one file per variational family, matched to models by site name.
 
+Importing a guide file registers its guides with the models they pair with
+(:func:`pyrovae.registry.register_guide`).
+"""
+
+from pyrovae.amortized import AmortizedGuide
 from pyrovae.guides.flow import NormalizingFlowGuide
 from pyrovae.guides.normal import DiagonalNormalGuide, FullCovarianceNormalGuide
 
-__all__ = ["DiagonalNormalGuide", "FullCovarianceNormalGuide", "NormalizingFlowGuide"]
+__all__ = ["AmortizedGuide", "DiagonalNormalGuide", "FullCovarianceNormalGuide", "NormalizingFlowGuide"]

@@ -17,8 +17,8 @@ import torch
 from pyro.distributions.transforms import affine_autoregressive, permute
 from torch import nn
 
-from pyrovae.guides.normal import AmortizedGuide
-from pyrovae.networks import LocScaleHead
+from pyrovae.amortized import AmortizedGuide, register_amortized_guide
+from pyrovae.nn import LocScaleHead
 
 
 class NormalizingFlowGuide(AmortizedGuide):
@@ -61,3 +61,6 @@ class NormalizingFlowGuide(AmortizedGuide):
         for transform in self.transforms():
             loc = transform(loc)
         return loc
+
+
+register_amortized_guide("vae", "flow", NormalizingFlowGuide)

@@ -10,54 +10,11 @@ site ``"z"`` needs; swap one for the other without touching the model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
 
-from pyrovae.networks import Encoder, LocScaleHead, TriangularHead
-from pyrovae.params import register_module
-from pyrovae.plates import data_plate
-from pyrovae.validation import check_data, data_checks_enabled
-
-
-class AmortizedGuide(nn.Module):
-    """Shared body of the amortised guides: an MLP encoder ending in ``head_class`` (unless an
-    ``encoder`` is given), and ``forward`` sampling ``"z" ~ self.posterior(x)`` in the data plate."""
-
-    head_class: type[nn.Module]
-
-    def __init__(
-        self,
-        x_dim: int,
-        z_dim: int = 20,
-        hidden_sizes: Sequence[int] = (400,),
-        activation: str = "relu",
-        encoder: nn.Module | None = None,
-        name: str = "guide",
-    ):
-        super().__init__()
-        self.x_dim, self.z_dim, self.name = x_dim, z_dim, name
-        hidden = list(hidden_sizes)
-        head = None if encoder is not None else self.head_class(hidden[-1] if hidden else x_dim, z_dim)
-        self.encoder = encoder if encoder is not None else Encoder(x_dim, hidden, head, activation)
-
-    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
-        raise NotImplementedError
-
-    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
-        if data_checks_enabled():
-            check_data(x, self.x_dim)
-        register_module(self.name, self)
-        with data_plate(x.shape[0], num_data, x.device):
-            return pyro.sample("z", self.posterior(x))
-
-    @torch.no_grad()
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The posterior mean ``E_q[z | x]``, used for reconstructions and latent plots."""
-        return self.posterior(x).mean
+from pyrovae.amortized import AmortizedGuide, register_amortized_guide
+from pyrovae.nn import LocScaleHead, TriangularHead
 
 
 class DiagonalNormalGuide(AmortizedGuide):
@@ -78,3 +35,7 @@ class FullCovarianceNormalGuide(AmortizedGuide):
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         loc, scale_tril = self.encoder(x)
         return dist.MultivariateNormal(loc, scale_tril=scale_tril)
+
+
+register_amortized_guide("vae", "diagonal", DiagonalNormalGuide)
+register_amortized_guide("vae", "full", FullCovarianceNormalGuide)

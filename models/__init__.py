@@ -1,5 +1,9 @@
-"""Pyro models: each ``forward`` declares only ``pyro.sample``/``pyro.plate`` statements."""
+"""Pyro models: each ``forward`` declares only ``pyro.sample``/``pyro.plate`` statements.
 
-from pyrovae.models.vae import VAE
+Importing a model file registers it (:func:`pyrovae.registry.register_model`); ``pyrovae models``
+lists them with their guides and presets.
+"""
 
-__all__ = ["VAE"]
+from pyrovae.models.vae import VAE, VAEConfig
+
+__all__ = ["VAE", "VAEConfig"]

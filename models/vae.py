@@ -1,4 +1,4 @@
-"""The Gaussian-latent variational autoencoder (Kingma & Welling 2014; seed 002 §5.3).
+"""The Gaussian-latent variational autoencoder (Kingma & Welling 2014; Yang 2022, §5.3).
 
 Generative model, for each data point ``i`` in the ``"data"`` plate::
 
@@ -14,17 +14,16 @@ Any guide that samples site ``"z"`` with shape ``(B, L)`` inside the same plate 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyrovae.likelihoods import make_likelihood
-from pyrovae.networks import decoder_mlp
-from pyrovae.params import register_module
-from pyrovae.plates import data_plate
-from pyrovae.validation import data_checks_enabled
+from pyrovae.nn import ACTIVATIONS, LIKELIHOODS, decoder_mlp, make_likelihood, open_data_plate
+from pyrovae.registry import register_model
+from pyrovae.validation import InputSpec
 
 
 class VAE(nn.Module):
@@ -41,6 +40,9 @@ class VAE(nn.Module):
         name: the prefix of its parameters in Pyro's parameter store.
     """
 
+    #: The data plate is the only plate.
+    max_plate_nesting = 1
+
     def __init__(
         self,
         x_dim: int,
@@ -53,9 +55,12 @@ class VAE(nn.Module):
         name: str = "vae",
     ):
         super().__init__()
+        if z_dim < 1:
+            raise ValueError(f"z_dim must be at least 1, got {z_dim}")
         self.x_dim, self.z_dim, self.name = x_dim, z_dim, name
         options = {"scale": likelihood_scale} if likelihood == "gaussian" else {}
         self.likelihood = make_likelihood(likelihood, x_dim, **options)
+        self.inputs = InputSpec((x_dim,), support=self.likelihood.support)
         self.decoder = decoder if decoder is not None else decoder_mlp(z_dim, hidden_sizes, x_dim, activation)
         self.register_buffer("prior_loc", torch.zeros(z_dim))
         self.register_buffer("prior_scale", torch.ones(z_dim))
@@ -73,10 +78,7 @@ class VAE(nn.Module):
         return self.likelihood.mean(self.decoder(z))
 
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
-        if data_checks_enabled():
-            self.likelihood.check(x)
-        register_module(self.name, self)
-        with data_plate(x.shape[0], num_data, x.device):
+        with open_data_plate(self, x, num_data=num_data):
             z = pyro.sample("z", self.prior(x.shape[0]))
             pyro.sample("x", self.decode(z), obs=x)
         return z
@@ -84,5 +86,55 @@ class VAE(nn.Module):
     @torch.no_grad()
     def sample_images(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean images ``E[x | z]`` for ``z ~ p(z)``: ``(num_samples, D)``."""
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         z = torch.randn(num_samples, self.z_dim, generator=generator, device=self.prior_loc.device)
         return self.decode_mean(z)
+
+
+@dataclass
+class VAEConfig:
+    """Hyperparameters of :class:`VAE` and its guides (the defaults train on the 8x8 digits in seconds)."""
+
+    z_dim: int = field(default=8, metadata={"help": "latent dimension L", "min": 1, "flags": ["--latent-dim"]})
+    hidden_sizes: list[int] = field(default_factory=lambda: [128], metadata={
+        "help": "hidden layer sizes of the encoder and of the decoder", "min": 1, "flags": ["--hidden"]})
+    activation: str = field(default="relu", metadata={"help": "hidden activation", "choices": sorted(ACTIVATIONS)})
+    likelihood: str = field(default="bernoulli", metadata={"help": "p(x | z)", "choices": sorted(LIKELIHOODS)})
+    likelihood_scale: float | None = field(default=None, metadata={
+        "help": "fixed scale of the gaussian likelihood (none: learned per pixel)", "positive": True})
+    output_bias_from_data: bool = field(default=False, metadata={
+        "help": "start the decoder's output bias at the logit of the mean training image (Burda et al. 2016)"})
+
+
+def build_vae(config: VAEConfig, data) -> VAE:
+    """The :class:`VAE` of ``config`` for examples of ``data``."""
+    model = VAE(data.x_dim, config.z_dim, config.hidden_sizes, config.likelihood, config.likelihood_scale,
+                activation=config.activation)
+    if config.output_bias_from_data:
+        output = model.decoder[-1]
+        mean = data.x.mean(0).clamp(1e-3, 1 - 1e-3)
+        with torch.no_grad():
+            output.bias.copy_(torch.logit(mean) if config.likelihood != "gaussian" else mean)
+    return model
+
+
+register_model(
+    "vae",
+    VAEConfig,
+    build=build_vae,
+    default_guide="diagonal",
+    description="Gaussian-latent VAE; Bernoulli, Gaussian or continuous-Bernoulli decoder",
+    presets={
+        "tiny": dict(dataset="digits", z_dim=2, hidden_sizes=[16], epochs=1, batch_size=64),
+        "digits": dict(dataset="digits", z_dim=8, hidden_sizes=[128], epochs=60, batch_size=64, lr=3e-3),
+        # Burda, Grosse & Salakhutdinov 2016, VAE with one stochastic layer (k = 1): 784-200-200-50, tanh,
+        # Bernoulli decoder, dynamic binarization, batch 100, Adam; 3,280 epochs in the paper.
+        "burda": dict(dataset="mnist", binarize="dynamic", z_dim=50, hidden_sizes=[200, 200], activation="tanh",
+                      likelihood="bernoulli", output_bias_from_data=True, batch_size=100, lr=1e-3, epochs=3280),
+        # Yang 2022, §5.3.3: continuous-Bernoulli VAE on normalized MNIST, z = 20, 500-500 layers, Adam 3e-4,
+        # batch 100 (the tutorial's dropout of 0.1 is not applied).
+        "yang": dict(dataset="mnist", binarize=None, likelihood="continuous_bernoulli", z_dim=20,
+                        hidden_sizes=[500, 500], activation="relu", batch_size=100, lr=3e-4, epochs=70),
+    },
+)

@@ -1,176 +1,387 @@
-"""The ``pyrovae`` command: ``train``, ``evaluate``, ``sample``, ``plot``.
+"""The ``pyrovae`` command: ``train``, ``evaluate``, ``sample``, ``plot``, ``models``.
 
 ``pyrovae train`` with no options trains a VAE on the bundled ``digits`` data in well under a minute
-and leaves ``config.json``, ``metrics.jsonl``, ``checkpoint.pt``, ``results.json`` and PNG plots in
-the run directory.
+and leaves ``config.json``, ``metrics.jsonl``, the checkpoints, ``results.json`` and PNG plots in a
+new run directory under ``runs/`` (``runs/latest`` points at the newest). The flags of ``train``
+are built from :class:`pyrovae.experiment.RunConfig` and the chosen model's config dataclass, so
+``pyrovae train --model vae --help`` lists every hyperparameter of that model with its default.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
+import time
+from importlib.metadata import version
 from pathlib import Path
 
 import torch
 
-from pyrovae.data import DATASETS, DatasetNotFoundError
-from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
-from pyrovae.experiment import GUIDES, OBJECTIVES, ExperimentConfig, build_data, build_model_and_guide, build_objective
+from pyrovae import registry
+from pyrovae.checkpoint import CONFIG, METRICS, Checkpointer, CheckpointError, RunExistsError, TrainingDivergedError
+from pyrovae.data import DatasetNotFoundError
+from pyrovae.experiment import Experiment, build, build_data, build_model_and_guide
 from pyrovae.io import read_jsonl, write_json
-from pyrovae.likelihoods import LIKELIHOODS
-from pyrovae.train import CONFIG, METRICS, TrainingDivergedError, fit, load_checkpoint
+from pyrovae.registry import RUN_FIELDS
 
-EXPERIMENT_KEYS = set(ExperimentConfig.__dataclass_fields__)
+RUNS = Path("runs")
+LATEST = "latest"
+RESULTS = "results.json"
+PLOTS = ("samples.png", "reconstructions.png", "latents.png", "curves.png")
+#: Settings that may change on --resume without --force.
+RESUMABLE = {"epochs"}
 
 
-def _parser() -> argparse.ArgumentParser:
-    defaults = ExperimentConfig()
-    parser = argparse.ArgumentParser(prog="pyrovae", description="Train and inspect Pyro VAEs.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
-    train = commands.add_parser("train", help="train a model and write a run directory")
-    train.add_argument("--model", default=defaults.model, choices=["vae"])
-    train.add_argument("--dataset", default=defaults.dataset, choices=DATASETS)
-    train.add_argument("--data-dir", default=None, help="data root (else $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
-    train.add_argument("--likelihood", default=defaults.likelihood, choices=sorted(LIKELIHOODS))
-    train.add_argument("--binarize", default=defaults.binarize, choices=["none", "threshold", "static", "dynamic"])
-    train.add_argument("--dequantize", action="store_true", help="(k + u)/L intensities, fresh noise per batch")
-    train.add_argument("--guide", default=defaults.guide, choices=sorted(GUIDES))
-    train.add_argument("--objective", default=defaults.objective, choices=sorted(OBJECTIVES))
-    train.add_argument("--latent-dim", dest="z_dim", type=int, default=defaults.z_dim)
-    train.add_argument("--hidden", dest="hidden_sizes", type=int, nargs="+", default=defaults.hidden_sizes)
-    train.add_argument("--activation", default=defaults.activation)
-    train.add_argument("--epochs", type=int, default=None, help=f"total epochs (default {defaults.epochs})")
-    train.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    train.add_argument("--lr", type=float, default=defaults.lr)
-    train.add_argument("--num-particles", type=int, default=defaults.num_particles)
-    train.add_argument("--seed", type=int, default=defaults.seed)
-    train.add_argument("--threads", type=int, default=None,
+
+# --- flags built from config dataclasses -------------------------------------------------------
+
+def _none_or(kind):
+    def convert(text: str):
+        return None if text.lower() == "none" else kind(text)
+
+    convert.__name__ = kind.__name__
+    return convert
+
+
+_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_setting(group, name: str, spec: dataclasses.Field, default) -> None:
+    """One flag ``--name`` for a config field: its type from the annotation, its help and choices from
+    the field's metadata, its shown default from the resolved experiment (``argparse`` itself keeps
+    ``None``, so the CLI can tell an explicit setting from a default)."""
+    annotation = str(spec.type).replace(" ", "")
+    optional = annotation.endswith("|None")
+    base = annotation.removesuffix("|None")
+    flags = ["--" + name.replace("_", "-"), *spec.metadata.get("flags", [])]
+    choices = spec.metadata.get("choices")
+    shown = "none" if default is None else (" ".join(map(str, default)) if isinstance(default, list) else default)
+    help_text = f"{spec.metadata.get('help', name)} (default: {shown})"
+    options = dict(dest=name, default=None, help=help_text)
+    if base == "bool":
+        group.add_argument(*flags, action=argparse.BooleanOptionalAction, **options)
+        return
+    if base.startswith("list["):
+        kind = _TYPES[base[5:-1]]
+        group.add_argument(*flags, nargs="+", type=kind, metavar=base[5:-1].upper(), **options)
+        return
+    kind = _none_or(_TYPES[base]) if optional else _TYPES[base]
+    if choices is not None:
+        options["choices"] = list(choices) + (["none"] if optional and base == "str" else [])
+        if optional and base == "str":
+            kind = str
+    group.add_argument(*flags, type=kind, metavar=None if choices else base.upper(), **options)
+
+
+def _model_and_preset(argv: list[str]) -> tuple[str, str | None]:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model", default="vae")
+    pre.add_argument("--preset", default=None)
+    known, _ = pre.parse_known_args(argv)
+    return known.model, known.preset
+
+
+def _train_parser(commands, argv: list[str]) -> None:
+    model, preset = _model_and_preset(argv)
+    try:
+        entry = registry.get(model)
+        shown = Experiment.resolve({"model": model, "preset": preset}).to_dict()
+    except ValueError:
+        entry, shown = registry.get("vae"), Experiment.resolve({}).to_dict()  # the error is reported after parsing
+    shown["guide"] = shown["guide"] or entry.default_guide
+    train = commands.add_parser("train", help="train a model and write a run directory",
+                                description="Train a model. Settings come from the model's defaults, then "
+                                            "--preset, then the flags given.")
+    run = train.add_argument_group("run settings")
+    for name, spec in RUN_FIELDS.items():
+        _add_setting(run, name, spec, shown.get(name))
+    choices = {"model": sorted(registry.models()), "guide": sorted(entry.guides), "preset": sorted(entry.presets)}
+    for action in run._group_actions:
+        if action.dest in choices:
+            action.choices, action.metavar = choices[action.dest], None
+    hyper = train.add_argument_group(f"{entry.name} settings")
+    for name, spec in entry.config_fields().items():
+        _add_setting(hyper, name, spec, shown.get(name))
+    where = train.add_argument_group("where and how")
+    where.add_argument("--out", default=None, help="run directory (default: a new runs/<model>-<dataset>-<time>; "
+                                                   "runs/latest points at the newest)")
+    where.add_argument("--force", action="store_true", help="replace a run in --out, or resume with changed settings")
+    where.add_argument("--resume", action="store_true",
+                       help="continue the run in --out (default runs/latest) from its checkpoint; --epochs is the "
+                            "new total, other settings must match the run's unless --force")
+    where.add_argument("--data-dir", default=None, help="data root (default: $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
+    where.add_argument("--download", action="store_true", help="let torchvision download MNIST/Fashion-MNIST if absent")
+    where.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: 1 for digits, whose tiny networks gain nothing from more; "
                             "else torch's default)")
-    train.add_argument("--out", default="runs/latest", help="run directory")
-    train.add_argument("--resume", action="store_true",
-                       help="continue the run in --out from its checkpoint with its stored settings "
-                            "(only --epochs, the new total, is taken from the command line)")
-    train.add_argument("--nll-samples", type=int, default=500, help="K for the final importance-sampled NLL (0: skip)")
-    train.add_argument("--no-plots", action="store_true")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    where.add_argument("--nll-samples", type=int, default=500,
+                       help="K for the final importance-sampled log-likelihood; 0 skips it (default: 500)")
+    where.add_argument("--tsne-points", type=int, default=2000,
+                       help="test points in the t-SNE latent plot; 0 skips the plot (default: 2000)")
+    where.add_argument("--no-plots", action="store_true", help="write no plots")
+    where.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyrovae", description="Train and inspect Pyro VAEs.")
+    parser.add_argument("--version", action="version", version=f"pyrovae {version('pyrovae')}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    _train_parser(commands, argv)
 
     evaluate = commands.add_parser("evaluate", help="test ELBO, importance-sampled log-likelihood, reconstruction error")
     evaluate.add_argument("run", help="run directory")
-    evaluate.add_argument("--num-samples", "-K", type=int, default=5000)
-    evaluate.add_argument("--data-dir", default=None)
+    evaluate.add_argument("--num-samples", "-K", type=int, default=5000,
+                          help="importance samples per test point (default: 5000)")
+    evaluate.add_argument("--data-dir", default=None, help="data root (default: $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sample = commands.add_parser("sample", help="draw images from the model and save a grid")
-    sample.add_argument("run")
-    sample.add_argument("--num", type=int, default=100)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("run", help="run directory")
+    sample.add_argument("--num", type=int, default=100, help="number of samples (default: 100)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
     sample.add_argument("--output", default=None, help="PNG path (default: <run>/samples.png)")
+    sample.add_argument("--force", action="store_true", help="replace an existing --output file")
+    sample.add_argument("--data-dir", default=None, help="data root (default: $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
 
     plot = commands.add_parser("plot", help="samples, reconstructions, latent scatter and training curves")
-    plot.add_argument("run")
-    plot.add_argument("--data-dir", default=None)
+    plot.add_argument("run", help="run directory")
+    plot.add_argument("--data-dir", default=None, help="data root (default: $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
+    plot.add_argument("--tsne-points", type=int, default=2000, help="points in the latent plot; 0 skips it (default: 2000)")
+
+    commands.add_parser("models", help="list every model with its guides and presets")
     return parser
 
 
-def _read_config(run_dir: Path) -> ExperimentConfig:
-    if not (run_dir / CONFIG).exists():
+# --- runs ----------------------------------------------------------------------------------------
+
+def _explicit_settings(args, entry) -> dict:
+    """The settings given on the command line (argparse leaves the others at ``None``)."""
+    names = set(RUN_FIELDS) | set(entry.config_fields())
+    given = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    if given.get("binarize") == "none":
+        given["binarize"] = None
+    return given
+
+
+def _stored_settings(run_dir: Path) -> dict:
+    path = run_dir / CONFIG
+    if not path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG}")
-    stored = json.loads((run_dir / CONFIG).read_text())
-    return ExperimentConfig(**{k: v for k, v in stored.items() if k in EXPERIMENT_KEYS})
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    entry = registry.get(stored.get("model", "vae"))
+    names = set(RUN_FIELDS) | set(entry.config_fields())
+    return {k: v for k, v in stored.items() if k in names}
 
 
-def _load_run(run: str, data_dir: str | None = None):
-    run_dir = Path(run)
-    config = _read_config(run_dir)
-    if data_dir is not None:
-        config.data_dir = data_dir
-    train, test = build_data(config)
-    model, guide = build_model_and_guide(config, train.x_dim)
-    load_checkpoint(run_dir, model, guide)
-    model.eval(), guide.eval()
-    return run_dir, config, model, guide, train, test
+def _new_run_dir(experiment: Experiment) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = RUNS / f"{experiment.run.model}-{experiment.run.dataset}-{stamp}"
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = Path(f"{base}-{n}")
+    return candidate
 
 
-def _evaluate(run_dir, model, guide, test, num_samples) -> dict:
-    results = {"test_elbo": mean_elbo(model, guide, test), "reconstruction_mse": reconstruction_error(model, guide, test)}
-    if num_samples > 0:
-        results["test_log_likelihood"] = importance_log_likelihood(model, guide, test, num_samples)
-        results["num_importance_samples"] = num_samples
-    write_json(run_dir / "results.json", results)
-    return results
+def _point_latest(run_dir: Path) -> None:
+    """Make ``runs/latest`` a symlink to ``run_dir`` (replaced atomically)."""
+    if run_dir.parent.resolve() != RUNS.resolve():
+        return
+    link, tmp = RUNS / LATEST, RUNS / f".{LATEST}.{os.getpid()}"
+    if link.exists() and not link.is_symlink():
+        return  # a real directory called "latest" (an older pyrovae's default) is left alone
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(run_dir.name)
+    os.replace(tmp, link)
 
 
-def _plot(run_dir, config, model, guide, test) -> list[Path]:
-    from pyrovae import plots
+def _difference(name: str, old, new) -> str:
+    return f"--{name.replace('_', '-')} {old!r} -> {new!r}"
 
-    generator = torch.Generator().manual_seed(config.seed)
-    shape = test.image_shape
-    x = test.x[:30]
-    with torch.no_grad():
-        reconstruction = model.decode_mean(guide.encode(x))
-        z = guide.encode(test.x[:2000])
-    paths = [run_dir / name for name in ("samples.png", "reconstructions.png", "latents.png", "curves.png")]
-    plots.image_grid(model.sample_images(100, generator), shape, paths[0], title="samples E[x | z], z ~ p(z)")
-    plots.reconstructions(x, reconstruction, shape, paths[1])
-    plots.latent_scatter(z, None if test.y is None else test.y[:2000], paths[2], seed=config.seed)
-    plots.training_curves(read_jsonl(run_dir / METRICS), paths[3])
-    return paths
+
+def _threads(requested: int | None, dataset: str) -> None:
+    if requested is not None and requested < 1:
+        raise ValueError(f"--threads must be at least 1, got {requested}")
+    threads = requested or (1 if dataset == "digits" else None)
+    if threads is not None:
+        torch.set_num_threads(threads)
+
+
+def _check_counts(**counts) -> None:
+    for flag, value in counts.items():
+        if value < 0:
+            raise ValueError(f"--{flag.replace('_', '-')} must be 0 or more, got {value}")
 
 
 def _train(args) -> None:
-    run_dir = Path(args.out)
+    _check_counts(nll_samples=args.nll_samples, tsne_points=args.tsne_points)
+    entry = registry.get(args.model or "vae")
+    given = _explicit_settings(args, entry)
     if args.resume:
-        config = _read_config(run_dir)
-        config.epochs = args.epochs or config.epochs
+        run_dir = Path(args.out) if args.out else RUNS / LATEST
+        stored = _stored_settings(run_dir)
+        changed = {k: (stored.get(k), v) for k, v in given.items() if k not in RESUMABLE and stored.get(k) != v}
+        if changed and not args.force:
+            raise ValueError(f"{run_dir} was trained with other settings: "
+                             + ", ".join(_difference(k, *pair) for k, pair in changed.items())
+                             + "; drop them to resume as it was, or pass --force to resume with the new ones")
+        experiment = Experiment.from_dict({**stored, **given})
+        done = Checkpointer(run_dir).load()["epoch"]
+        if experiment.run.epochs <= done:
+            _say(f"nothing to do: {run_dir} has {done} epochs done and the total is {experiment.run.epochs}; "
+                 "pass a larger --epochs to train on")
+            return
     else:
-        settings = {k: v for k, v in vars(args).items() if k in EXPERIMENT_KEYS and v is not None}
-        settings["binarize"] = None if settings["binarize"] == "none" else settings["binarize"]
-        config = ExperimentConfig(**settings)
-    threads = args.threads or (1 if config.dataset == "digits" else None)
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
-    train, test = build_data(config)
-    model, guide = build_model_and_guide(config, train.x_dim)
+        experiment = Experiment.resolve(given)
+        run_dir = Path(args.out) if args.out else _new_run_dir(experiment)
+        if Checkpointer(run_dir).exists() or (run_dir / CONFIG).exists():
+            if not args.force:
+                raise RunExistsError(f"{run_dir} already holds a run; choose another --out, continue it with "
+                                     "--resume, or replace it with --force")
+            for name in (RESULTS, *PLOTS):
+                (run_dir / name).unlink(missing_ok=True)
+    _threads(args.threads, experiment.run.dataset)
+    train, test, model, guide, objective = build(experiment, args.data_dir, args.download)
+    run = experiment.run
+    _say(f"training {run.model} ({experiment.guide} guide, {run.objective}) on {run.dataset} into {run_dir}")
+    from pyrovae.train import fit
+
     try:
-        fit(model, guide, build_objective(config), train, test, epochs=config.epochs, batch_size=config.batch_size,
-            lr=config.lr, seed=config.seed, run_dir=run_dir, resume=args.resume, config=config.to_dict(),
-            progress=not args.quiet)
+        fit(model, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
+            seed=run.seed, run_dir=run_dir, resume=args.resume, overwrite=args.force, engine=run.engine,
+            config=experiment.to_dict(), progress=not args.quiet)
     except TrainingDivergedError as error:
-        sys.exit(f"training stopped: {error}")
+        sys.exit(f"pyrovae train: training stopped: {error}")
+    _point_latest(run_dir)
     model.eval(), guide.eval()
-    results = _evaluate(run_dir, model, guide, test, args.nll_samples)
+    results = _evaluate(run_dir, model, guide, test, args.nll_samples, progress=not args.quiet)
     print(json.dumps(results, indent=2))
     if not args.no_plots:
-        for path in _plot(run_dir, config, model, guide, test):
+        for path in _plot(run_dir, experiment, model, guide, test, args.tsne_points):
             print(f"wrote {path}")
     print(f"run directory: {run_dir}")
 
 
+def _load_run(run: str, data_dir: str | None = None):
+    run_dir = Path(run)
+    experiment = Experiment.from_dict(_stored_settings(run_dir))
+    checkpoint = Checkpointer(run_dir).load()
+    torch.manual_seed(experiment.run.seed)
+    train, test = build_data(experiment, data_dir)
+    model, guide = build_model_and_guide(experiment, train)
+    from pyrovae.checkpoint import load_weights
+
+    load_weights(checkpoint, model, guide, run_dir)
+    model.eval(), guide.eval()
+    return run_dir, experiment, model, guide, test
+
+
+def _evaluate(run_dir, model, guide, test, num_samples: int, progress: bool = True) -> dict:
+    from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
+
+    _say(f"evaluating on {len(test)} test points: ELBO and reconstruction error")
+    results = {"test_elbo": mean_elbo(model, guide, test, progress=progress),
+               "reconstruction_mse": reconstruction_error(model, guide, test)}
+    if num_samples > 0:
+        _say(f"importance-sampled log-likelihood with K={num_samples} (--nll-samples / -K sizes it, 0 skips it)")
+        results["test_log_likelihood"] = importance_log_likelihood(model, guide, test, num_samples, progress=progress)
+        results["num_importance_samples"] = num_samples
+    write_json(run_dir / RESULTS, results)
+    return results
+
+
+def _objective_label(experiment: Experiment) -> str:
+    names = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "iwae": "ImportanceWeightedELBO",
+             "iwae_dreg": "ImportanceWeightedELBO-DReG", "variance": "VarianceELBO", "log_variance": "LogVarianceELBO"}
+    name = names[experiment.run.objective]
+    return f"{name}(K={experiment.run.num_particles})" if experiment.run.num_particles > 1 else name
+
+
+def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points: int = 2000) -> list[Path]:
+    from pyrovae import plots
+
+    rows = read_jsonl(run_dir / METRICS)
+    run = experiment.run
+    title = f"{run.dataset} · {run.model} ({experiment.guide} guide) · {_objective_label(experiment)} · {len(rows)} epochs"
+    generator = torch.Generator().manual_seed(run.seed)
+    shape = test.image_shape
+    written = []
+    _say("drawing samples, reconstructions and curves")
+    if hasattr(model, "sample_images"):
+        figure = plots.image_grid(model.sample_images(100, generator), shape, title=f"samples E[x | z], z ~ p(z)\n{title}")
+        written.append(plots.save_figure(figure, run_dir / "samples.png"))
+    x = test.x[:30]
+    if hasattr(model, "decode_mean") and hasattr(guide, "encode"):
+        with torch.no_grad():
+            reconstruction = model.decode_mean(guide.encode(x))
+        written.append(plots.save_figure(plots.reconstructions(x, reconstruction, shape, title=title),
+                                         run_dir / "reconstructions.png"))
+        if tsne_points > 0:
+            _say(f"latent plot of {min(tsne_points, len(test))} test points (t-SNE when the latent has more than 2 "
+                 "dimensions; --tsne-points 0 skips it)")
+            with torch.no_grad():
+                z = guide.encode(test.x[:tsne_points])
+            labels = None if test.y is None else test.y[:tsne_points]
+            figure = plots.latent_scatter(z, labels, seed=run.seed, title=f"posterior means E_q[z | x]\n{title}")
+            written.append(plots.save_figure(figure, run_dir / "latents.png"))
+    figure = plots.training_curves(rows, title=title, objective=_objective_label(experiment))
+    written.append(plots.save_figure(figure, run_dir / "curves.png"))
+    return written
+
+
+def _sample(args) -> None:
+    from pyrovae import plots
+
+    if args.num < 1:
+        raise ValueError(f"--num must be at least 1, got {args.num}")
+    run_dir, experiment, model, guide, test = _load_run(args.run, args.data_dir)
+    output = Path(args.output) if args.output else run_dir / "samples.png"
+    if args.output and output.exists() and not args.force:
+        raise RunExistsError(f"{output} exists; choose another --output or pass --force to replace it")
+    if not hasattr(model, "sample_images"):
+        raise ValueError(f"model {experiment.run.model!r} cannot draw images")
+    images = model.sample_images(args.num, torch.Generator().manual_seed(args.seed))
+    print(f"wrote {plots.save_figure(plots.image_grid(images, test.image_shape), output)}")
+
+
+def _list_models() -> None:
+    for name, entry in sorted(registry.models().items()):
+        guides = ", ".join(f"{g}*" if g == entry.default_guide else g for g in entry.guides)
+        print(f"{name:10s} guides: {guides:24s} presets: {', '.join(entry.presets):28s} {entry.description}")
+    print("(* the default guide; `pyrovae train --model NAME --help` lists a model's settings)")
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser(argv).parse_args(argv)
     try:
         if args.command == "train":
             _train(args)
         elif args.command == "evaluate":
-            run_dir, _, model, guide, _, test = _load_run(args.run, args.data_dir)
-            print(json.dumps(_evaluate(run_dir, model, guide, test, args.num_samples), indent=2))
+            _check_counts(num_samples=args.num_samples)
+            run_dir, _, model, guide, test = _load_run(args.run, args.data_dir)
+            print(json.dumps(_evaluate(run_dir, model, guide, test, args.num_samples, not args.quiet), indent=2))
         elif args.command == "sample":
-            from pyrovae.plots import image_grid
-
-            run_dir, config, model, guide, _, test = _load_run(args.run)
-            output = Path(args.output) if args.output else run_dir / "samples.png"
-            image_grid(model.sample_images(args.num, torch.Generator().manual_seed(args.seed)), test.image_shape, output)
-            print(f"wrote {output}")
+            _sample(args)
         elif args.command == "plot":
-            run_dir, config, model, guide, _, test = _load_run(args.run, args.data_dir)
-            for path in _plot(run_dir, config, model, guide, test):
+            _check_counts(tsne_points=args.tsne_points)
+            run_dir, experiment, model, guide, test = _load_run(args.run, args.data_dir)
+            for path in _plot(run_dir, experiment, model, guide, test, args.tsne_points):
                 print(f"wrote {path}")
-    except (DatasetNotFoundError, FileNotFoundError, ValueError) as error:
-        sys.exit(f"pyrovae {args.command}: {error}")
+        elif args.command == "models":
+            _list_models()
+    except (DatasetNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError, CheckpointError) as error:
+        message = str(error).splitlines()
+        sys.exit(f"pyrovae {args.command}: " + "\n".join(message))
 
 
 if __name__ == "__main__":

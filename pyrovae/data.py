@@ -19,6 +19,7 @@ MNIST-type files follow torchvision's layout (``<root>/MNIST/raw/*.gz``).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import shutil
 import tempfile
@@ -71,7 +72,7 @@ class Dataset:
         name, split: where it came from.
         x: float tensor ``(N, D)``; the stored representation (per-batch noise is applied in :meth:`batches`).
         y: int64 labels ``(N,)``, or ``None``.
-        image_shape: ``(H, W)`` of one example.
+        image_shape: shape of one example: ``(H, W)``, ``(C, H, W)`` or ``(T, D)``.
         num_classes: number of label values.
         levels: number of intensity levels ``L`` of the source (256 for 8-bit images); ``None`` when
             the values are not quantized levels (then dequantization does not apply).
@@ -83,13 +84,56 @@ class Dataset:
     split: str
     x: torch.Tensor
     y: torch.Tensor | None
-    image_shape: tuple[int, int]
+    image_shape: tuple[int, ...]
     num_classes: int
     levels: int | None
     is_binary: bool = False
     binarize: str | None = None
     dequantize: bool = False
     metadata: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_tensor(
+        cls,
+        x: torch.Tensor,
+        y: torch.Tensor | None = None,
+        name: str = "tensor",
+        split: str = "train",
+        image_shape: tuple[int, ...] | None = None,
+        num_classes: int | None = None,
+    ) -> Dataset:
+        """A data set of your own tensors: ``x`` is ``(N, D)``, ``(N, H, W)``, ``(N, C, H, W)`` or a
+        sequence ``(N, T, D)``, ``y`` optional integer labels ``(N,)``.
+
+        Examples are stored flattened; ``image_shape`` (the shape of one example, for plots and for
+        models that take images or sequences) defaults to ``x.shape[1:]``, or ``(H, H)`` for a flat
+        ``D = H * H``. ``num_classes`` defaults to ``y.max() + 1``.
+        """
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            raise TypeError(f"x must be a floating-point torch.Tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.dim() < 2 or x.shape[0] == 0:
+            raise ValueError(f"x must have shape (N, ...) with N >= 1 examples, got {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError(f"x contains {(~torch.isfinite(x)).sum().item()} NaN or infinite values")
+        if y is not None:
+            if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+                raise TypeError(f"y must be an integer tensor of labels, got {getattr(y, 'dtype', type(y).__name__)}")
+            if tuple(y.shape) != (x.shape[0],):
+                raise ValueError(f"y must have shape ({x.shape[0]},), one label per example, got {tuple(y.shape)}")
+            if (y < 0).any():
+                raise ValueError("y must hold labels 0, 1, ..., num_classes - 1; got a negative label")
+            y = y.to(torch.int64)
+        if image_shape is None:
+            side = math.isqrt(x[0].numel())
+            image_shape = tuple(x.shape[1:]) if x.dim() > 2 else ((side, side) if side * side == x.shape[1] else (1, x.shape[1]))
+        image_shape = tuple(int(s) for s in image_shape)
+        if math.prod(image_shape) != x[0].numel():
+            raise ValueError(f"image_shape {image_shape} does not hold the {x[0].numel()} values of one example")
+        if num_classes is None:
+            num_classes = 0 if y is None else int(y.max()) + 1
+        elif y is not None and int(y.max()) >= num_classes:
+            raise ValueError(f"y holds label {int(y.max())}, not below num_classes={num_classes}")
+        return cls(name, split, x.reshape(x.shape[0], -1), y, image_shape, num_classes, levels=None)
 
     def __len__(self) -> int:
         return self.x.shape[0]

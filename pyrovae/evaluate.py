@@ -1,7 +1,7 @@
 """Evaluation of a trained model/guide pair: test ELBO, importance-sampled log-likelihood,
 reconstruction error. All figures are in nats per example.
 
-The importance-sampled estimate (Burda et al. 2016, eq. 8; seed 004) is
+The importance-sampled estimate (Burda et al. 2016, eq. 8; Rainforth 2020) is
 
     log p(x) ~= logsumexp_k [log p(x, z_k) - log q(z_k | x)] - log K,   z_k ~ q(z | x),
 
@@ -9,6 +9,10 @@ a stochastic lower bound that increases with K to log p(x). The log-densities ar
 traces of the guide and of the model replayed on the guide's samples, so any pair whose latents
 are local to the ``"data"`` plate works. The ``K`` samples are drawn as an outer plate (one
 vectorised pass per chunk of samples) and chunks are combined with ``logsumexp``.
+
+Every evaluator takes a :class:`~pyrovae.data.Dataset` (or a tensor ``x``) and calls the model as
+its :class:`~pyrovae.validation.InputSpec` declares: batches shaped ``(B, *shape)``, with their
+labels when the model takes them.
 """
 
 from __future__ import annotations
@@ -19,77 +23,113 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
+from tqdm.auto import tqdm
 
 from pyrovae.data import Dataset
 from pyrovae.infer import ImportanceWeightedELBO
-from pyrovae.plates import DATA_PLATE
+from pyrovae.nn import DATA_PLATE
+from pyrovae.validation import InputSpec
 
 
-def _batches(dataset: Dataset, batch_size: int):
+def as_dataset(data) -> Dataset:
+    """``data`` itself if it is a :class:`Dataset`; a tensor ``x`` becomes ``Dataset.from_tensor(x)``."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, torch.Tensor):
+        return Dataset.from_tensor(data)
+    raise TypeError(f"expected a pyrovae.data.Dataset or a tensor, got {type(data).__name__}")
+
+
+def input_spec(model, dataset: Dataset) -> InputSpec:
+    """The model's declared inputs, or flat vectors of the data set's size for a model that declares none."""
+    spec = getattr(model, "inputs", None)
+    return spec if spec is not None else InputSpec((dataset.x_dim,))
+
+
+def set_plate_nesting(elbo: pyro.infer.ELBO, model) -> None:
+    """Give ``elbo`` the model's ``max_plate_nesting`` when it has none, so Pyro does not guess it
+    (and log the guess) from a trace; a vectorized particle plate adds one level, as in Pyro."""
+    nesting = getattr(model, "max_plate_nesting", None)
+    if nesting is None or elbo.max_plate_nesting != float("inf"):
+        return
+    vectorized = getattr(elbo, "vectorize_particles", False) and elbo.num_particles > 1
+    elbo.max_plate_nesting = nesting + int(vectorized)
+
+
+def _batches(model, dataset: Dataset, batch_size: int, progress: bool = False, description: str = ""):
+    """``(args, batch_size)`` for each batch of ``dataset`` in order."""
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    return dataset.batches(batch_size, shuffle=False)
+    spec = input_spec(model, dataset)
+    batches = dataset.batches(batch_size, shuffle=False)
+    total = math.ceil(len(dataset) / batch_size)
+    for x, y in tqdm(batches, total=total, disable=not progress, desc=description, leave=False):
+        yield spec.arguments(x, y), x.shape[0]
 
 
 @torch.no_grad()
-def mean_elbo(model, guide, dataset: Dataset, elbo: pyro.infer.ELBO | None = None, batch_size: int = 1000) -> float:
+def mean_elbo(model, guide, data, elbo: pyro.infer.ELBO | None = None, batch_size: int = 1000,
+              progress: bool = False) -> float:
     """``(1/N) sum_i ELBO(x_i)`` in nats per example (a single-sample estimate per point by default).
 
-    ``dataset`` should hold fixed data (see :meth:`Dataset.realize` for dynamically binarized sets).
+    ``data`` should hold fixed data (see :meth:`Dataset.realize` for dynamically binarized sets).
     """
+    dataset = as_dataset(data)
     elbo = elbo or Trace_ELBO()
+    set_plate_nesting(elbo, model)
     total = 0.0
-    for x, _ in _batches(dataset, batch_size):
-        total += elbo.loss(model, guide, x)
+    for args, _ in _batches(model, dataset, batch_size, progress, "test ELBO"):
+        total += elbo.loss(model, guide, *args)
     return -total / len(dataset)
 
 
-def _log_weights(objective: ImportanceWeightedELBO, model, guide, x: torch.Tensor) -> torch.Tensor:
+def _log_weights(objective: ImportanceWeightedELBO, model, guide, args, batch_size: int) -> torch.Tensor:
     """``log p(x, z_k) - log q(z_k | x)`` of shape ``(K, B)`` for ``z_k ~ q``, K = ``objective.num_particles``."""
     num_samples = objective.num_particles
     with poutine.block():
-        values = objective.log_weights(model, guide, x).values
-    if values.numel() != num_samples * x.shape[0]:
+        values = objective.log_weights(model, guide, *args).values
+    if values.numel() != num_samples * batch_size:
         raise ValueError(
             f"importance sampling per example needs every latent local to the {DATA_PLATE!r} plate; "
-            f"got log weights of shape {tuple(values.shape)} for a batch of {x.shape[0]}"
+            f"got log weights of shape {tuple(values.shape)} for a batch of {batch_size}"
         )
-    return values.reshape(num_samples, x.shape[0])
+    return values.reshape(num_samples, batch_size)
 
 
 @torch.no_grad()
 def importance_log_likelihood(
     model,
     guide,
-    dataset: Dataset,
+    data,
     num_samples: int = 5000,
     chunk_size: int = 500,
     batch_size: int = 100,
-    max_plate_nesting: float = float("inf"),
     per_example: bool = False,
+    progress: bool = False,
 ):
     """Importance-sampled ``log p(x)`` with ``num_samples`` proposals from the guide.
 
     Memory is bounded by ``chunk_size * batch_size`` decoder evaluations at a time. The log weights
-    come from :class:`~pyrovae.infer.ImportanceWeightedELBO` (one vectorised pass per chunk);
-    ``max_plate_nesting`` is guessed from a trace when not given.
+    come from :class:`~pyrovae.infer.ImportanceWeightedELBO` (one vectorised pass per chunk), with
+    the model's ``max_plate_nesting``. ``progress`` shows a bar over the batches.
     Returns the mean over the data set in nats (or the per-example tensor if ``per_example``).
     """
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    # One objective per chunk size (at most two), so Pyro guesses max_plate_nesting once, not per chunk.
-    objectives = {}
+    dataset = as_dataset(data)
+    nesting = getattr(model, "max_plate_nesting", float("inf"))
+    objectives = {}  # one per chunk size (at most two)
     results = []
-    for x, _ in _batches(dataset, batch_size):
+    for args, size in _batches(model, dataset, batch_size, progress, f"log-likelihood, K={num_samples}"):
         chunks = []
         remaining = num_samples
         while remaining > 0:
             k = min(chunk_size, remaining)
             if k not in objectives:
-                objectives[k] = ImportanceWeightedELBO(num_particles=k, max_plate_nesting=max_plate_nesting)
-            chunks.append(torch.logsumexp(_log_weights(objectives[k], model, guide, x), dim=0))
+                objectives[k] = ImportanceWeightedELBO(num_particles=k, max_plate_nesting=nesting)
+            chunks.append(torch.logsumexp(_log_weights(objectives[k], model, guide, args, size), dim=0))
             remaining -= k
         results.append(torch.logsumexp(torch.stack(chunks), dim=0) - math.log(num_samples))
     log_px = torch.cat(results)
@@ -99,18 +139,20 @@ def importance_log_likelihood(
 
 
 @torch.no_grad()
-def reconstruction_error(model, guide, dataset: Dataset, batch_size: int = 1000, observed_site: str = "x") -> float:
+def reconstruction_error(model, guide, data, batch_size: int = 1000, observed_site: str = "x") -> float:
     """Mean squared error per example, ``E_q ||x - E[x | z]||^2`` with one ``z ~ q(z | x)`` per point.
 
     ``E[x | z]`` is the mean of the model's observation distribution at ``observed_site``.
     """
+    dataset = as_dataset(data)
     total = 0.0
-    for x, _ in _batches(dataset, batch_size):
+    for args, _ in _batches(model, dataset, batch_size):
         with poutine.block():
-            guide_trace = poutine.trace(guide).get_trace(x)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+            guide_trace = poutine.trace(guide).get_trace(*args)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
         if observed_site not in model_trace.nodes:
             raise ValueError(f"the model has no site {observed_site!r}")
+        x = args[0]
         mean = model_trace.nodes[observed_site]["fn"].mean
         total += ((x - mean) ** 2).sum().item()
     return total / len(dataset)

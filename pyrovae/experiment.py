@@ -1,80 +1,135 @@
-"""Building a run from its settings, so a run directory's ``config.json`` rebuilds its model,
-guide and data (used by the CLI for ``train``, ``evaluate``, ``sample`` and ``plot``)."""
+"""A run's settings and how to build a run from them.
+
+An :class:`Experiment` is a :class:`RunConfig` (data, objective, optimisation) and the model's own
+config dataclass (registered in :mod:`pyrovae.registry`), resolved in that order of precedence:
+the dataclass defaults, then a preset, then explicit settings. Its flat dict is a run directory's
+``config.json``, which rebuilds the same data, model, guide and objective (``pyrovae evaluate``,
+``pyrovae train --resume``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+import pyro
 
+from pyrovae import registry
 from pyrovae.data import load_dataset
-from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide, NormalizingFlowGuide
-from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
-from pyrovae.models import VAE
+from pyrovae.registry import OBJECTIVES, RUN_FIELDS, RunConfig
 
-GUIDES = {"diagonal": DiagonalNormalGuide, "full": FullCovarianceNormalGuide, "flow": NormalizingFlowGuide}
-OBJECTIVES = {
-    "trace": lambda s: Trace_ELBO(num_particles=s, vectorize_particles=s > 1),
-    "meanfield": lambda s: TraceMeanField_ELBO(num_particles=s, vectorize_particles=s > 1),
-    "iwae": lambda s: ImportanceWeightedELBO(num_particles=s),
-    "iwae_dreg": lambda s: ImportanceWeightedELBO(num_particles=s, estimator="dreg"),
-    "variance": lambda s: VarianceELBO(num_particles=s),
-    "log_variance": lambda s: LogVarianceELBO(num_particles=s),
-}
+
+def check_setting(name: str, spec: dataclasses.Field, value) -> None:
+    """Raise a ``ValueError`` naming the setting when ``value`` breaks its field's metadata
+    (``min``, ``positive``, ``choices``; applied to each element of a list)."""
+    if value is None:
+        return
+    values = value if isinstance(value, list) else [value]
+    meta = spec.metadata
+    flag = "--" + name.replace("_", "-")
+    for v in values:
+        if "choices" in meta and v not in meta["choices"]:
+            raise ValueError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}; got {v!r}")
+        if "min" in meta and v < meta["min"]:
+            raise ValueError(f"{flag} must be at least {meta['min']}, got {v}")
+        if meta.get("positive") and not v > 0:
+            raise ValueError(f"{flag} must be positive, got {v}")
+    if isinstance(value, list) and not value and meta.get("min"):
+        raise ValueError(f"{flag} needs at least one value")
 
 
 @dataclass
-class ExperimentConfig:
-    """Every setting of a run. The defaults train a small VAE on the bundled ``digits`` data in seconds."""
+class Experiment:
+    """A run's complete settings: ``run`` (:class:`RunConfig`) and ``model`` (the model's config)."""
 
-    model: str = "vae"
-    dataset: str = "digits"
-    likelihood: str = "bernoulli"
-    binarize: str | None = "dynamic"
-    dequantize: bool = False
-    guide: str = "diagonal"
-    objective: str = "trace"
-    z_dim: int = 8
-    hidden_sizes: list[int] = field(default_factory=lambda: [128])
-    activation: str = "relu"
-    epochs: int = 60
-    batch_size: int = 64
-    lr: float = 3e-3
-    seed: int = 0
-    num_particles: int = 1
-    data_dir: str | None = None
+    run: RunConfig
+    model: Any
 
-    def __post_init__(self):
-        if self.model != "vae":
-            raise ValueError(f"unknown model {self.model!r}; the CLI builds: vae")
-        if self.guide not in GUIDES:
-            raise ValueError(f"unknown guide {self.guide!r}; expected one of {sorted(GUIDES)}")
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"unknown objective {self.objective!r}; expected one of {sorted(OBJECTIVES)}")
-        if self.likelihood == "bernoulli" and self.binarize is None and self.dataset != "binarized-mnist":
-            raise ValueError("likelihood 'bernoulli' needs binary data: choose --binarize static|dynamic|threshold")
-        if self.likelihood != "bernoulli" and self.binarize == "dynamic":
-            raise ValueError(f"likelihood {self.likelihood!r} models intensities; drop --binarize dynamic")
+    @classmethod
+    def resolve(cls, settings: dict | None = None) -> Experiment:
+        """Defaults, then the preset named in ``settings`` (``model``/``preset``), then ``settings``."""
+        settings = {k: v for k, v in (settings or {}).items() if v is not None or k == "binarize"}
+        name = settings.get("model", RunConfig.model)
+        merged = {**registry.preset(name, settings.get("preset")), **settings}
+        return cls.from_dict(merged)
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> Experiment:
+        """The experiment of a flat settings dict (a ``config.json``); unknown keys are an error."""
+        name = settings.get("model", RunConfig.model)
+        entry = registry.get(name)
+        model_fields = entry.config_fields()
+        unknown = set(settings) - set(RUN_FIELDS) - set(model_fields)
+        if unknown:
+            raise ValueError(f"unknown settings for model {name!r}: {', '.join(sorted(unknown))}")
+        run = RunConfig(**{k: v for k, v in settings.items() if k in RUN_FIELDS})
+        model = entry.config_class(**{k: v for k, v in settings.items() if k in model_fields})
+        experiment = cls(run, model)
+        experiment.validate()
+        return experiment
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The flat settings dict: run settings and model settings together."""
+        return {**dataclasses.asdict(self.run), **dataclasses.asdict(self.model)}
+
+    @property
+    def entry(self) -> registry.ModelEntry:
+        return registry.get(self.run.model)
+
+    @property
+    def guide(self) -> str:
+        return self.run.guide or self.entry.default_guide
+
+    def validate(self) -> None:
+        """Raise a one-line ``ValueError`` for the first setting out of range."""
+        entry = self.entry
+        for name, spec in {**RUN_FIELDS, **entry.config_fields()}.items():
+            source = self.run if name in RUN_FIELDS else self.model
+            check_setting(name, spec, getattr(source, name))
+        if self.run.guide is not None and self.run.guide not in entry.guides:
+            raise ValueError(f"model {entry.name!r} has no guide {self.run.guide!r}; its guides: {', '.join(entry.guides)}")
+        if self.run.preset is not None and self.run.preset not in entry.presets:
+            raise ValueError(f"model {entry.name!r} has no preset {self.run.preset!r}; its presets: {', '.join(entry.presets)}")
+        likelihood = getattr(self.model, "likelihood", None)
+        binary_source = self.run.dataset == "binarized-mnist"
+        if likelihood == "bernoulli" and self.run.binarize is None and not binary_source:
+            raise ValueError("likelihood 'bernoulli' needs binary data: choose --binarize static, dynamic or threshold")
+        if likelihood not in (None, "bernoulli") and self.run.binarize == "dynamic":
+            raise ValueError(f"likelihood {likelihood!r} models intensities; pass --binarize none")
+        if self.run.dequantize and self.run.binarize is not None:
+            raise ValueError("--dequantize applies to intensities; pass --binarize none with it")
+        if self.run.objective in ("variance", "log_variance") and self.run.num_particles < 2:
+            raise ValueError(f"--objective {self.run.objective} needs --num-particles of at least 2 (a sample variance)")
 
 
-def build_data(config: ExperimentConfig):
+def build_data(experiment: Experiment, data_dir=None, download: bool = False):
     """``(train, test)`` data sets; a dynamically binarized test set is binarized once, with a fixed seed."""
-    binarize = None if config.dataset == "binarized-mnist" else config.binarize
-    options = dict(root=config.data_dir, binarize=binarize, dequantize=config.dequantize)
-    train = load_dataset(config.dataset, "train", seed=config.seed, **options)
-    test = load_dataset(config.dataset, "test", seed=config.seed + 1, **options)
-    return train, test.realize(seed=config.seed + 1)
+    run = experiment.run
+    binarize = None if run.dataset == "binarized-mnist" else run.binarize
+    options = dict(root=data_dir, download=download, binarize=binarize, dequantize=run.dequantize)
+    train = load_dataset(run.dataset, "train", seed=run.seed, **options)
+    test = load_dataset(run.dataset, "test", seed=run.seed + 1, **options)
+    return train, test.realize(seed=run.seed + 1)
 
 
-def build_model_and_guide(config: ExperimentConfig, x_dim: int):
-    model = VAE(x_dim, config.z_dim, config.hidden_sizes, config.likelihood, activation=config.activation)
-    guide = GUIDES[config.guide](x_dim, config.z_dim, config.hidden_sizes, activation=config.activation)
+def build_model_and_guide(experiment: Experiment, train):
+    """The model and guide of ``experiment`` for examples shaped like ``train``'s."""
+    entry = experiment.entry
+    model = entry.build(experiment.model, train)
+    guide = entry.guides[experiment.guide](experiment.model, train)
     return model, guide
 
 
-def build_objective(config: ExperimentConfig):
-    """The training objective named ``config.objective`` with ``config.num_particles`` particles."""
-    return OBJECTIVES[config.objective](config.num_particles)
+def build_objective(experiment: Experiment, model) -> pyro.infer.ELBO:
+    """The training objective, with the plate nesting the model declares."""
+    nesting = getattr(model, "max_plate_nesting", float("inf"))
+    return OBJECTIVES[experiment.run.objective](experiment.run.num_particles, nesting)
+
+
+def build(experiment: Experiment, data_dir=None, download: bool = False):
+    """Seed, then build ``(train, test, model, guide, objective)``: the same seed gives the same run."""
+    pyro.set_rng_seed(experiment.run.seed)
+    train, test = build_data(experiment, data_dir, download)
+    model, guide = build_model_and_guide(experiment, train)
+    return train, test, model, guide, build_objective(experiment, model)

@@ -1,7 +1,8 @@
 """Observation models p(x | decoder output), chosen by name and shared by every model.
 
-Each likelihood says how many decoder outputs it needs per pixel, builds the Pyro distribution over
-one example (event dim 1), checks data where it enters, and gives a mean image for plots.
+Each likelihood says which values it models (its ``support``, which the model's
+:class:`~pyrovae.validation.InputSpec` checks), builds the Pyro distribution over one example
+(its event dims are the shape of one example), and gives a mean image for plots.
 """
 
 from __future__ import annotations
@@ -13,23 +14,22 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.validation import check_data
+
+def _as_shape(event_shape) -> tuple[int, ...]:
+    return (int(event_shape),) if isinstance(event_shape, int) else tuple(int(s) for s in event_shape)
 
 
 class BernoulliLikelihood(nn.Module):
     """``x_d ~ Bernoulli(sigmoid(logits_d))`` for binary pixels."""
 
-    params_per_pixel = 1
+    support = "binary"
 
-    def __init__(self, x_dim: int):
+    def __init__(self, event_shape):
         super().__init__()
-        self.x_dim = x_dim
-
-    def check(self, x: torch.Tensor) -> None:
-        check_data(x, self.x_dim, binary=True)
+        self.event_shape = _as_shape(event_shape)
 
     def distribution(self, output: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Bernoulli(logits=output, validate_args=False).to_event(1)
+        return dist.Bernoulli(logits=output, validate_args=False).to_event(len(self.event_shape))
 
     def mean(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output)
@@ -37,13 +37,12 @@ class BernoulliLikelihood(nn.Module):
 
 class ContinuousBernoulliLikelihood(BernoulliLikelihood):
     """``x_d ~ ContinuousBernoulli(logits_d)`` on [0, 1] with its normaliser (Loaiza-Ganem &
-    Cunningham 2019; seed 002 §5.3.1)."""
+    Cunningham 2019; Yang 2022, §5.3.1)."""
 
-    def check(self, x: torch.Tensor) -> None:
-        check_data(x, self.x_dim, unit_interval=True)
+    support = "unit_interval"
 
     def distribution(self, output: torch.Tensor) -> dist.TorchDistribution:
-        return dist.ContinuousBernoulli(logits=output, validate_args=False).to_event(1)
+        return dist.ContinuousBernoulli(logits=output, validate_args=False).to_event(len(self.event_shape))
 
     def mean(self, output: torch.Tensor) -> torch.Tensor:
         return dist.ContinuousBernoulli(logits=output, validate_args=False).mean
@@ -56,14 +55,14 @@ class GaussianLikelihood(nn.Module):
     a number fixes ``sigma_d`` to it (with ``scale=1/sqrt(2)`` the loss is a scaled squared error).
     """
 
-    params_per_pixel = 1
+    support = "real"
 
-    def __init__(self, x_dim: int, scale: float | None = None):
+    def __init__(self, event_shape, scale: float | None = None):
         super().__init__()
-        self.x_dim = x_dim
+        self.event_shape = _as_shape(event_shape)
         if scale is None:
             # softplus^{-1}(0.1): a moderate initial scale for intensities in [0, 1].
-            self.raw_scale = nn.Parameter(torch.full((x_dim,), math.log(math.expm1(0.1))))
+            self.raw_scale = nn.Parameter(torch.full(self.event_shape, math.log(math.expm1(0.1))))
             self.fixed_scale = None
         else:
             if not scale > 0:
@@ -71,15 +70,12 @@ class GaussianLikelihood(nn.Module):
             self.raw_scale = None
             self.fixed_scale = float(scale)
 
-    def check(self, x: torch.Tensor) -> None:
-        check_data(x, self.x_dim)
-
     def scale(self) -> torch.Tensor | float:
         return self.fixed_scale if self.raw_scale is None else F.softplus(self.raw_scale) + 1e-3
 
     def distribution(self, output: torch.Tensor) -> dist.TorchDistribution:
         scale = torch.as_tensor(self.scale(), dtype=output.dtype).expand_as(output)
-        return dist.Normal(output, scale, validate_args=False).to_event(1)
+        return dist.Normal(output, scale, validate_args=False).to_event(len(self.event_shape))
 
     def mean(self, output: torch.Tensor) -> torch.Tensor:
         return output
@@ -92,10 +88,10 @@ LIKELIHOODS = {
 }
 
 
-def make_likelihood(name: str, x_dim: int, **options) -> nn.Module:
+def make_likelihood(name: str, event_shape, **options) -> nn.Module:
     """The likelihood called ``name`` (``bernoulli``, ``gaussian``, ``continuous_bernoulli``)."""
     try:
         cls = LIKELIHOODS[name]
     except KeyError:
         raise ValueError(f"unknown likelihood {name!r}; expected one of {sorted(LIKELIHOODS)}") from None
-    return cls(x_dim, **options)
+    return cls(event_shape, **options)

@@ -1,7 +1,8 @@
 """Network builders shared by every model and guide.
 
-One place builds multilayer perceptrons and the heads that turn a hidden representation into a
-distribution's parameters, so models and guides differ only in their probabilistic structure.
+One place builds multilayer perceptrons (the heads that turn features into a distribution's
+parameters are in :mod:`pyrovae.nn.heads`), so models and guides differ only in their
+probabilistic structure.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus, "elu": nn.ELU, "gelu": nn.GELU}
 
@@ -37,45 +37,6 @@ def mlp(sizes: Sequence[int], activation: str = "relu", activate_last: bool = Fa
         if i < len(sizes) - 2 or activate_last:
             layers.append(activation_module(activation))
     return nn.Sequential(*layers)
-
-
-class LocScaleHead(nn.Module):
-    """Maps features ``h`` to ``(loc, scale)`` with ``scale = softplus(W h + b) + min_scale``.
-
-    The softplus keeps the scale positive with a gradient that does not vanish for small scales
-    (unlike ``exp``, it cannot overflow); ``min_scale`` keeps log-densities finite.
-    """
-
-    def __init__(self, in_features: int, out_features: int, min_scale: float = 1e-4):
-        super().__init__()
-        self.loc = nn.Linear(in_features, out_features)
-        self.raw_scale = nn.Linear(in_features, out_features)
-        self.min_scale = min_scale
-
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.loc(h), F.softplus(self.raw_scale(h)) + self.min_scale
-
-
-class TriangularHead(nn.Module):
-    """Features ``h`` to ``(loc, L)``: ``L`` lower-triangular with ``softplus(.) + min_scale`` on its
-    diagonal, the Cholesky factor of a full covariance ``L L^T``."""
-
-    def __init__(self, in_features: int, out_features: int, min_scale: float = 1e-4):
-        super().__init__()
-        self.out_features, self.min_scale = out_features, min_scale
-        self.loc = nn.Linear(in_features, out_features)
-        self.tril = nn.Linear(in_features, out_features * (out_features + 1) // 2)
-        rows, cols = torch.tril_indices(out_features, out_features)
-        self.register_buffer("rows", rows)
-        self.register_buffer("cols", cols)
-
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        entries = self.tril(h)
-        scale_tril = entries.new_zeros(*h.shape[:-1], self.out_features, self.out_features)
-        scale_tril[..., self.rows, self.cols] = entries
-        diagonal = F.softplus(torch.diagonal(scale_tril, dim1=-2, dim2=-1)) + self.min_scale
-        scale_tril = torch.tril(scale_tril, diagonal=-1) + torch.diag_embed(diagonal)
-        return self.loc(h), scale_tril
 
 
 class Encoder(nn.Module):

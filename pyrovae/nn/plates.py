@@ -1,4 +1,4 @@
-"""The data plate every pyrovae model and guide opens, in one place.
+"""The data plate every pyrovae model and guide opens, and the one call that opens it.
 
 Minibatch training needs the ELBO scaled from the batch to the data set: a batch of ``B`` points out
 of ``N`` contributes ``N / B`` times its log-densities. Pyro does this when the plate is given the
@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import pyro
 import torch
+
+from pyrovae import settings
 
 DATA_PLATE = "data"
 
@@ -35,3 +37,20 @@ def _positions(batch_size: int, device: torch.device | None) -> torch.Tensor:
     # The subsample only tells Pyro the batch size; one shared index tensor per size avoids an
     # allocation on every step.
     return torch.arange(batch_size, device=device)
+
+
+def open_data_plate(owner, x: torch.Tensor, y: torch.Tensor | None = None, num_data: int | None = None):
+    """How every model and guide opens: check the batch against ``owner.inputs`` (an
+    :class:`~pyrovae.validation.InputSpec`), register ``owner`` with ``pyro.module`` under
+    ``owner.name``, and return the data plate for the batch (see :mod:`pyrovae.settings` for when the
+    first two are skipped)::
+
+        def forward(self, x, num_data=None):
+            with open_data_plate(self, x, num_data=num_data):
+                ...
+    """
+    if settings.check_data():
+        owner.inputs.check(x, y)
+    if settings.register_modules():
+        pyro.module(owner.name, owner)
+    return data_plate(x.shape[0], num_data, x.device)

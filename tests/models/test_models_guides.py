@@ -6,7 +6,7 @@ from pyro.infer import Trace_ELBO
 
 from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide, NormalizingFlowGuide
 from pyrovae.models import VAE
-from pyrovae.networks import mlp
+from pyrovae.nn import mlp
 
 X_DIM, Z_DIM = 12, 3
 

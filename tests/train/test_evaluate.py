@@ -9,7 +9,7 @@ from pyrovae.data import Dataset, load_dataset
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
 from pyrovae.guides import DiagonalNormalGuide
 from pyrovae.models import VAE
-from pyrovae.plates import data_plate
+from pyrovae.nn import data_plate
 from pyrovae.train import fit
 
 

@@ -7,6 +7,7 @@ from pyro.infer import Trace_ELBO
 from pyrovae.data import load_dataset
 from pyrovae.guides import DiagonalNormalGuide
 from pyrovae.models import VAE
+from pyrovae.checkpoint import CheckpointError
 from pyrovae.train import TrainingDivergedError, fit, load_checkpoint
 
 
@@ -104,7 +105,7 @@ def test_bad_arguments(digits, tmp_path):
         fit(model, guide, Trace_ELBO(), train, batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         fit(model, guide, Trace_ELBO(), train, lr=-1.0)
-    with pytest.raises(FileNotFoundError, match="cannot resume"):
+    with pytest.raises(CheckpointError, match="cannot resume"):
         fit(model, guide, Trace_ELBO(), train, run_dir=tmp_path, resume=True)
     with pytest.raises(TypeError, match="Dataset"):
         fit(model, guide, Trace_ELBO(), train.x)
@@ -136,13 +137,11 @@ def test_jit_objective_computes_trace_elbo_and_trains_on_full_batches(digits):
     import pyro
     from pyro.infer import JitTrace_ELBO
 
-    from pyrovae.params import module_registration
-
     train, test = digits
     model, guide = pair()
     jit = JitTrace_ELBO(ignore_jit_warnings=True)
     x = train.x[:100]
-    with module_registration(True):
+    with pyro.settings.context(pyrovae_register_modules=True):
         jit.loss(model, guide, x, num_data=600)  # compiles
         pyro.set_rng_seed(7)
         compiled = jit.loss(model, guide, x, num_data=600)
@@ -158,7 +157,7 @@ def test_jit_objective_computes_trace_elbo_and_trains_on_full_batches(digits):
 def test_true_discrete_bound_is_logged_next_to_a_relaxed_objective(digits):
     import warnings
 
-    from relaxed_vae import RelaxedBernoulliGuide, RelaxedBernoulliVAE
+    from tests.support.relaxed_vae import RelaxedBernoulliGuide, RelaxedBernoulliVAE
 
     from pyrovae.infer import RelaxedBernoulliELBO, TrueDiscreteBound
 

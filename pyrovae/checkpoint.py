@@ -1,0 +1,156 @@
+"""A run's records: per-epoch metrics and checkpoints that a crash cannot corrupt.
+
+A run directory holds ``config.json`` (every setting), ``metrics.jsonl`` (one row per epoch) and
+the two newest checkpoints, ``checkpoint.pt`` and ``checkpoint.prev.pt``. Each file is replaced
+atomically (:mod:`pyrovae.io`), and the previous checkpoint is kept, so a file truncated by a full
+disk or a killed process never costs more than one epoch. Checkpoints are read with
+``torch.load(weights_only=True)``: loading one can never run code.
+
+A checkpoint stores the weights, the optimizer state and every random state (torch's, Python's,
+NumPy's, and the data order's generator), so a resumed run continues exactly as the uninterrupted
+run would have.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pyrovae.io import read_jsonl, save_torch, write_json, write_jsonl
+
+CHECKPOINT = "checkpoint.pt"
+PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, PREVIOUS_CHECKPOINT)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or a parameter became NaN or infinite; the last good checkpoint is left in place."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, or does not fit the model."""
+
+
+class RunExistsError(FileExistsError):
+    """A run directory already holds a run, and overwriting it was not asked for."""
+
+
+@dataclass
+class History:
+    """Per-epoch metrics of a run (the rows of ``metrics.jsonl``)."""
+
+    rows: list[dict] = field(default_factory=list)
+
+    def column(self, key: str) -> list:
+        return [row[key] for row in self.rows if key in row]
+
+    @property
+    def epochs_done(self) -> int:
+        return self.rows[-1]["epoch"] if self.rows else 0
+
+
+def holds_run(run_dir) -> bool:
+    """Whether ``run_dir`` already holds any of a run's files."""
+    run_dir = Path(run_dir)
+    return any((run_dir / name).exists() for name in RUN_FILES)
+
+
+def rng_state() -> dict:
+    """torch's, Python's and NumPy's random states, as tensors and plain types (``weights_only``-loadable)."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the states saved by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["position"],
+                         numpy["has_gauss"], numpy["cached_gaussian"]))
+
+
+def check_finite(epoch: int, **modules) -> None:
+    """Raise :class:`TrainingDivergedError` if any floating-point tensor of the modules is not finite."""
+    for owner, module in modules.items():
+        for name, value in module.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                raise TrainingDivergedError(
+                    f"{owner} tensor {name!r} is not finite after epoch {epoch}; the previous checkpoint is kept")
+
+
+class Checkpointer:
+    """Writes and reads the records of one run directory."""
+
+    def __init__(self, run_dir):
+        self.run_dir = Path(run_dir)
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def write_config(self, config: dict) -> None:
+        write_json(self.run_dir / CONFIG, config)
+
+    def save(self, state: dict, history: History) -> None:
+        """Write ``state`` as the newest checkpoint (the one it replaces becomes the previous), then the metrics."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            os.replace(self.path, self.run_dir / PREVIOUS_CHECKPOINT)
+        save_torch(self.path, state)
+        write_jsonl(self.run_dir / METRICS, history.rows)
+
+    def load(self) -> dict:
+        """The newest checkpoint; a :class:`CheckpointError` says which file failed and what to do."""
+        return load_checkpoint_file(self.path)
+
+    def history(self, epoch: int) -> History:
+        """The metrics rows of the epochs up to ``epoch`` (later rows belong to an epoch whose checkpoint was lost)."""
+        return History([row for row in read_jsonl(self.run_dir / METRICS) if row["epoch"] <= epoch])
+
+
+def load_checkpoint_file(path) -> dict:
+    """``torch.load(path, weights_only=True)`` with a one-line :class:`CheckpointError` on failure."""
+    path = Path(path)
+    previous = path.with_name(PREVIOUS_CHECKPOINT)
+    hint = (f"the previous checkpoint {previous} is intact: move it to {path.name} to continue from it"
+            if previous.exists() and previous != path else "train again, or restore it from a backup")
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}" + (f"; {hint}" if previous.exists() else ""))
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {hint}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged file
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read ({reason[:120]}); {hint}") from None
+    if not isinstance(checkpoint, dict) or not {"epoch", "model", "guide"} <= set(checkpoint):
+        raise CheckpointError(f"{path} is not a pyrovae checkpoint; {hint}")
+    return checkpoint
+
+
+def load_weights(checkpoint: dict, model, guide, path="checkpoint") -> None:
+    """Copy a checkpoint's weights into ``model`` and ``guide``; a mismatch is a :class:`CheckpointError`."""
+    for owner, module in (("model", model), ("guide", guide)):
+        try:
+            module.load_state_dict(checkpoint[owner])
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()
+            detail = first[1].strip() if len(first) > 1 else first[0]
+            raise CheckpointError(f"the {owner} in {path} does not fit the settings ({detail[:160]})") from None

@@ -1,0 +1,155 @@
+"""The registry of models: each model file registers its name, its config dataclass, the guides it
+pairs with and its named presets, and the CLI, the benchmarks and the notebooks build from here.
+
+A model file (``models/<name>.py``) ends with::
+
+    register_model("vae", VAEConfig, build=build_vae, presets={...}, description="...")
+
+and a guide file (``guides/<family>.py``) with::
+
+    register_guide("vae", "diagonal", build_diagonal_guide)
+
+The run settings every model shares (data set, objective, optimisation) are :class:`RunConfig`.
+``build(config, data)`` and a guide builder ``(config, data)`` receive the model's config and the
+training :class:`~pyrovae.data.Dataset` (its example shape and number of classes) and return the
+``nn.Module``. A **preset** is a dict of settings, run settings and model settings together, that
+reproduces a reference result (``vae/burda``: Burda et al. 2016's MNIST VAE); the registry checks
+its keys when it is registered. Every model has a preset ``tiny``: the smallest configuration that
+trains in a second, which the contract test in ``tests/models`` builds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+from pyrovae.data import BINARIZATIONS, DATASETS
+from pyrovae.engines import ENGINES
+from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
+
+TINY_PRESET = "tiny"
+
+OBJECTIVES = {
+    "trace": lambda s, n: Trace_ELBO(num_particles=s, vectorize_particles=s > 1, max_plate_nesting=n),
+    "meanfield": lambda s, n: TraceMeanField_ELBO(num_particles=s, vectorize_particles=s > 1, max_plate_nesting=n),
+    "iwae": lambda s, n: ImportanceWeightedELBO(num_particles=s, max_plate_nesting=n),
+    "iwae_dreg": lambda s, n: ImportanceWeightedELBO(num_particles=s, estimator="dreg", max_plate_nesting=n),
+    "variance": lambda s, n: VarianceELBO(num_particles=s, max_plate_nesting=n),
+    "log_variance": lambda s, n: LogVarianceELBO(num_particles=s, max_plate_nesting=n),
+}
+
+
+@dataclass
+class RunConfig:
+    """The settings of a run that are not the model's hyperparameters."""
+
+    model: str = field(default="vae", metadata={"help": "registered model (see `pyrovae models`)"})
+    preset: str | None = field(default=None, metadata={"help": "named settings of the model (see `pyrovae models`)"})
+    guide: str | None = field(default=None, metadata={"help": "guide of the model"})
+    dataset: str = field(default="digits", metadata={"help": "data set", "choices": list(DATASETS)})
+    binarize: str | None = field(default="dynamic", metadata={
+        "help": "binarization of the intensities", "choices": [b for b in BINARIZATIONS if b]})
+    dequantize: bool = field(default=False, metadata={"help": "(k + u)/L intensities with fresh noise per batch"})
+    objective: str = field(default="trace", metadata={"help": "training objective", "choices": sorted(OBJECTIVES)})
+    num_particles: int = field(default=1, metadata={"help": "particles (samples) per data point", "min": 1})
+    epochs: int = field(default=60, metadata={"help": "total epochs", "min": 1})
+    batch_size: int = field(default=64, metadata={"help": "examples per step", "min": 1})
+    lr: float = field(default=3e-3, metadata={"help": "Adam learning rate", "positive": True})
+    seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and noise", "min": 0})
+    engine: str = field(default="module", metadata={"help": "training engine", "choices": list(ENGINES)})
+
+
+RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
+
+
+
+
+@dataclass
+class ModelEntry:
+    """A registered model: ``build(config, data) -> model``; ``guides`` maps a guide name to its builder."""
+
+    name: str
+    config_class: type
+    build: Callable
+    presets: dict[str, dict]
+    description: str
+    default_guide: str
+    guides: dict[str, Callable] = field(default_factory=dict)
+
+    def config_fields(self) -> dict[str, dataclasses.Field]:
+        return {f.name: f for f in dataclasses.fields(self.config_class)}
+
+
+_MODELS: dict[str, ModelEntry] = {}
+#: Run settings and model settings share one namespace (one CLI flag each), so no model config may reuse these.
+_RESERVED = set(RUN_FIELDS)
+
+
+def register_model(name: str, config_class: type, build: Callable, presets: dict[str, dict], description: str,
+                   default_guide: str) -> None:
+    """Register a model. ``presets`` must include ``tiny``; their keys must be run or model settings.
+    ``default_guide`` names the guide used when none is chosen (registered by a guide file)."""
+    if not dataclasses.is_dataclass(config_class):
+        raise TypeError(f"{name}: the config must be a dataclass, got {config_class!r}")
+    if name in _MODELS:
+        raise ValueError(f"a model named {name!r} is already registered")
+    clash = {f.name for f in dataclasses.fields(config_class)} & _RESERVED
+    if clash:
+        raise ValueError(f"{name}: config fields {sorted(clash)} clash with run settings")
+    if TINY_PRESET not in presets:
+        raise ValueError(f"{name}: every model needs a {TINY_PRESET!r} preset (the contract test builds it)")
+    known = {f.name for f in dataclasses.fields(config_class)} | _RESERVED
+    for preset, settings in presets.items():
+        unknown = set(settings) - known
+        if unknown:
+            raise ValueError(f"preset {name}/{preset} sets unknown settings {sorted(unknown)}")
+    _MODELS[name] = ModelEntry(name, config_class, build, dict(presets), description, default_guide)
+
+
+def register_guide(model: str, name: str, build: Callable) -> None:
+    """Register guide ``name`` for ``model`` (which must already be registered)."""
+    if model not in _MODELS:
+        importlib.import_module("pyrovae.models")  # a guide file imported before the models
+    entry = _MODELS.get(model)
+    if entry is None:
+        raise ValueError(f"cannot register guide {name!r}: no model {model!r} is registered")
+    if name in entry.guides:
+        raise ValueError(f"model {model!r} already has a guide named {name!r}")
+    entry.guides[name] = build
+
+
+def _load_plugins() -> None:
+    # Importing the packages runs every model's and guide's registration.
+    importlib.import_module("pyrovae.models")
+    importlib.import_module("pyrovae.guides")
+
+
+def models() -> dict[str, ModelEntry]:
+    """Every registered model, by name."""
+    _load_plugins()
+    return dict(_MODELS)
+
+
+def get(name: str) -> ModelEntry:
+    """The model registered as ``name``; a ``ValueError`` lists the known names otherwise."""
+    entries = models()
+    if name not in entries:
+        raise ValueError(f"unknown model {name!r}; registered models: {', '.join(sorted(entries))}")
+    entry = entries[name]
+    if entry.default_guide not in entry.guides:
+        raise ValueError(f"model {name!r}: its default guide {entry.default_guide!r} is not registered")
+    return entry
+
+
+def preset(model: str, name: str | None) -> dict:
+    """The settings of preset ``model/name`` (``{}`` for ``None``)."""
+    if name is None:
+        return {}
+    entry = get(model)
+    if name not in entry.presets:
+        raise ValueError(f"model {model!r} has no preset {name!r}; its presets: {', '.join(sorted(entry.presets))}")
+    return dict(entry.presets[name])
