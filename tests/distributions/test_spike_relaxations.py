@@ -24,6 +24,7 @@ import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
 from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
 from pyrovae.distributions.spike_and_power import SpikeAndPower
 from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
+from tests.distributions.lecture_note_smoothings import f1, f2, f3, mean_and_variance, on_grid
 from tests.support.distribution_checks import (
     assert_cdf_is_integral_of_density,
     assert_density_integrates_to_one,
@@ -37,23 +38,6 @@ from tests.support.distribution_checks import (
     parameter_grid,
     quad,
 )
-
-
-def seed_f1(beta, p, eps):
-    """Seed 001's f1, written out as printed (float64, moderate beta only)."""
-    above = eps >= 1 - p
-    return torch.where(above, torch.log((eps + p - 1) / p * (math.exp(beta) - 1) + 1) / beta, 0.0)
-
-
-def seed_f2(beta, p, eps):
-    """Seed 001's f2 as printed."""
-    return torch.where(eps >= 1 - p, 1 - ((1 - eps) / p) ** beta, 0.0)
-
-
-def seed_f3(beta, p, eps):
-    """Seed 001's f3 as printed."""
-    lower = 0.5 * (eps / (1 - p)) ** beta
-    return torch.where(eps < 1 - p, lower, 1 - 0.5 * ((1 - eps) / p) ** beta)
 
 
 @dataclass
@@ -90,9 +74,9 @@ class Case:
 
 
 CASES = [
-    pytest.param(Case(SpikeAndExponential, seed_f1, 0.0), id="SpikeAndExponential"),
-    pytest.param(Case(SpikeAndPower, seed_f2, 0.0), id="SpikeAndPower"),
-    pytest.param(Case(SymmetricPowerRelaxation, seed_f3, 0.5), id="SymmetricPowerRelaxation"),
+    pytest.param(Case(SpikeAndExponential, f1, 0.0), id="SpikeAndExponential"),
+    pytest.param(Case(SpikeAndPower, f2, 0.0), id="SpikeAndPower"),
+    pytest.param(Case(SymmetricPowerRelaxation, f3, 0.5), id="SymmetricPowerRelaxation"),
 ]
 SPIKE_CASES = CASES[:2]
 
@@ -106,15 +90,15 @@ def quadrature_dist(case):
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_icdf_is_the_seed_smoothing(case):
+def test_icdf_is_the_lecture_notes_smoothing(case):
     # 1 - p itself is left out: f1 rises with slope e^beta / beta there, which turns the
-    # rounding of 1 - p into visible differences between equivalent formulas.
-    eps = torch.linspace(0, 1, 401, dtype=torch.float64) + 1e-4
+    # rounding of 1 - p in float64 into visible differences from the exact value.
+    eps = (torch.linspace(0, 1, 401, dtype=torch.float64) + 1e-4)[:-1]
     for p in (0.2, 0.5, 0.8):
         for beta in (0.5, 2.0, 8.0, 30.0):
             d = case.relaxation(torch.tensor(p, dtype=torch.float64), beta)
-            expected = case.smoothing(beta, p, eps[:-1])
-            torch.testing.assert_close(d.icdf(eps[:-1]), expected, atol=1e-12, rtol=1e-10)
+            expected = on_grid(case.smoothing, beta, p, eps)
+            torch.testing.assert_close(d.icdf(eps), expected, atol=1e-12, rtol=1e-10)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -364,12 +348,20 @@ def test_icdf_just_above_the_step_stays_on_the_upper_side(case, dtype):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_kl_mean_variance_finite_at_extremes(case, dtype):
-    params = parameter_grid(dtype, probs=[0.0, 1e-6, 0.5, 1.0], beta=GRID_BETAS)
+def test_kl_mean_variance_finite_and_accurate_at_extremes(case, dtype):
+    # 0.99 and 1.0 straddle the switch from series to closed form of the exponential part.
+    params = parameter_grid(dtype, probs=[0.0, 1e-6, 0.5, 1.0], beta=[0.1, 0.99, 1.0, 10.0, 100.0])
     d = case.relaxation(params["probs"], params["beta"])
     other = case.relaxation(params["probs"].flip(0).clamp(0.1, 0.9), params["beta"].flip(0))
     assert_finite("mean, variance, KL", d.mean, d.variance, kl_divergence(d, other))
-    assert (d.variance >= 0).all()
+    # Against the moments of the lecture notes' smoothing, integrated in 30-digit arithmetic:
+    # to a few float roundings relatively, also where the variance is tiny (q = 1e-6, beta = 100).
+    pairs = zip(params["probs"].tolist(), params["beta"].tolist())
+    reference = [mean_and_variance(case.smoothing, beta, q) for q, beta in pairs]
+    mean, variance = (torch.tensor(column, dtype=torch.float64) for column in zip(*reference))
+    rtol = 100 * torch.finfo(dtype).eps
+    torch.testing.assert_close(d.mean.double(), mean, rtol=rtol, atol=0.0)
+    torch.testing.assert_close(d.variance.double(), variance, rtol=rtol, atol=0.0)
 
 
 @pytest.mark.parametrize("case", CASES)
