@@ -1,6 +1,8 @@
 """gradient_statistics against the closed-form distribution of a reparameterized ELBO gradient."""
 
+import importlib
 import math
+from types import SimpleNamespace
 
 import pyro
 import pyro.distributions as dist
@@ -67,16 +69,69 @@ def test_trace_elbo_gradient_moments_match_the_closed_form():
     for name, (group, index) in estimated.items():
         # 4 standard errors of a mean of num_draws draws.
         assert abs(group.mean[index].item() - mean[name]) < 4 * math.sqrt(variance[name] / num_draws), name
-    for group in stats.groups.values():
-        assert torch.equal(group.snr, group.mean.abs() / group.variance.sqrt())
     for name in ("loc", "offset"):
         # Gaussian gradients: the sample variance has relative SE sqrt(2 / (D - 1)); 4 of them.
         group, index = estimated[name]
         assert group.variance[index].item() == pytest.approx(variance[name], rel=4 * math.sqrt(2 / (num_draws - 1)))
-    assert stats.seconds_per_draw > 0
+        # The exact SNR |mean| / sd; for Gaussian draws its estimate has standard error
+        # sqrt((1 + SNR^2 / 2) / D) (delta method); 4 of them.
+        snr = abs(mean[name]) / math.sqrt(variance[name])
+        assert abs(group.snr[index].item() - snr) < 4 * math.sqrt((1 + snr**2 / 2) / num_draws), (name, snr)
     assert guide.loc.grad is None and pyro.param("offset").grad is None
     summary = stats.summary()
     assert summary["num_draws"] == num_draws and set(summary) == {"seconds_per_draw", "num_draws", "guide", "model"}
+
+
+class ScriptedObjective:
+    """An objective whose d-th gradient draw is the d-th row of ``draws``: the loss is linear in
+    the parameters, with the row as coefficients (guide weights first, then the model's ``b``)."""
+
+    def __init__(self, draws, clock, seconds_per_draw):
+        self.draws = iter(draws)
+        self.clock, self.seconds_per_draw = clock, seconds_per_draw
+
+    def differentiable_loss(self, model, guide, *args):
+        self.clock["now"] += self.seconds_per_draw
+        row = torch.tensor(next(self.draws))
+        return (guide.weight * row[:2]).sum() + pyro.param("b") * row[2]
+
+
+class WeightGuide(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(2))
+
+    def forward(self, x):
+        pass
+
+
+def test_statistics_of_a_known_gradient_sequence(monkeypatch):
+    """Draws (1, 0, -2), (2, 4, 2), (3, 0, -2), (6, 4, 2). By hand, with the D - 1 = 3 divisor:
+    guide weight 0: mean 3, variance (4 + 1 + 0 + 9) / 3 = 14/3, SNR 3 / sqrt(14/3);
+    guide weight 1: mean 2, variance 16/3, SNR 2 / sqrt(16/3); model b: mean 0, variance 16/3, SNR 0."""
+    # The module, not the function of the same name that pyrovae.infer exports.
+    module = importlib.import_module("pyrovae.infer.gradient_statistics")
+    clock = {"now": 100.0}
+    monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    draws = [(1.0, 0.0, -2.0), (2.0, 4.0, 2.0), (3.0, 0.0, -2.0), (6.0, 4.0, 2.0)]
+
+    def model(x):
+        pyro.param("b", torch.tensor(0.0))
+
+    objective = ScriptedObjective(draws, clock, seconds_per_draw=0.25)
+    stats = gradient_statistics(model, WeightGuide(), objective, torch.zeros(1), num_draws=4)
+    guide, model_group = stats.groups["guide"], stats.groups["model"]
+    snr = [3 / math.sqrt(14 / 3), 2 / math.sqrt(16 / 3)]
+    torch.testing.assert_close(guide.mean, torch.tensor([3.0, 2.0]))
+    torch.testing.assert_close(guide.variance, torch.tensor([14 / 3, 16 / 3]))
+    torch.testing.assert_close(guide.snr, torch.tensor(snr))
+    torch.testing.assert_close(model_group.mean, torch.tensor([0.0]))
+    torch.testing.assert_close(model_group.snr, torch.tensor([0.0]))
+    assert stats.seconds_per_draw == 0.25
+    summary = stats.summary()
+    assert summary["guide"] == pytest.approx(
+        {"mean_abs_mean": 2.5, "mean_variance": 5.0, "mean_snr": sum(snr) / 2, "median_snr": min(snr), "num_constant": 0}
+    )
 
 
 def test_works_with_pyrovae_objectives_and_rejects_gradient_free_ones():
