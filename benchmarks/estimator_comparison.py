@@ -1,6 +1,6 @@
-"""Gradient estimators compared on one VAE (seed 000 §3): variance, signal-to-noise ratio and cost.
+"""Gradient estimators compared on one VAE (Stojanovič, variance-loss report, §3): variance, signal-to-noise ratio and cost.
 
-A VAE (64-64-8, Bernoulli) is trained briefly on the bundled digits with Trace_ELBO; then, on one
+A VAE (the ``vae/digits`` preset with 64 hidden units: 64-64-8, Bernoulli) is trained briefly on the bundled digits with Trace_ELBO; then, on one
 fixed batch of 100 images, each objective's gradient is redrawn ``--draws`` times and
 :func:`pyrovae.infer.gradient_statistics` reports, per parameter group, the mean gradient variance
 and the mean per-element SNR |E g| / sd(g), with the wall time of one draw. Objectives use the same
@@ -17,10 +17,8 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from benchmarks.common import print_table, save_results
-from pyrovae.data import load_dataset
-from pyrovae.guides import DiagonalNormalGuide
+from pyrovae.experiment import Experiment, build
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO, gradient_statistics
-from pyrovae.models import VAE
 from pyrovae.train import fit
 
 
@@ -32,9 +30,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    train = load_dataset("digits", "train", binarize="static")
-    model, guide = VAE(64, 8, (64,)), DiagonalNormalGuide(64, 8, (64,))
-    fit(model, guide, Trace_ELBO(), train, epochs=args.pretrain_epochs, batch_size=64, lr=3e-3, progress=False)
+    experiment = Experiment.resolve({"model": "vae", "preset": "digits", "binarize": "static", "hidden_sizes": [64]})
+    train, _, model, guide, objective = build(experiment)
+    fit(model, guide, objective, train, epochs=args.pretrain_epochs, batch_size=64, lr=3e-3, progress=False)
     batch = train.x[:100]
     s = args.particles
     objectives = {

@@ -132,6 +132,9 @@ register_model(
         # Bernoulli decoder, dynamic binarization, batch 100, Adam; 3,280 epochs in the paper.
         "burda": dict(dataset="mnist", binarize="dynamic", z_dim=50, hidden_sizes=[200, 200], activation="tanh",
                       likelihood="bernoulli", output_bias_from_data=True, batch_size=100, lr=1e-3, epochs=3280),
+        # PyTorch's examples/vae: 784-400-20, ReLU, Bernoulli decoder on MNIST intensities thresholded here, batch 128, Adam 1e-3.
+        "torch-example": dict(dataset="mnist", binarize="dynamic", z_dim=20, hidden_sizes=[400], activation="relu",
+                              batch_size=128, lr=1e-3, epochs=10),
         # Yang 2022, §5.3.3: continuous-Bernoulli VAE on normalized MNIST, z = 20, 500-500 layers, Adam 3e-4,
         # batch 100 (the tutorial's dropout of 0.1 is not applied).
         "yang": dict(dataset="mnist", binarize=None, likelihood="continuous_bernoulli", z_dim=20,
