@@ -265,8 +265,14 @@ def test_open_interval_constraint_and_transform():
         True,
         False,
     ]
-    y = biject_to(constraint)(torch.tensor([-30.0, 0.0, 30.0], dtype=torch.float64))
-    assert ((y > 0) & (y < 2)).all()
+    # The transform is 2 sigmoid(x): inside (0, 2) even at |x| = 30, and invertible (below the
+    # upper end, where 2 - y keeps its precision).
+    x = torch.tensor([-30.0, 0.0, 3.0, 30.0], dtype=torch.float64)
+    transform = biject_to(constraint)
+    y = transform(x)
+    torch.testing.assert_close(y, 2 * torch.sigmoid(x), atol=0.0, rtol=1e-15)
+    assert constraint.check(y).all()
+    torch.testing.assert_close(transform.inv(y[:3]), x[:3])
     assert isinstance(open_interval(0.0, 2.0), type(constraint))
 
 

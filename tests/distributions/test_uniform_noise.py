@@ -22,7 +22,6 @@ def test_open_uniform_moves_both_ends_of_the_draw_inside_the_open_interval(dtype
         u = open_uniform((3,), torch.zeros((), dtype=dtype))
         assert u.dtype == dtype and u.shape == (3,)
         assert torch.equal(u, torch.full((3,), inside, dtype=dtype)), (draw, u)
-        assert ((u > 0) & (u < 1)).all()
 
 
 def test_open_uniform_is_uniform():
