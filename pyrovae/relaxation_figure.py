@@ -1,4 +1,5 @@
-r"""Figure 1 of seed 001: the smoothing transformations :math:`f_1, f_2, f_3` of a uniform.
+r"""Figure 1 of the lecture notes "Variational Autoencoders" (Anonymous n.d., §2.3): the smoothing
+transformations :math:`f_1, f_2, f_3` of a uniform.
 
 Each :math:`\zeta = f_k(\beta, p, \epsilon)` is the inverse CDF of the relaxation it defines, so
 the curves are drawn from the distributions' ``icdf``:
@@ -21,12 +22,12 @@ SMOOTHINGS = (
     ("$f_2$: spike-and-power", SpikeAndPower),
     ("$f_3$: symmetric power", SymmetricPowerRelaxation),
 )
-# Seed 001, Figure 1: increasing beta is drawn dotted < solid < dashed.
+# As in the notes' Figure 1, increasing beta is drawn dotted < solid < dashed.
 LINESTYLES = (":", "-", "--")
 
 
 def plot_smoothing_functions(path=None, betas=(2.0, 6.0, 20.0), probs=(0.2, 0.5, 0.8), points=1001):
-    r"""Redraw Figure 1 of seed 001: :math:`f_1, f_2, f_3` against :math:`\epsilon \in [0, 1]`.
+    r"""Redraw Figure 1 of Anonymous n.d.: :math:`f_1, f_2, f_3` against :math:`\epsilon \in [0, 1]`.
 
     One panel per smoothing; within a panel one colour per :math:`p` in ``probs`` and one line
     style per :math:`\beta` in ``betas`` (dotted, solid, dashed for increasing :math:`\beta`).

@@ -14,7 +14,7 @@ for _relaxation in (SpikeAndExponential, SpikeAndPower, SymmetricPowerRelaxation
 # --- end SpikeAndExponential, SpikeAndPower, SymmetricPowerRelaxation --------------------------
 
 # --- StepLogistic -------------------------------------------------------------------------------
-# Thesis seed 003, §5.2, eq. (5.5) and appendix A.3. On each half line the StepLogistic density
+# Sadier-Gane (2020), §5.2, eq. (5.5) and appendix A.3. On each half line the StepLogistic density
 # is the Logistic(0, 1) density times a constant (2 - alpha on z < 0, alpha on z > 0), so every
 # log density ratio below is piecewise constant and each KL is the KL between the Bernoulli laws
 # of the sign of z. SmoothStepLogistic has no closed-form KL, so none is registered for it.

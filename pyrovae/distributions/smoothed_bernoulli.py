@@ -34,11 +34,11 @@ regions, the KL divergence between two members is the Bernoulli KL plus the comp
 weighted by the first member's probabilities (:func:`smoothed_bernoulli_kl`); with equal
 :math:`\beta` it *is* the Bernoulli KL.
 
-**References**
+**References** (full entries in ``docs/references.md``)
 
-[1] J. T. Rolfe, *Discrete Variational Autoencoders*, ICLR 2017 (arXiv:1609.02200), eq. 9.
-
-[2] Seed 001 of this project, section 2.3 "Smoothing Transformations" and Figure 1.
+- Rolfe 2017, eq. 9: the spike-and-exponential relaxation.
+- Anonymous n.d., lecture notes "Variational Autoencoders", §2.3 "Smoothing Transformations" and
+  Figure 1: the smoothings :math:`f_1, f_2, f_3`.
 """
 
 import math
@@ -103,7 +103,7 @@ class Spike:
 
 
 class TruncatedExponential:
-    r"""The exponential slab of Rolfe's spike-and-exponential [1, eq. 9] on :math:`[0, 1]`:
+    r"""The exponential slab of Rolfe's spike-and-exponential (Rolfe 2017, eq. 9) on :math:`[0, 1]`:
 
     .. math::
 

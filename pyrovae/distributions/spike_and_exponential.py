@@ -5,7 +5,7 @@ from pyrovae.distributions.smoothed_bernoulli import SmoothedBernoulli, Spike, T
 
 class SpikeAndExponential(SmoothedBernoulli):
     r"""
-    Spike-and-exponential relaxation of a Bernoulli(:math:`q`) variable [1, eq. 9]:
+    Spike-and-exponential relaxation of a Bernoulli(:math:`q`) variable (Rolfe 2017, eq. 9):
     :math:`\zeta = 0` with probability :math:`1 - q`, otherwise :math:`\zeta \in (0, 1]` with the
     exponential density :math:`\beta e^{\beta\zeta} / (e^\beta - 1)`. The density
 
@@ -26,7 +26,8 @@ class SpikeAndExponential(SmoothedBernoulli):
     the general different-:math:`\beta` closed form).
 
     The CDF is :math:`F(\zeta) = 1 - q + q\, (e^{\beta\zeta} - 1)/(e^\beta - 1)`; its inverse
-    is the smoothing transformation :math:`f_1` of [2], used by :meth:`rsample` with
+    is the smoothing transformation :math:`f_1` of the lecture notes (Anonymous n.d., §2.3),
+    used by :meth:`rsample` with
     :math:`\rho \sim U(0, 1)`, differentiably in :math:`q` and :math:`\beta`:
 
     .. math::
@@ -40,11 +41,8 @@ class SpikeAndExponential(SmoothedBernoulli):
     variance of the exponential part. A sample stands for the Bernoulli value
     :math:`1[\zeta > 0]` (:meth:`hard`).
 
-    **References**
-
-    [1] J. T. Rolfe, *Discrete Variational Autoencoders*, ICLR 2017 (arXiv:1609.02200), eq. 9.
-
-    [2] Seed 001 of this project, section 2.3, :math:`f_1`.
+    **References** (full entries in ``docs/references.md``): Rolfe 2017, eq. 9; Anonymous n.d.,
+    lecture notes "Variational Autoencoders", §2.3, :math:`f_1`.
 
     :param probs: :math:`q \in [0, 1]`, the probability that :math:`\zeta > 0`.
     :param beta: :math:`\beta > 0`, the sharpness of the exponential part.

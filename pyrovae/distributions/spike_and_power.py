@@ -7,7 +7,7 @@ class SpikeAndPower(SmoothedBernoulli):
     r"""
     Spike-and-power relaxation of a Bernoulli(:math:`q`) variable: the law of
     :math:`\zeta = f_2(\beta, q, \epsilon)`, :math:`\epsilon \sim U(0, 1)`, with the smoothing
-    transformation of [1]
+    transformation of the lecture notes (Anonymous n.d., §2.3)
 
     .. math::
 
@@ -40,10 +40,9 @@ class SpikeAndPower(SmoothedBernoulli):
     :math:`q_p (\log(\beta_q/\beta_p) - 1 + \beta_p/\beta_q)`. A sample stands for the
     Bernoulli value :math:`1[\zeta > 0]` (:meth:`hard`).
 
-    **References**
-
-    [1] Seed 001 of this project, section 2.3, :math:`f_2`; after the power-function
-    smoothing of A. Vahdat et al., *DVAE#*, NeurIPS 2018.
+    **References** (full entries in ``docs/references.md``): Anonymous n.d., lecture notes
+    "Variational Autoencoders", §2.3, :math:`f_2`; after the power-function smoothing of Vahdat
+    et al. 2018.
 
     :param probs: :math:`q \in [0, 1]`, the probability that :math:`\zeta > 0`.
     :param beta: :math:`\beta > 0`, the sharpness.

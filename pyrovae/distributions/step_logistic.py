@@ -30,8 +30,8 @@ class StepLogistic(TorchDistribution):
                                   -\operatorname{logit}\frac{1 - u}{\alpha} & u \ge 1 - \alpha/2
                     \end{cases},
 
-    and ``rsample`` is the inverse cdf of uniform noise, differentiable in ``alpha``. Where the
-    thesis clamps u to [1e-6, 1 - 1e-6], here u only avoids 0 and 1 (see
+    and ``rsample`` is the inverse cdf of uniform noise, differentiable in ``alpha``. Where
+    Sadier-Gane (2020, §5.2) clamps u to [1e-6, 1 - 1e-6], here u only avoids 0 and 1 (see
     :func:`~pyrovae.distributions.uniform_noise.open_uniform`)
     and the inverse cdf is evaluated as ``log1p`` of ratios that never cancel, so samples and
     their gradients are finite and accurate out to the float tails. At ``z = 0`` the density
@@ -42,7 +42,8 @@ class StepLogistic(TorchDistribution):
     :mod:`pyrovae.distributions.kl`. Mean and variance are closed form:
     :math:`2\log 2\,(\alpha - 1)` and :math:`\pi^2/3 - \text{mean}^2`.
 
-    Reference: thesis seed 003, §5.2, eqs. (5.4)-(5.7), and appendix A.2-A.3.
+    Reference: Sadier-Gane 2020, §5.2, eqs. (5.4)–(5.7), and appendices A.2–A.3 (full entries in
+    ``docs/references.md``).
 
     :param alpha: Twice the probability of a positive sample, in the open interval (0, 2).
     """

@@ -7,7 +7,7 @@ class SymmetricPowerRelaxation(SmoothedBernoulli):
     r"""
     Symmetric power relaxation of a Bernoulli(:math:`q`) variable: the law of
     :math:`\zeta = f_3(\beta, q, \epsilon)`, :math:`\epsilon \sim U(0, 1)`, with the smoothing
-    transformation of [1]
+    transformation of the lecture notes (Anonymous n.d., §2.3)
 
     .. math::
 
@@ -47,10 +47,9 @@ class SymmetricPowerRelaxation(SmoothedBernoulli):
     equal :math:`\beta` the log-ratio is the Bernoulli one and the KL divergence is the
     Bernoulli KL; in general it adds :math:`\log(\beta_q/\beta_p) - 1 + \beta_p/\beta_q`.
 
-    **References**
-
-    [1] Seed 001 of this project, section 2.3, :math:`f_3`; after the exponential and
-    power-function smoothings of A. Vahdat et al., *DVAE#*, NeurIPS 2018.
+    **References** (full entries in ``docs/references.md``): Anonymous n.d., lecture notes
+    "Variational Autoencoders", §2.3, :math:`f_3`; after the exponential and power-function
+    smoothings of Vahdat et al. 2018.
 
     :param probs: :math:`q \in [0, 1]`, the probability that :math:`\zeta > \frac12`.
     :param beta: :math:`\beta > 0`, the sharpness.

@@ -89,8 +89,8 @@ class TrueDiscreteBound(ParticleObjective):
         \bigr] \le \log p_\theta(x)
 
     is estimated with ``num_particles`` particles and summed over the data plate (times its
-    subsampling factor). This is the "true bound" of seed 003 §4.5, to be logged every epoch next
-    to the training objective. Other latents (e.g. Gaussian ones) are left as they are.
+    subsampling factor). This is the "true bound" of Sadier-Gane (2020, §4.5), to be logged every
+    epoch next to the training objective. Other latents (e.g. Gaussian ones) are left as they are.
 
     Like every Pyro objective, :meth:`loss` is the *negative* bound. No gradients are produced:
     :meth:`differentiable_loss` returns a tensor without a graph and :meth:`loss_and_grads` does
@@ -121,8 +121,8 @@ def _is_unit_interval(support) -> bool:
 
 
 class RelaxedBernoulliELBO(ParticleObjective):
-    r"""The thesis's "Bernoulli ELBO" (seed 003, eqs. 4.11–4.12): relaxed samples scored by
-    Bernoulli log-masses. **It is not a bound on** :math:`\log p(x)`.
+    r"""The "Bernoulli ELBO" of Sadier-Gane (2020, §4.4, eqs. 4.11–4.12): relaxed samples scored
+    by Bernoulli log-masses. **It is not a bound on** :math:`\log p(x)`.
 
     Particles are the relaxed samples :math:`z_r \in [0, 1]` of the guide (reparameterized), the
     decoder sees :math:`z_r`, and each relaxed latent site, in model and guide, is scored with the
@@ -139,7 +139,7 @@ class RelaxedBernoulliELBO(ParticleObjective):
 
     Since :math:`z_r \notin \{0, 1\}`, these are neither the densities of the relaxed variables
     nor the masses of the discrete ones, so the value can exceed :math:`\log p(x)` of either
-    model (seed 003 §4.4, Figure 4.8). It exists so the thesis's comparison can be reproduced:
+    model (Sadier-Gane 2020, §4.5, Figure 4.8). It exists so that comparison can be reproduced:
     train with it and watch :class:`TrueDiscreteBound`. A warning says so at construction.
 
     Relaxed sites must take values in :math:`[0, 1]` (e.g. ``RelaxedBernoulli``, or a Logistic

@@ -1,6 +1,6 @@
 r"""Mean, variance and signal-to-noise ratio of an objective's gradient estimator.
 
-The estimators are compared (seed 000 §3) by redrawing the gradient many times on one fixed
+The estimators are compared (as planned in Stojanovič n.d., §3) by redrawing the gradient many times on one fixed
 batch: for each parameter element :math:`j`, with draws :math:`g^{(1)}, \dots, g^{(D)}`,
 
 .. math::

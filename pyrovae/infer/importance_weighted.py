@@ -60,9 +60,9 @@ class ImportanceWeightedELBO(ParticleObjective):
     :param str estimator: ``"standard"`` or ``"dreg"``.
     :param max_plate_nesting: as for :class:`~pyro.infer.ELBO`; guessed if omitted.
 
-    References: Burda, Grosse, Salakhutdinov 2016, "Importance Weighted Autoencoders";
-    Tucker, Lawson, Gu, Maddison 2019, "Doubly Reparameterized Gradient Estimators for Monte
-    Carlo Objectives".
+    References (full entries in ``docs/references.md``): Burda, Grosse & Salakhutdinov 2016,
+    "Importance Weighted Autoencoders"; Tucker, Lawson, Gu & Maddison 2019, "Doubly
+    Reparameterized Gradient Estimators for Monte Carlo Objectives".
     """
 
     def __init__(self, num_particles: int = 5, estimator: str = "standard", max_plate_nesting: float = float("inf")):

@@ -18,7 +18,7 @@ class StopGradientMessenger(Messenger):
 
     The distribution stays attached to the site, so log-densities evaluated at the (detached)
     value still depend on the parameters: this is the :math:`r = \\mathrm{stop\\_gradient}(q)` of
-    Algorithm 1 in seed 000. Unlike detaching values after the fact, it also cuts the path through
+    Algorithm 1 of Stojanovič (n.d.). Unlike detaching values after the fact, it also cuts the path through
     guide code that uses one sample to parameterize the next.
     """
 
@@ -40,8 +40,8 @@ class VarianceELBO(ParticleObjective):
         \qquad
         \widehat{\mathcal L}(x) = \frac{1}{S - 1} \sum_{s=1}^S \bigl(f^{(s)} - \bar f\bigr)^2,
 
-    an unbiased estimate of :math:`\mathrm{Var}_{z \sim r}[f]` (seed 000, eqs. 18–21 and
-    Algorithm 1). Gradients flow through the log-densities only, never through the samples, so
+    an unbiased estimate of :math:`\mathrm{Var}_{z \sim r}[f]` (Stojanovič n.d., §2, eqs. 18–21
+    and Algorithm 1). Gradients flow through the log-densities only, never through the samples, so
     no reparameterization is needed and discrete latents (Bernoulli, Categorical) work as well as
     continuous ones. The loss is :math:`\sum_x \widehat{\mathcal L}(x)` over the data plate, times
     the plate's subsampling factor :math:`N/B`.
@@ -67,8 +67,8 @@ class VarianceELBO(ParticleObjective):
     :param int num_particles: ``S >= 2`` particles per data point, drawn in one vectorized pass.
     :param max_plate_nesting: as for :class:`~pyro.infer.ELBO`; guessed if omitted.
 
-    Reference: seed 000 §2 (variance loss); Richter et al. 2020, "VarGrad: A Low-Variance
-    Gradient Estimator for Variational Inference" (the log-variance loss).
+    References (full entries in ``docs/references.md``): Stojanovič n.d., §2 (the variance loss);
+    Richter et al. 2020 (the log-variance loss).
     """
 
     #: A sample variance needs at least two particles.
@@ -93,7 +93,7 @@ class VarianceELBO(ParticleObjective):
 
 
 class LogVarianceELBO(VarianceELBO):
-    r"""The log-variance loss of Richter et al. (2020), half the variance loss (seed 000, eq. 16):
+    r"""The log-variance loss of Richter et al. (2020), half the variance loss (Stojanovič n.d., eq. 16):
 
     .. math::
 
@@ -105,8 +105,8 @@ class LogVarianceELBO(VarianceELBO):
     negative ELBO; with :math:`S` particles the estimator is VarGrad, a score-function estimator
     with a leave-one-out control variate. Everything else is as in :class:`VarianceELBO`.
 
-    Reference: Richter, Boustati, Nüsken, Ruiz, Akyildiz 2020, "VarGrad: A Low-Variance Gradient
-    Estimator for Variational Inference", NeurIPS.
+    Reference: Richter et al. 2020, "VarGrad: A Low-Variance Gradient Estimator for Variational
+    Inference" (full entry in ``docs/references.md``).
     """
 
     variance_weight = 0.5

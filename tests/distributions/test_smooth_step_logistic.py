@@ -1,6 +1,6 @@
-"""Tests of SmoothStepLogistic (thesis seed 003, §5.4.1, eq. 5.8).
+"""Tests of SmoothStepLogistic (Sadier-Gane 2020, §5.4.1, eq. 5.8).
 
-The chain of evidence: the density integrates to one for every beta (appendix A.4); the
+The chain of evidence: the density integrates to one for every beta (Sadier-Gane 2020, appendix A.4); the
 quadrature cdf is the integral of the density (by independent adaptive quadrature) and matches
 the closed form at beta = 1; the Newton icdf inverts it into the float tails; samples pass a
 KS test against it; the implicit reparameterization gradients pass gradcheck and match finite

@@ -1,9 +1,9 @@
-"""Tests of StepLogistic (thesis seed 003, §5.2) and its registered KL divergences.
+"""Tests of StepLogistic (Sadier-Gane 2020, §5.2) and its registered KL divergences.
 
 The chain of evidence: the density integrates to one; the cdf is its integral and matches
 eq. (5.6); the icdf inverts the cdf (into the float tails) and matches eq. (5.7); samples pass a
 KS test against the cdf; pathwise gradients match finite differences; the KLs match Monte Carlo
-means of log density ratios and the thesis' Table 5.1.
+means of log density ratios and Sadier-Gane's Table 5.1.
 """
 
 import math
@@ -63,7 +63,7 @@ def test_cdf_is_integral_of_density():
     assert_cdf_is_integral_of_density(step_logistic(), grid, points=[0.0], atol=1e-10, rtol=1e-9)
 
 
-def test_cdf_and_icdf_match_thesis_equations():
+def test_cdf_and_icdf_match_sadier_gane_equations():
     """Eqs. (5.6) and (5.7) as printed, in float64 where they are accurate."""
     alpha = torch.tensor(ALPHAS, dtype=torch.float64)
     d = StepLogistic(alpha)
@@ -214,7 +214,7 @@ def test_kl_rejects_a_nonstandard_logistic():
 
 
 @pytest.mark.parametrize("mu, logistic_kl, bernoulli_kl", [(1.0, 0.16, 0.11), (10.0, 8.00, 0.69)])
-def test_thesis_table_5_1(mu, logistic_kl, bernoulli_kl):
+def test_sadier_gane_table_5_1(mu, logistic_kl, bernoulli_kl):
     """Bernoulli column via StepLogistic(2 sigmoid(mu)); Logistic column by quadrature."""
     alpha = 2 * torch.sigmoid(torch.tensor(mu, dtype=torch.float64))
     kl = kl_divergence(StepLogistic(alpha), standard_logistic())

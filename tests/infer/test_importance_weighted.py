@@ -102,7 +102,7 @@ def test_dreg_and_standard_gradients_agree_in_expectation():
         standard_error = ((standard.variance + dreg.variance) / num_draws).sqrt()
         # 4 combined standard errors.
         assert ((standard.mean - dreg.mean).abs() < 4 * standard_error).all(), (group, standard.mean, dreg.mean)
-    # DReG's advantage (Tucker et al.): lower variance for the guide at the same K.
+    # DReG's advantage (Tucker et al. 2019): lower variance for the guide at the same K.
     assert (stats["dreg"].groups["guide"].variance < stats["standard"].groups["guide"].variance).all()
 
 

@@ -1,4 +1,4 @@
-"""VarianceELBO and LogVarianceELBO against known answers (seed 000 §2, seed 004's toy)."""
+"""VarianceELBO and LogVarianceELBO against known answers (Stojanovič n.d., §2; Rainforth 2020's toy)."""
 
 import math
 
@@ -200,9 +200,10 @@ def test_subsampled_data_plate_scales_the_variance_once():
     assert objective.last_elbo == pytest.approx(100 * elbo_full, rel=1e-12)
 
 
-def test_seed_004_toy_weights():
+def test_rainforth_lecture_toy_weights():
     """q = N(2, 1.1^2), p(x, z) = N(z; 0, 1) (so p(x) = 1): the weights w = p / q have E[w] = 1,
-    Var[w] = 15.98, E[log w] = -2.0097, Var[log w] = 4.862 (seed 004)."""
+    Var[w] = 15.98, E[log w] = -2.0097, Var[log w] = 4.862 (the weights-versus-log-weights example
+    of Rainforth 2020, "Model Learning with the ELBO")."""
     s = 1.1
     a = 1 - 1 / (2 * s**2)
     exact = {
