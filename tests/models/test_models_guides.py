@@ -1,8 +1,8 @@
-import pyro
+import math
+
 import pyro.poutine as poutine
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
 
 from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide, NormalizingFlowGuide
 from pyrovae.models import VAE
@@ -15,29 +15,29 @@ def binary_batch(n=5):
     return torch.bernoulli(torch.full((n, X_DIM), 0.5))
 
 
+def continuous_bernoulli_log_normalizer(probs):
+    """log C(lambda), C = 2 atanh(1 - 2 lambda) / (1 - 2 lambda), and C(1/2) = 2 (Loaiza-Ganem & Cunningham 2019, eq. 7)."""
+    c = 1 - 2 * probs
+    return torch.where(c.abs() < 1e-6, torch.full_like(c, 2.0), 2 * torch.atanh(c) / c).log()
+
+
 @pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
-@pytest.mark.parametrize("guide_cls", [DiagonalNormalGuide, FullCovarianceNormalGuide, NormalizingFlowGuide])
-def test_trace_shapes_and_site_names(likelihood, guide_cls):
-    model, guide = VAE(X_DIM, Z_DIM, (8,), likelihood), guide_cls(X_DIM, Z_DIM, (8,))
-    x = binary_batch()
+def test_observation_log_density_is_the_likelihood_formula(likelihood):
+    model, guide = VAE(X_DIM, Z_DIM, (8,), likelihood), DiagonalNormalGuide(X_DIM, Z_DIM, (8,))
+    x = binary_batch() if likelihood == "bernoulli" else torch.rand(5, X_DIM)
     guide_trace = poutine.trace(guide).get_trace(x)
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
-    assert guide_trace.nodes["z"]["value"].shape == (5, Z_DIM)
-    assert model_trace.nodes["x"]["fn"].batch_shape == (5,) and model_trace.nodes["x"]["fn"].event_shape == (X_DIM,)
-    assert model_trace.nodes["z"]["fn"].event_shape == (Z_DIM,)
-    assert torch.isfinite(torch.tensor(Trace_ELBO().loss(model, guide, x)))
-
-
-def test_data_plate_scales_the_loss_to_the_data_set():
-    model, guide = VAE(X_DIM, Z_DIM, (8,)), DiagonalNormalGuide(X_DIM, Z_DIM, (8,))
-    x = binary_batch(4)
-    pyro.set_rng_seed(1)
-    unscaled = Trace_ELBO().loss(model, guide, x)
-    pyro.set_rng_seed(1)
-    scaled = Trace_ELBO().loss(model, guide, x, num_data=100)
-    assert scaled == pytest.approx(unscaled * 25, rel=1e-5)
-    with pytest.raises(ValueError, match="smaller than the batch size"):
-        model(x, num_data=2)
+    output = model.decoder(guide_trace.nodes["z"]["value"])
+    probs = torch.sigmoid(output)
+    if likelihood == "bernoulli":
+        expected = x * probs.log() + (1 - x) * (1 - probs).log()
+    elif likelihood == "continuous_bernoulli":
+        expected = continuous_bernoulli_log_normalizer(probs) + x * probs.log() + (1 - x) * (1 - probs).log()
+    else:
+        scale = torch.nn.functional.softplus(model.likelihood.raw_scale) + 1e-3
+        expected = -0.5 * ((x - output) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)
+    site = model_trace.nodes["x"]
+    assert torch.allclose(site["fn"].log_prob(x), expected.sum(-1), atol=1e-4)
 
 
 def test_guides_swap_and_full_covariance_is_correlated():
@@ -70,11 +70,9 @@ def test_gaussian_scale_learned_or_fixed():
 @pytest.mark.parametrize(
     "x,error,match",
     [
-        (torch.zeros(4, X_DIM + 1), ValueError, r"shape \(batch, 12\)"),
         (torch.zeros(X_DIM), ValueError, r"shape \(batch, 12\)"),
         (torch.zeros(4, X_DIM, dtype=torch.int64), TypeError, "floating-point"),
         (torch.full((4, X_DIM), float("nan")), ValueError, "NaN"),
-        (torch.full((4, X_DIM), 0.5), ValueError, "binary"),
         (torch.zeros(0, X_DIM), ValueError, "empty"),
         ([[0.0] * X_DIM], TypeError, "torch.Tensor"),
     ],
@@ -85,8 +83,6 @@ def test_bad_input_is_rejected_by_model(x, error, match):
 
 
 def test_bad_input_is_rejected_by_guide_and_other_likelihoods():
-    with pytest.raises(ValueError, match=r"shape \(batch, 12\)"):
-        DiagonalNormalGuide(X_DIM, Z_DIM, (8,))(torch.zeros(4, 3))
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         VAE(X_DIM, Z_DIM, (8,), "continuous_bernoulli")(torch.full((2, X_DIM), 1.5))
     VAE(X_DIM, Z_DIM, (8,), "gaussian")(torch.full((2, X_DIM), 1.5))  # any real value is valid
@@ -115,6 +111,10 @@ def test_flow_guide_density_matches_change_of_variables():
         value = previous
     expected = torch.distributions.Normal(base_loc, base_scale).log_prob(value).sum(-1) - log_det
     assert torch.allclose(q.log_prob(z), expected, atol=1e-4)
-    assert not torch.allclose(z, guide.encode(x))  # a sample, not the point summary
+    # encode(x) is the flows applied to the base mean: inverting them gives the encoder's mean back.
+    value = guide.encode(x)
+    for transform in reversed(q.transforms):
+        value = transform.inv(value)
+    assert torch.allclose(value, base_loc, atol=1e-4)
     with pytest.raises(ValueError, match="num_flows"):
         NormalizingFlowGuide(X_DIM, Z_DIM, num_flows=0)

@@ -1,0 +1,148 @@
+"""The contract every registered (model, guide) pair keeps, checked on its ``tiny`` preset.
+
+As Pyro's ``tests/infer/test_valid_models.py`` runs every inference algorithm over one catalogue
+of models, this module runs one set of checks over the registry: a model or guide registered
+later is picked up with no edit here. Each pair must
+
+* train: one step of :func:`pyrovae.train.fit` changes the model's and the guide's weights;
+* agree on sites: every latent of the model is sampled by the guide under the same name and
+  shape, the guide samples nothing else, and the observed site ``"x"`` is the batch as the
+  model's :class:`~pyrovae.validation.InputSpec` shapes it, with the batch shape of its plates;
+* reject bad input where it enters: a wrong shape, non-binary data for a binary likelihood,
+  out-of-range labels for a model that takes labels;
+* scale to the data set: ``num_data=N`` multiplies a batch's loss by ``N / B``;
+* survive a save and a ``weights_only`` load into freshly built modules with the same ELBO.
+"""
+
+import pyro
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyrovae import registry
+from pyrovae.evaluate import input_spec
+from pyrovae.experiment import Experiment, build, build_model_and_guide
+from pyrovae.io import save_torch
+from pyrovae.nn import DATA_PLATE
+from pyrovae.train import fit
+
+PAIRS = [(name, guide) for name, entry in sorted(registry.models().items()) for guide in sorted(entry.guides)]
+BATCH = 8
+
+
+@pytest.fixture(params=PAIRS, ids=[f"{model}-{guide}" for model, guide in PAIRS])
+def tiny(request):
+    """``(experiment, train, test, model, guide, objective)`` built from the pair's ``tiny`` preset."""
+    name, guide = request.param
+    experiment = Experiment.resolve({"model": name, "preset": registry.TINY_PRESET, "guide": guide})
+    return (experiment, *build(experiment))
+
+
+def first_batch(model, data, size=BATCH):
+    """The model's positional arguments for the first ``size`` examples of ``data``."""
+    x, y = next(data.batches(size, shuffle=False))
+    return input_spec(model, data).arguments(x, y)
+
+
+def latent_sites(trace):
+    return {name: site for name, site in trace.nodes.items()
+            if site["type"] == "sample" and not site["is_observed"] and type(site["fn"]).__name__ != "_Subsample"}
+
+
+def elbo_at_fixed_noise(model, guide, args, seed=11, **kwargs):
+    model.eval(), guide.eval()
+    pyro.set_rng_seed(seed)
+    with torch.no_grad():
+        return Trace_ELBO(max_plate_nesting=model.max_plate_nesting).loss(model, guide, *args, **kwargs)
+
+
+def weights(module):
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def test_one_training_step_changes_model_and_guide(tiny):
+    experiment, train, test, model, guide, objective = tiny
+    batch_size = experiment.run.batch_size
+    before = {"model": weights(model), "guide": weights(guide)}
+    history = fit(model, guide, objective, train.subset(batch_size), test.subset(BATCH), epochs=1,
+                  batch_size=batch_size, lr=experiment.run.lr, seed=experiment.run.seed, progress=False)
+    row = history.rows[0]
+    assert len(history.rows) == 1 and torch.isfinite(torch.tensor([row["train_loss"], row["test_elbo"]])).all()
+    for owner, module in (("model", model), ("guide", guide)):
+        changed = [name for name, value in weights(module).items() if not torch.equal(value, before[owner][name])]
+        assert changed, f"one step of {experiment.run.objective} left every {owner} weight unchanged"
+
+
+def test_guide_samples_every_model_latent_with_its_shape(tiny):
+    _, train, _, model, guide, _ = tiny
+    args = first_batch(model, train)
+    guide_trace = poutine.trace(guide).get_trace(*args)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    model_latents, guide_latents = latent_sites(model_trace), latent_sites(guide_trace)
+    assert model_latents, "the model has no latent site"
+    assert set(guide_latents) == set(model_latents), (sorted(guide_latents), sorted(model_latents))
+    for name, site in model_latents.items():
+        expected = tuple(site["fn"].batch_shape + site["fn"].event_shape)
+        assert tuple(guide_latents[name]["value"].shape) == expected, name
+        assert tuple(guide_latents[name]["fn"].event_shape) == tuple(site["fn"].event_shape), name
+
+    x = model_trace.nodes["x"]
+    assert x["is_observed"] and torch.equal(x["value"], args[0])
+    plates = {frame.name: frame for frame in x["cond_indep_stack"] if frame.vectorized}
+    assert plates[DATA_PLATE].size == BATCH and plates[DATA_PLATE].dim is not None
+    nesting = max(-frame.dim for frame in plates.values())
+    assert nesting <= model.max_plate_nesting
+    plate_shape = [1] * nesting
+    for frame in plates.values():
+        plate_shape[frame.dim] = frame.size
+    assert tuple(x["fn"].batch_shape) == tuple(plate_shape)
+    assert tuple(x["fn"].batch_shape + x["fn"].event_shape) == tuple(args[0].shape)
+    # Pyro's own checks of every site against its plates, at the declared nesting.
+    assert torch.isfinite(torch.tensor(elbo_at_fixed_noise(model, guide, args)))
+
+
+def test_bad_input_is_rejected_where_it_enters(tiny):
+    _, train, _, model, guide, _ = tiny
+    spec = input_spec(model, train)
+    args = first_batch(model, train)
+    x, rest = args[0], args[1:]
+    wrong_shape = torch.zeros(*x.shape[:-1], x.shape[-1] + 1)
+    for module in (model, guide):
+        with pytest.raises(ValueError, match="shape"):
+            module(wrong_shape, *rest)
+    if spec.support == "binary":
+        with pytest.raises(ValueError, match="binary"):
+            model(torch.full_like(x, 0.5), *rest)
+    if spec.support == "unit_interval":
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            model(torch.full_like(x, 1.5), *rest)
+    if spec.takes_labels:
+        with pytest.raises(ValueError, match="labels"):
+            model(x, torch.full((x.shape[0],), spec.num_classes))
+
+
+def test_data_plate_scales_the_loss_to_the_data_set(tiny):
+    _, train, _, model, guide, _ = tiny
+    args = first_batch(model, train)
+    batch = elbo_at_fixed_noise(model, guide, args)
+    scaled = elbo_at_fixed_noise(model, guide, args, num_data=10 * BATCH)
+    assert scaled == pytest.approx(10 * batch, rel=1e-5)
+    with pytest.raises(ValueError, match="smaller than the batch size"):
+        model(*args, num_data=BATCH - 1)
+
+
+def test_weights_survive_a_save_and_a_weights_only_load(tiny, tmp_path):
+    experiment, train, _, model, guide, objective = tiny
+    fit(model, guide, objective, train.subset(BATCH), epochs=1, batch_size=BATCH, progress=False)
+    args = first_batch(model, train)
+    trained = elbo_at_fixed_noise(model, guide, args)
+    save_torch(tmp_path / "weights.pt", {"model": model.state_dict(), "guide": guide.state_dict()})
+
+    pyro.set_rng_seed(experiment.run.seed + 1)  # fresh modules start from other weights
+    fresh_model, fresh_guide = build_model_and_guide(experiment, train)
+    assert elbo_at_fixed_noise(fresh_model, fresh_guide, args) != pytest.approx(trained, rel=1e-6)
+    state = torch.load(tmp_path / "weights.pt", weights_only=True)
+    fresh_model.load_state_dict(state["model"])
+    fresh_guide.load_state_dict(state["guide"])
+    assert elbo_at_fixed_noise(fresh_model, fresh_guide, args) == pytest.approx(trained, rel=1e-6, abs=1e-6)
