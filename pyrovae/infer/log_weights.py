@@ -133,8 +133,8 @@ def particle_log_weights(
     subsampling factor, which is returned separately (it multiplies the reduced objective once,
     not :math:`f` inside a nonlinear reduction such as a variance).
 
-    :raises ValueError: if a site has a non-finite log-density or more batch dims than
-        ``max_plate_nesting``.
+    :raises ValueError: if a site has more batch dims than ``max_plate_nesting``, or (when Pyro's
+        validation is enabled) a non-finite log-density.
     """
     rank = max_plate_nesting
     shared = _shared_frames(model_trace, guide_trace)
@@ -148,7 +148,9 @@ def particle_log_weights(
     for role, trace, sign in (("model", model_trace, 1.0), ("guide", guide_trace, -1.0)):
         for name, site in sample_sites(trace):
             log_p = scale_and_mask(log_density(role, site), site["scale"] / scale, site["mask"])
-            if not torch.isfinite(log_p).all():
+            # A value check syncs with the host and cannot be captured in a graph (pyrovae.capture):
+            # it runs under Pyro's validation, which fit keeps on for the first batch.
+            if is_validation_enabled() and not torch.isfinite(log_p).all():
                 raise ValueError(
                     f"{role} site '{name}' ({type(site['fn']).__name__}) has a non-finite log-density "
                     "at the sampled/observed value; check its parameters and support"
@@ -218,6 +220,11 @@ class ParticleObjective(ELBO):
         """Draw this objective's particles and return their log weights :math:`f`, e.g. for
         diagnostics such as the effective sample size."""
         return self._log_weights(*self._vectorized_traces(model, guide, args, kwargs))
+
+    def loss_and_metrics(self, model, guide, *args, **kwargs) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The differentiable loss and the objective's metrics (tensors, detached), e.g. the ELBO
+        that a variance loss's particles estimate; the training engines log them per epoch."""
+        return self.differentiable_loss(model, guide, *args, **kwargs), {}
 
     @torch.no_grad()
     def loss(self, model, guide, *args, **kwargs) -> float:
