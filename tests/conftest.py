@@ -13,6 +13,19 @@ pyro.enable_validation(True)
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache_dir(tmp_path_factory):
+    """``$PYROVAE_CACHE_DIR`` in a temporary folder unless it is set, so a test that decompresses
+    or downloads data (or searches the cache for it) never writes into ``~/.cache``."""
+    if os.environ.get("PYROVAE_CACHE_DIR"):
+        yield Path(os.environ["PYROVAE_CACHE_DIR"])
+        return
+    path = tmp_path_factory.mktemp("pyrovae-cache")
+    os.environ["PYROVAE_CACHE_DIR"] = str(path)
+    yield path
+    del os.environ["PYROVAE_CACHE_DIR"]
+
+
 @pytest.fixture(autouse=True)
 def fresh_pyro_state():
     pyro.clear_param_store()

@@ -1,10 +1,12 @@
 import gzip
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from pyrovae.data import DatasetNotFoundError, load_dataset
+from pyrovae.data import Dataset, DatasetNotFoundError, cache_dir, load_dataset
 
 
 def idx_images(path):
@@ -144,3 +146,88 @@ def test_bad_arguments_are_rejected():
         load_dataset("digits", binarize="static", dequantize=True)
     with pytest.raises(ValueError, match="batch_size"):
         next(load_dataset("digits").batches(0))
+
+
+def test_tests_keep_the_cache_out_of_the_home_folder():
+    # tests/conftest.py points $PYROVAE_CACHE_DIR at a temporary folder unless it is set.
+    assert os.environ.get("PYROVAE_CACHE_DIR")
+    assert not cache_dir().resolve().is_relative_to((Path.home() / ".cache").resolve())
+
+
+def test_a_gz_file_with_the_wrong_md5_is_reported_and_not_decompressed(tmp_path, monkeypatch):
+    from torchvision.datasets import MNIST
+
+    monkeypatch.setenv("PYROVAE_CACHE_DIR", str(tmp_path / "cache"))
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for filename, _ in MNIST.resources:
+        with gzip.open(raw / filename, "wb") as handle:
+            handle.write(b"not an IDX file")
+    first = MNIST.resources[0][0]
+    with pytest.raises(ValueError, match=rf"{first}.*md5.*corrupt"):
+        load_dataset("mnist", "train", root=tmp_path / "root")
+    assert not list((tmp_path / "cache").rglob("*-ubyte"))
+
+
+@pytest.mark.parametrize("content,match", [
+    (b"0 1 0 1\n", "not a binarized-MNIST .amat file"),
+    (b"2 " * 783 + b"2\n", "values other than 0 and 1"),
+])
+def test_malformed_amat_is_rejected(tmp_path, content, match):
+    folder = tmp_path / "binarized_mnist"
+    folder.mkdir()
+    (folder / "binarized_mnist_test.amat").write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        load_dataset("binarized-mnist", "test", root=tmp_path)
+
+
+def test_one_hot_needs_labels():
+    with pytest.raises(ValueError, match="no labels"):
+        Dataset.from_tensor(torch.rand(4, 3)).one_hot()
+
+
+@pytest.mark.parametrize("x,y,options,error,match", [
+    (torch.zeros(4, 3, dtype=torch.int64), None, {}, TypeError, "floating-point"),
+    ([[0.0, 1.0]], None, {}, TypeError, "floating-point"),
+    (torch.zeros(4), None, {}, ValueError, r"shape \(N, ...\)"),
+    (torch.zeros(0, 3), None, {}, ValueError, "N >= 1"),
+    (torch.tensor([[0.0, float("inf")]]), None, {}, ValueError, "1 NaN or infinite"),
+    (torch.zeros(4, 3), torch.zeros(4), {}, TypeError, "integer tensor of labels"),
+    (torch.zeros(4, 3), torch.zeros(4, dtype=torch.bool), {}, TypeError, "integer tensor of labels"),
+    (torch.zeros(4, 3), torch.zeros(3, dtype=torch.int64), {}, ValueError, r"shape \(4,\)"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, -1, 0]), {}, ValueError, "negative label"),
+    (torch.zeros(4, 3), torch.tensor([0, 1, 5, 0]), {"num_classes": 5}, ValueError, "label 5.*num_classes=5"),
+    (torch.zeros(4, 6), None, {"image_shape": (2, 2)}, ValueError, r"image_shape \(2, 2\).*6 values"),
+])
+def test_from_tensor_rejects_bad_inputs(x, y, options, error, match):
+    with pytest.raises(error, match=match):
+        Dataset.from_tensor(x, y, **options)
+
+
+def test_from_tensor_stores_examples_flat_with_their_shape():
+    images = torch.rand(5, 3, 4)
+    ds = Dataset.from_tensor(images, torch.tensor([0, 2, 1, 2, 0], dtype=torch.int32))
+    assert ds.x.shape == (5, 12) and ds.image_shape == (3, 4) and torch.equal(ds.sequences(), images)
+    assert ds.y.dtype == torch.int64 and ds.num_classes == 3 and ds.one_hot().shape == (5, 3)
+    assert Dataset.from_tensor(torch.rand(2, 1, 3, 4)).image_shape == (1, 3, 4)
+    assert Dataset.from_tensor(torch.rand(2, 16)).image_shape == (4, 4)
+    assert Dataset.from_tensor(torch.rand(2, 5)).image_shape == (1, 5)
+    assert Dataset.from_tensor(torch.rand(2, 5), torch.tensor([0, 1]), num_classes=10).num_classes == 10
+
+
+def test_dequantization_adds_fresh_uniform_noise_within_each_level():
+    intensity = load_dataset("digits", "train")
+    deq = load_dataset("digits", "train", dequantize=True)
+    levels = deq.levels
+    generator = torch.Generator().manual_seed(0)
+    passes = [torch.cat([x for x, _ in deq.batches(500, generator, shuffle=False)]) for _ in range(2)]
+    # (k + u) / L with k = x (L - 1): the offset from k / L is u / L, u ~ U(0, 1).
+    offsets = [(x - intensity.x * (levels - 1) / levels) * levels for x in passes]
+    for u in offsets:
+        assert u.min() >= 0 and u.max() < 1
+        # mean 1/2 and variance 1/12, to within 5 standard errors of ~92k draws
+        standard_error = (1 / 12) ** 0.5 / u.numel() ** 0.5
+        assert abs(u.mean().item() - 0.5) < 5 * standard_error
+        assert abs(u.var().item() - 1 / 12) < 0.002
+    assert (passes[0] != passes[1]).float().mean() > 0.999  # fresh noise on every pass
+    assert torch.equal(deq.realize(seed=3).x, deq.realize(seed=3).x)
