@@ -109,12 +109,17 @@ class Checkpointer:
         write_json(self.run_dir / CONFIG, config)
 
     def save(self, state: dict, history: History) -> None:
-        """Write ``state`` as the newest checkpoint (the one it replaces becomes the previous), then the metrics."""
+        """Write the metrics, then ``state`` as the newest checkpoint (the one it replaces becomes the previous).
+
+        In this order a crash between the two writes leaves metrics one epoch ahead of the
+        checkpoint, which :meth:`history` drops on resume; the other order would leave the
+        checkpoint's epoch without its row, and a resumed run would train that epoch twice.
+        """
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(self.run_dir / METRICS, history.rows)
         if self.path.exists():
             os.replace(self.path, self.run_dir / PREVIOUS_CHECKPOINT)
         save_torch(self.path, state)
-        write_jsonl(self.run_dir / METRICS, history.rows)
 
     def load(self) -> dict:
         """The newest checkpoint; a :class:`CheckpointError` says which file failed and what to do."""

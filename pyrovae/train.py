@@ -22,6 +22,7 @@ from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
 from pyrovae.checkpoint import (
+    METRICS,
     RUN_FILES,
     Checkpointer,
     CheckpointError,
@@ -275,7 +276,12 @@ def _restore(checkpointer: Checkpointer, model, guide, trainer, generator) -> Hi
     trainer.load_state_dict(checkpoint["optimizer"])
     set_rng_state(checkpoint["rng"])
     generator.set_state(checkpoint["data_rng"])
-    return checkpointer.history(checkpoint["epoch"])
+    history = checkpointer.history(checkpoint["epoch"])
+    if history.epochs_done != checkpoint["epoch"]:
+        # Training would restart at the last recorded epoch and repeat the ones after it.
+        raise CheckpointError(f"{checkpointer.path} holds epoch {checkpoint['epoch']} but {METRICS} records "
+                              f"epochs up to {history.epochs_done}; restore the metrics file or train afresh")
+    return history
 
 
 def load_checkpoint(run_dir, model, guide) -> dict:
