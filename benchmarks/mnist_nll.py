@@ -1,12 +1,17 @@
 """Test NLL of Burda et al.'s one-stochastic-layer VAE on dynamically binarized MNIST.
 
 Model: the ``vae/burda`` preset (Burda, Grosse & Salakhutdinov 2016, "VAE, k=1" row of Table 1:
-86.76 nats): encoder 784-200-200-(50 loc, 50 scale), decoder 50-200-200-784, tanh, Bernoulli
-likelihood, decoder output bias started at the logit of the mean training image, trained with Trace_ELBO by pyrovae's default training path for a wall-time budget, with the learning
-rate decayed from 1e-3 to 1e-4 over the budget (their schedule decays by 10 over 3,280 epochs).
+86.76 nats after 3,280 epochs): encoder 784-200-200-(50 loc, 50 scale), decoder 50-200-200-784,
+tanh, Bernoulli likelihood, decoder output bias started at the logit of the mean training image,
+batch 100, Adam with eps 1e-4. It is trained with Trace_ELBO on the compiled engine for a wall-time
+budget, with the learning rate decayed exponentially from 1e-3 to 1e-4 over the budget: the schedule
+of the plain-PyTorch anchor measured on this machine (87.73 nats in 60 minutes), so the two compare
+like for like, and the shape of Burda et al.'s own schedule (a decay by 10 over the run) squeezed
+into the budget. No test evaluation runs during training (the anchor's loop had none either).
 Then log p(x) is estimated on the 10,000 test images with K = 5000 importance samples.
 
-    python -m benchmarks.mnist_nll --minutes 60 [--data-dir ../shared/data]
+    python -m benchmarks.mnist_nll --minutes 60 [--data-dir ../shared/data]    # train, then evaluate
+    python -m benchmarks.mnist_nll --phase evaluate                            # evaluate the trained run
 
 Prints a table and writes benchmarks/results/mnist_nll.json (and the run directory).
 """
@@ -14,60 +19,77 @@ Prints a table and writes benchmarks/results/mnist_nll.json (and the run directo
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import torch
 
 from benchmarks.common import RESULTS, print_table, save_results
+from pyrovae.checkpoint import Checkpointer, load_weights
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
 from pyrovae.experiment import Experiment, build
 from pyrovae.train import fit
 
 PAPER_NLL = 86.76
+ANCHOR_NLL = 87.73  # plain PyTorch loop, same model and schedule, 60 minutes on one core of this machine
+TARGET_NLL = 87.7
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="training wall-time budget")
+    parser.add_argument("--phase", choices=["both", "train", "evaluate"], default="both")
     parser.add_argument("--num-samples", type=int, default=5000, help="K for the importance-sampled NLL")
-    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--engine", default="compiled", choices=["module", "compiled", "svi"])
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids thrashing on a shared machine)")
+    parser.add_argument("--eval-threads", type=int, default=2, help="torch threads for the final evaluation")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the result file and run directory names")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    experiment = Experiment.resolve({"model": "vae", "preset": "burda", "batch_size": args.batch_size, "seed": args.seed})
+    experiment = Experiment.resolve({"model": "vae", "preset": "burda", "seed": args.seed, "engine": args.engine})
     train, test, model, guide, objective = build(experiment, args.data_dir)
+    run_dir = RESULTS / f"mnist_nll{args.tag}_run"
     budget = args.minutes * 60
 
-    def schedule(epoch, seconds):
-        return 1e-3 * 10 ** (-min(seconds / budget, 1.0))
+    if args.phase in ("both", "train"):
+        def schedule(epoch, seconds):
+            return 1e-3 * 10 ** (-min(seconds / budget, 1.0))
 
-    run_dir = RESULTS / f"mnist_nll{args.tag}_run"
-    history = fit(model, guide, objective, train, epochs=100_000, batch_size=args.batch_size, lr=1e-3,
-                  seed=args.seed, run_dir=run_dir, overwrite=True, max_seconds=budget, lr_schedule=schedule,
-                  progress=False, config={**experiment.to_dict(), "benchmark": "mnist_nll", "minutes": args.minutes})
-    train_seconds = sum(history.column("seconds"))
+        fit(model, guide, objective, train, epochs=100_000, batch_size=experiment.run.batch_size,
+            lr=experiment.run.lr, adam_eps=experiment.run.adam_eps, seed=args.seed, run_dir=run_dir, overwrite=True,
+            engine=args.engine, max_seconds=budget, lr_schedule=schedule, progress=False,
+            config={**experiment.to_dict(), "benchmark": "mnist_nll", "minutes": args.minutes})
+        if args.phase == "train":
+            return
+
+    checkpoint = Checkpointer(run_dir).load()
+    load_weights(checkpoint, model, guide, run_dir)
+    model.eval(), guide.eval()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    torch.set_num_threads(args.eval_threads)
     began = time.perf_counter()
     elbo = mean_elbo(model, guide, test)
     nll = -importance_log_likelihood(model, guide, test, args.num_samples, chunk_size=1000, batch_size=50)
     eval_seconds = time.perf_counter() - began
     row = {
-        "epochs": len(history.rows),
-        "train_minutes": train_seconds / 60,
+        "epochs": checkpoint["epoch"],
+        "train_minutes": sum(r["seconds"] for r in rows) / 60,
+        "engine": args.engine,
         "test_elbo": elbo,
         "test_nll": nll,
+        "anchor_nll": ANCHOR_NLL,
         "paper_nll": PAPER_NLL,
-        "gap_to_paper": nll - PAPER_NLL,
         "eval_minutes": eval_seconds / 60,
         "K": args.num_samples,
-        "target_met": nll <= 88.0,
+        "target_met": nll <= TARGET_NLL,
     }
     print_table([row], list(row))
-    path = save_results(f"mnist_nll{args.tag}", {**row, "batch_size": args.batch_size, "threads": args.threads,
-                                      "final_train_loss": history.rows[-1]["train_loss"]})
+    path = save_results(f"mnist_nll{args.tag}", {**row, "target_nll": TARGET_NLL, "threads": args.threads,
+                                                 "eval_threads": args.eval_threads, "preset": "vae/burda",
+                                                 "final_train_loss": rows[-1]["train_loss"]})
     print(f"wrote {path}")
 
 

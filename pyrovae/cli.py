@@ -11,17 +11,26 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import torch
 
 from pyrovae import registry
-from pyrovae.checkpoint import CONFIG, METRICS, Checkpointer, CheckpointError, RunExistsError, TrainingDivergedError
+from pyrovae.checkpoint import (
+    CONFIG,
+    METRICS,
+    Checkpointer,
+    CheckpointError,
+    RunExistsError,
+    TrainingDivergedError,
+    holds_run,
+)
 from pyrovae.data import DatasetNotFoundError
 from pyrovae.experiment import Experiment, build, build_data, build_model_and_guide
 from pyrovae.io import read_jsonl, write_json
@@ -128,9 +137,16 @@ def _train_parser(commands, argv: list[str]) -> None:
     where.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _version() -> str:
+    try:
+        return version("pyrovae")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "(not installed)"
+
+
 def _parser(argv: list[str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyrovae", description="Train and inspect Pyro VAEs.")
-    parser.add_argument("--version", action="version", version=f"pyrovae {version('pyrovae')}")
+    parser.add_argument("--version", action="version", version=f"pyrovae {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     _train_parser(commands, argv)
 
@@ -183,24 +199,37 @@ def _stored_settings(run_dir: Path) -> dict:
 
 
 def _new_run_dir(experiment: Experiment) -> Path:
+    """A new, empty ``runs/<model>-<dataset>-<time>[-n]``, created here so that two runs started in
+    the same second cannot both pick it."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = RUNS / f"{experiment.run.model}-{experiment.run.dataset}-{stamp}"
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = Path(f"{base}-{n}")
-    return candidate
+    RUNS.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        candidate = base if n == 1 else Path(f"{base}-{n}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def _latest_run() -> Path:
+    """The run ``runs/latest`` points at (the link itself if it is a real directory)."""
+    link = RUNS / LATEST
+    return RUNS / os.readlink(link) if link.is_symlink() else link
 
 
 def _point_latest(run_dir: Path) -> None:
     """Make ``runs/latest`` a symlink to ``run_dir`` (replaced atomically)."""
-    if run_dir.parent.resolve() != RUNS.resolve():
+    # Resolved, so that resuming through runs/latest itself does not make the link point at itself.
+    target = run_dir.resolve()
+    if target.parent != RUNS.resolve():
         return
     link, tmp = RUNS / LATEST, RUNS / f".{LATEST}.{os.getpid()}"
     if link.exists() and not link.is_symlink():
         return  # a real directory called "latest" (an older pyrovae's default) is left alone
     tmp.unlink(missing_ok=True)
-    tmp.symlink_to(run_dir.name)
+    tmp.symlink_to(target.name)
     os.replace(tmp, link)
 
 
@@ -208,9 +237,22 @@ def _difference(name: str, old, new) -> str:
     return f"--{name.replace('_', '-')} {old!r} -> {new!r}"
 
 
-def _threads(requested: int | None, dataset: str) -> None:
+def _changed_settings(stored: dict, given: dict, entry) -> dict:
+    """``{name: (stored, given)}`` for the given settings that differ from the run's, other than
+    ``RESUMABLE`` ones; no guide stands for the model's default guide."""
+    def effective(name, value):
+        return (value or entry.default_guide) if name == "guide" else value
+
+    return {k: (stored.get(k), v) for k, v in given.items()
+            if k not in RESUMABLE and effective(k, stored.get(k)) != effective(k, v)}
+
+
+def _check_threads(requested: int | None) -> None:
     if requested is not None and requested < 1:
         raise ValueError(f"--threads must be at least 1, got {requested}")
+
+
+def _threads(requested: int | None, dataset: str) -> None:
     threads = requested or (1 if dataset == "digits" else None)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -224,12 +266,15 @@ def _check_counts(**counts) -> None:
 
 def _train(args) -> None:
     _check_counts(nll_samples=args.nll_samples, tsne_points=args.tsne_points)
+    _check_threads(args.threads)
     entry = registry.get(args.model or "vae")
     given = _explicit_settings(args, entry)
     if args.resume:
-        run_dir = Path(args.out) if args.out else RUNS / LATEST
+        run_dir = Path(args.out) if args.out else _latest_run()
         stored = _stored_settings(run_dir)
-        changed = {k: (stored.get(k), v) for k, v in given.items() if k not in RESUMABLE and stored.get(k) != v}
+        # A preset stands for its settings, as without --resume: they are compared (and, with --force, applied).
+        given = {**registry.preset(given.get("model", stored.get("model", "vae")), given.get("preset")), **given}
+        changed = _changed_settings(stored, given, entry)
         if changed and not args.force:
             raise ValueError(f"{run_dir} was trained with other settings: "
                              + ", ".join(_difference(k, *pair) for k, pair in changed.items())
@@ -242,26 +287,30 @@ def _train(args) -> None:
             return
     else:
         experiment = Experiment.resolve(given)
-        run_dir = Path(args.out) if args.out else _new_run_dir(experiment)
-        if Checkpointer(run_dir).exists() or (run_dir / CONFIG).exists():
-            if not args.force:
-                raise RunExistsError(f"{run_dir} already holds a run; choose another --out, continue it with "
-                                     "--resume, or replace it with --force")
-            for name in (RESULTS, *PLOTS):
-                (run_dir / name).unlink(missing_ok=True)
+        run_dir = Path(args.out) if args.out else None
+        if run_dir is not None and holds_run(run_dir) and not args.force:
+            raise RunExistsError(f"{run_dir} already holds a run; choose another --out, continue it with "
+                                 "--resume, or replace it with --force")
     _threads(args.threads, experiment.run.dataset)
     train, test, model, guide, objective = build(experiment, args.data_dir, args.download)
+    if run_dir is None:
+        run_dir = _new_run_dir(experiment)
+    elif not args.resume:
+        for name in (RESULTS, *PLOTS):  # a replaced run's outputs (fit removes its records)
+            (run_dir / name).unlink(missing_ok=True)
+    # Before training, so that `train --resume` finds a run that was killed or stopped.
+    _point_latest(run_dir)
     run = experiment.run
     _say(f"training {run.model} ({experiment.guide} guide, {run.objective}) on {run.dataset} into {run_dir}")
     from pyrovae.train import fit
 
     try:
         fit(model, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
+            adam_eps=run.adam_eps,
             seed=run.seed, run_dir=run_dir, resume=args.resume, overwrite=args.force, engine=run.engine,
             config=experiment.to_dict(), progress=not args.quiet)
     except TrainingDivergedError as error:
         sys.exit(f"pyrovae train: training stopped: {error}")
-    _point_latest(run_dir)
     model.eval(), guide.eval()
     results = _evaluate(run_dir, model, guide, test, args.nll_samples, progress=not args.quiet)
     print(json.dumps(results, indent=2))
@@ -367,7 +416,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.command == "train":
             _train(args)
         elif args.command == "evaluate":
-            _check_counts(num_samples=args.num_samples)
+            if args.num_samples < 1:
+                raise ValueError(f"--num-samples (-K) must be at least 1, got {args.num_samples}")
             run_dir, _, model, guide, test = _load_run(args.run, args.data_dir)
             print(json.dumps(_evaluate(run_dir, model, guide, test, args.num_samples, not args.quiet), indent=2))
         elif args.command == "sample":
@@ -379,9 +429,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"wrote {path}")
         elif args.command == "models":
             _list_models()
-    except (DatasetNotFoundError, FileNotFoundError, FileExistsError, ValueError, TypeError, CheckpointError) as error:
-        message = str(error).splitlines()
-        sys.exit(f"pyrovae {args.command}: " + "\n".join(message))
+    except (DatasetNotFoundError, OSError, ValueError, TypeError, CheckpointError) as error:
+        # One line, so that a script's log shows the whole message.
+        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        sys.exit(f"pyrovae {args.command}: {message}")
 
 
 if __name__ == "__main__":

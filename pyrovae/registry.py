@@ -59,8 +59,10 @@ class RunConfig:
     epochs: int = field(default=60, metadata={"help": "total epochs", "min": 1})
     batch_size: int = field(default=64, metadata={"help": "examples per step", "min": 1})
     lr: float = field(default=3e-3, metadata={"help": "Adam learning rate", "positive": True})
+    adam_eps: float = field(default=1e-8, metadata={"help": "Adam's epsilon", "positive": True})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and noise", "min": 0})
-    engine: str = field(default="module", metadata={"help": "training engine", "choices": list(ENGINES)})
+    engine: str = field(default="auto", metadata={
+        "help": "training engine; auto compiles the loss for runs of 20,000 steps or more", "choices": list(ENGINES)})
 
 
 RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}

@@ -71,6 +71,14 @@ class ImportanceWeightedELBO(ParticleObjective):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
         self.estimator = estimator
 
+    @property
+    def capture_blocker(self) -> str | None:
+        """Why the loss cannot be captured as a graph (:mod:`pyrovae.capture`), or ``None``: DReG's
+        weights act through gradient hooks on the samples, which a captured graph does not keep."""
+        if self.estimator == "dreg" and self.num_particles > 1:
+            return "the DReG estimator reweights gradients with hooks on the guide samples, which capture drops"
+        return None
+
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         model_trace, guide_trace = self._vectorized_traces(model, guide, args, kwargs)
         reject_non_reparameterized(guide_trace, type(self).__name__)

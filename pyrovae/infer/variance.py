@@ -24,8 +24,9 @@ class StopGradientMessenger(Messenger):
 
     def _process_message(self, msg):
         if msg["type"] == "sample" and not msg["is_observed"] and msg["value"] is None:
-            with torch.no_grad():
-                msg["value"] = msg["fn"](*msg["args"], **msg["kwargs"])
+            # detach(), not torch.no_grad(): a captured graph (pyrovae.capture) replays the draw's
+            # operations with autograd on and keeps a detach, but not a no_grad block.
+            msg["value"] = msg["fn"](*msg["args"], **msg["kwargs"]).detach()
 
 
 class VarianceELBO(ParticleObjective):

@@ -7,12 +7,12 @@ import pytest
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import Adam
-from tests.support.relaxed_vae import RelaxedBernoulliGuide, RelaxedBernoulliVAE
 
 from pyrovae.data import load_dataset
 from pyrovae.guides import DiagonalNormalGuide
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, RelaxedBernoulliELBO, TrueDiscreteBound, VarianceELBO
 from pyrovae.models import VAE
+from tests.support.relaxed_vae import RelaxedBernoulliGuide, RelaxedBernoulliVAE
 
 Z_DIM, HIDDEN, BATCH, STEPS, LR = 4, (64,), 100, 300, 3e-3
 

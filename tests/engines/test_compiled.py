@@ -1,0 +1,187 @@
+"""The captured loss (pyrovae.capture) and the compiled engine against the eager path."""
+
+import math
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
+
+from pyrovae.capture import CapturedLoss, CaptureError
+from pyrovae.data import load_dataset
+from pyrovae.engines import CompiledEngine, resolve_engine
+from pyrovae.guides import DiagonalNormalGuide
+from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
+from pyrovae.models import VAE
+from pyrovae.train import fit
+
+X_DIM, Z_DIM = 64, 3
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train = load_dataset("digits", "train", binarize="static", seed=0).subset(512)
+    test = load_dataset("digits", "test", binarize="static", seed=1)
+    return train, test
+
+
+def pair(seed=0):
+    torch.manual_seed(seed)
+    return VAE(X_DIM, Z_DIM, (32,)), DiagonalNormalGuide(X_DIM, Z_DIM, (32,))
+
+
+def eager_loss(elbo, model, guide, x, num_data):
+    with pyro.validation_enabled(False), pyro.settings.context(pyrovae_register_modules=False):
+        if hasattr(elbo, "loss_and_metrics"):
+            return elbo.loss_and_metrics(model, guide, x, num_data=num_data)
+        return elbo.differentiable_loss(model, guide, x, num_data=num_data), {}
+
+
+OBJECTIVES = {
+    "Trace_ELBO": lambda: Trace_ELBO(max_plate_nesting=1),
+    "Trace_ELBO-3-particles": lambda: Trace_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=2),
+    "TraceMeanField_ELBO": lambda: TraceMeanField_ELBO(max_plate_nesting=1),
+    "IWAE": lambda: ImportanceWeightedELBO(num_particles=4, max_plate_nesting=1),
+    "VarianceELBO": lambda: VarianceELBO(num_particles=4, max_plate_nesting=1),
+    "LogVarianceELBO": lambda: LogVarianceELBO(num_particles=4, max_plate_nesting=1),
+}
+
+
+@pytest.mark.parametrize("name", OBJECTIVES)
+def test_captured_graph_gives_the_eager_loss_and_gradients_on_the_same_noise(digits, name):
+    model, guide = pair()
+    x = digits[0].x[:40]
+    elbo = OBJECTIVES[name]()
+    captured = CapturedLoss(elbo, model, guide, compile=False)
+    parameters = [t for t in captured.tensors if t.requires_grad]
+    losses, gradients, metrics = [], [], []
+    for run in (lambda: captured((x,), 512), lambda: eager_loss(elbo, model, guide, x, 512)):
+        torch.manual_seed(3)
+        loss, metric = run()
+        losses.append(loss)
+        gradients.append(torch.autograd.grad(loss, parameters))
+        metrics.append(metric)
+    assert losses[0].item() == pytest.approx(losses[1].item(), rel=1e-6)
+    for captured_grad, eager_grad in zip(*gradients):
+        assert torch.allclose(captured_grad, eager_grad, rtol=1e-5, atol=1e-5)
+    assert set(metrics[0]) == set(metrics[1])
+    for key in metrics[0]:
+        assert metrics[0][key].item() == pytest.approx(metrics[1][key].item(), rel=1e-6)
+    # The graph draws fresh noise on every call: two calls give two estimates.
+    assert captured((x,), 512)[0].item() != captured((x,), 512)[0].item()
+
+
+def test_capture_leaves_the_random_stream_alone(digits):
+    """Tracing runs the loss once; its noise must not shift the run's random stream."""
+    model, guide = pair()
+    x = digits[0].x[:40]
+    captured = CapturedLoss(Trace_ELBO(max_plate_nesting=1), model, guide, compile=False)
+    torch.manual_seed(5)
+    captured((x,), 512)  # captures, then draws
+    after_capture = torch.rand(3)
+    torch.manual_seed(5)
+    eager_loss(Trace_ELBO(max_plate_nesting=1), model, guide, x, 512)
+    assert torch.equal(after_capture, torch.rand(3))
+
+
+def test_compiled_loss_draws_fresh_noise_each_call(digits):
+    model, guide = pair()
+    x = digits[0].x[:40]
+    captured = CapturedLoss(Trace_ELBO(max_plate_nesting=1), model, guide, compile=True)
+    values = {captured((x,), 512)[0].item() for _ in range(3)}
+    assert len(values) == 3
+    eager = eager_loss(Trace_ELBO(max_plate_nesting=1), model, guide, x, 512)[0].item()
+    assert all(abs(v - eager) < 0.2 * abs(eager) for v in values)  # the same estimator, other noise
+
+
+def test_compiled_engine_trains_like_eager_and_reproduces_itself(digits, tmp_path):
+    train, test = digits
+    results = {}
+    for engine in ("module", "compiled", "compiled"):
+        model, guide = pair()
+        history = fit(model, guide, Trace_ELBO(), train, test, epochs=5, batch_size=64, lr=3e-3, seed=1,
+                      engine=engine, progress=False)
+        parameters = torch.cat([p.detach().flatten() for p in [*model.parameters(), *guide.parameters()]])
+        results.setdefault(engine, []).append((history.column("test_elbo"), parameters))
+    eager_elbo, compiled_elbo = results["module"][0][0][-1], results["compiled"][0][0][-1]
+    assert abs(eager_elbo - compiled_elbo) < 1.5, (eager_elbo, compiled_elbo)  # nats: training noise only
+    assert compiled_elbo > results["compiled"][0][0][0] + 3.0  # it trains
+    assert torch.equal(results["compiled"][0][1], results["compiled"][1][1])  # same seed, same run
+
+
+def test_compiled_engine_resume_reproduces_the_uninterrupted_run(digits, tmp_path):
+    train, test = digits
+    options = dict(batch_size=64, lr=3e-3, seed=4, engine="compiled", progress=False)
+    model, guide = pair()
+    fit(model, guide, Trace_ELBO(), train, epochs=4, run_dir=tmp_path / "straight", **options)
+    straight = torch.cat([p.detach().flatten() for p in [*model.parameters(), *guide.parameters()]])
+    model, guide = pair()
+    fit(model, guide, Trace_ELBO(), train, epochs=2, run_dir=tmp_path / "resumed", **options)
+    model, guide = pair(seed=99)
+    fit(model, guide, Trace_ELBO(), train, epochs=4, run_dir=tmp_path / "resumed", resume=True, **options)
+    resumed = torch.cat([p.detach().flatten() for p in [*model.parameters(), *guide.parameters()]])
+    assert torch.equal(straight, resumed)
+
+
+def test_variance_loss_reports_its_particles_elbo_on_the_compiled_engine(digits):
+    train, test = digits
+    model, guide = pair()
+    history = fit(model, guide, VarianceELBO(num_particles=4), train, test, epochs=2, batch_size=128,
+                  engine="compiled", progress=False)
+    # The particles' ELBO is a bound: below the IWAE-free test ELBO plus noise, and far below zero.
+    assert all(-80 < row["train_elbo"] < -10 for row in history.rows)
+
+
+class Mixture(torch.nn.Module):
+    max_plate_nesting = 1
+
+    def __init__(self):
+        super().__init__()
+        self.locs = torch.nn.Parameter(torch.tensor([-2.0, 0.0, 2.0]))
+
+    def forward(self, x, num_data=None):
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
+            pyro.sample("x", dist.Normal(self.locs[y], 1.0), obs=x)
+
+
+class MixtureGuide(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Linear(1, 3)
+
+    @config_enumerate
+    def forward(self, x, num_data=None):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Categorical(logits=self.net(x.unsqueeze(-1))))
+
+
+@pytest.mark.parametrize("elbo, where", [
+    (lambda: TraceEnum_ELBO(max_plate_nesting=1), "pyro/infer/util.py"),
+    (lambda: ImportanceWeightedELBO(num_particles=3, estimator="dreg", max_plate_nesting=1), "DReG"),
+])
+def test_uncapturable_objectives_fall_back_to_eager_with_the_reason(elbo, where):
+    mixture = isinstance(elbo(), TraceEnum_ELBO)
+    model, guide = (Mixture(), MixtureGuide()) if mixture else pair()
+    x = torch.randn(20) if mixture else torch.bernoulli(torch.full((20, X_DIM), 0.3))
+    with pytest.raises(CaptureError, match=where):
+        CapturedLoss(elbo(), model, guide, compile=False)((x,), 20)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        engine = CompiledEngine(model, guide, elbo(), lr=1e-2)
+        before = [p.detach().clone() for p in model.parameters()]
+        loss, _ = engine.step((x,), 20)
+    assert engine.fallback_reason is not None and where in engine.fallback_reason
+    assert any("runs eagerly instead" in str(w.message) for w in caught)
+    assert math.isfinite(loss.item())
+    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))  # it still trains
+
+
+def test_auto_compiles_long_runs_only():
+    assert resolve_engine("auto", 100) == "module"
+    assert resolve_engine("auto", 10**6) == "compiled"
+    assert resolve_engine("svi", 10**6) == "svi"
+    with pytest.raises(ValueError, match="engine"):
+        resolve_engine("jax", 1)
