@@ -36,7 +36,7 @@ from pyrovae.checkpoint import (
     set_rng_state,
 )
 from pyrovae.data import Dataset
-from pyrovae.engines import is_jit, make_engine
+from pyrovae.engines import is_jit, make_engine, resolve_engine
 from pyrovae.evaluate import input_spec, mean_elbo, set_plate_nesting
 
 __all__ = ["History", "RunExistsError", "TrainingDivergedError", "default_eval_elbo", "fit", "run_epoch"]
@@ -146,11 +146,12 @@ def fit(
     epochs: int = 10,
     batch_size: int = 128,
     lr: float = 1e-3,
+    adam_eps: float = 1e-8,
     seed: int = 0,
     run_dir: str | Path | None = None,
     resume: bool = False,
     overwrite: bool = False,
-    engine: str = "module",
+    engine: str = "auto",
     eval_elbo: pyro.infer.ELBO | None = None,
     config: dict | None = None,
     progress: bool = True,
@@ -168,15 +169,19 @@ def fit(
         elbo: any ``pyro.infer.ELBO`` instance; its ``max_plate_nesting`` is taken from the model's when unset.
         train, test: :class:`~pyrovae.data.Dataset`\\ s (``Dataset.from_tensor(x, y)`` for your own
             tensors); the test ELBO (nats per example) is logged each epoch.
-        epochs, batch_size, lr, seed: optimisation settings (Adam). ``seed`` seeds the batches and the
-            noise; seed the initial weights yourself before building the networks (the CLI does).
+        epochs, batch_size, lr, adam_eps, seed: optimisation settings (Adam with ``eps=adam_eps``).
+            ``seed`` seeds the batches and the noise; seed the initial weights yourself before
+            building the networks (the CLI does).
         run_dir: where ``config.json``, ``metrics.jsonl`` and the checkpoints go (nothing is written if ``None``).
         resume: continue from ``run_dir``'s checkpoint; ``epochs`` is the new total, recorded in ``config.json``.
         overwrite: replace a run already in ``run_dir``; without it (or ``resume``) an existing run
             raises :class:`~pyrovae.checkpoint.RunExistsError`.
-        engine: ``"module"`` (one torch optimizer over ``elbo(model, guide)``) or ``"svi"`` (``pyro.infer.SVI``).
-            Pyro's ``JitTrace_ELBO`` (and the other ``Jit*`` objectives) work with both; their traced
-            graph fixes the batch size, so the last, smaller batch of each epoch is dropped.
+        engine: ``"module"`` (one torch optimizer over ``elbo(model, guide)``), ``"compiled"`` (the
+            same with the loss captured and compiled per batch shape, :mod:`pyrovae.capture`),
+            ``"svi"`` (``pyro.infer.SVI``), or ``"auto"``: compiled for runs of 20,000 steps or more,
+            else module (see :func:`pyrovae.engines.resolve_engine`). Pyro's ``JitTrace_ELBO`` (and
+            the other ``Jit*`` objectives) work with module and svi; their traced graph fixes the
+            batch size, so the last, smaller batch of each epoch is dropped.
         eval_elbo: objective for the test ELBO (default: :func:`default_eval_elbo`).
         config: extra settings recorded in ``config.json``.
         epoch_callback: called as ``callback(epoch, row)`` after each epoch's evaluation; may add keys to ``row``.
@@ -216,7 +221,8 @@ def fit(
     # parameters in SVI (pyro.module hands the stored tensor to the optimizer), so start clean.
     pyro.clear_param_store()
     generator = torch.Generator().manual_seed(seed)
-    trainer = make_engine(engine, model, guide, elbo, lr)
+    engine = resolve_engine(engine, epochs * math.ceil(len(train) / batch_size))
+    trainer = make_engine(engine, model, guide, elbo, lr, adam_eps)
     eval_elbo = eval_elbo or default_eval_elbo(elbo, model)
     history = History()
     if resume:
@@ -225,7 +231,7 @@ def fit(
         settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
                         objective=type(elbo).__name__, dataset=train.name, num_train=len(train),
                         binarize=train.binarize, dequantize=train.dequantize)
-        checkpointer.write_config({**settings, **(config or {}), "epochs": epochs})
+        checkpointer.write_config({**settings, **(config or {}), "epochs": epochs, "engine_used": engine})
 
     # A traced (JIT) objective bakes the batch size into its graph: every batch must have the same size.
     drop_last = is_jit(elbo)
