@@ -83,6 +83,27 @@ def mean_elbo(model, guide, data, elbo: pyro.infer.ELBO | None = None, batch_siz
     return -total / len(dataset)
 
 
+def _check_local_latents(model, guide, args) -> None:
+    """Raise unless every latent site of the guide and of the model is inside the data plate.
+
+    The shape of the log weights cannot tell a global latent from a local one in a batch of one
+    example, where both give one weight per sample; the sites' plates can.
+    """
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    outside = sorted({
+        name
+        for trace in (guide_trace, model_trace)
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and type(site["fn"]).__name__ != "_Subsample"
+        and not any(frame.name == DATA_PLATE for frame in site["cond_indep_stack"])
+    })
+    if outside:
+        raise ValueError(f"importance sampling per example needs every latent local to the {DATA_PLATE!r} plate; "
+                         f"{', '.join(map(repr, outside))} {'is' if len(outside) == 1 else 'are'} outside it")
+
+
 def _log_weights(objective: ImportanceWeightedELBO, model, guide, args, batch_size: int) -> torch.Tensor:
     """``log p(x, z_k) - log q(z_k | x)`` of shape ``(K, B)`` for ``z_k ~ q``, K = ``objective.num_particles``."""
     num_samples = objective.num_particles
@@ -123,6 +144,8 @@ def importance_log_likelihood(
     objectives = {}  # one per chunk size (at most two)
     results = []
     for args, size in _batches(model, dataset, batch_size, progress, f"log-likelihood, K={num_samples}"):
+        if not results:
+            _check_local_latents(model, guide, args)
         chunks = []
         remaining = num_samples
         while remaining > 0:

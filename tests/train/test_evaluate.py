@@ -3,59 +3,20 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from torch import nn
 
-from pyrovae.data import Dataset, load_dataset
+from pyrovae.data import load_dataset
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
 from pyrovae.guides import DiagonalNormalGuide
 from pyrovae.models import VAE
 from pyrovae.nn import data_plate
 from pyrovae.train import fit
-
-
-class LinearGaussian(nn.Module):
-    """z ~ N(0, I_L), x | z ~ N(W z + b, s^2 I_D): log p(x) = log N(x; b, W W^T + s^2 I) exactly."""
-
-    def __init__(self, weight, bias, scale):
-        super().__init__()
-        self.weight, self.bias, self.scale = weight, bias, scale
-
-    def forward(self, x, num_data=None):
-        with data_plate(x.shape[0], num_data):
-            z = pyro.sample("z", dist.Normal(torch.zeros(x.shape[0], self.weight.shape[1], dtype=x.dtype), 1.0).to_event(1))
-            pyro.sample("x", dist.Normal(z @ self.weight.T + self.bias, self.scale).to_event(1), obs=x)
-
-    def log_evidence(self, x):
-        covariance = self.weight @ self.weight.T + self.scale ** 2 * torch.eye(len(self.bias), dtype=x.dtype)
-        return dist.MultivariateNormal(self.bias, covariance).log_prob(x)
-
-    def posterior(self, x):
-        precision = torch.eye(self.weight.shape[1], dtype=x.dtype) + self.weight.T @ self.weight / self.scale ** 2
-        covariance = torch.linalg.inv(precision)
-        loc = (x - self.bias) @ self.weight @ covariance.T / self.scale ** 2
-        return loc, covariance
-
-
-class ExactPosteriorGuide(nn.Module):
-    def __init__(self, model, inflate=1.0, shift=0.0):
-        super().__init__()
-        self.model, self.inflate, self.shift = model, inflate, shift
-
-    def forward(self, x, num_data=None):
-        loc, covariance = self.model.posterior(x)
-        with data_plate(x.shape[0], num_data):
-            pyro.sample("z", dist.MultivariateNormal(loc + self.shift, covariance * self.inflate))
+from tests.support.linear_gaussian import ExactPosteriorGuide
+from tests.support.linear_gaussian import linear_gaussian as make_linear_gaussian
 
 
 @pytest.fixture
 def linear_gaussian():
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(5, 2, generator=generator, dtype=torch.float64)
-    bias = torch.randn(5, generator=generator, dtype=torch.float64)
-    model = LinearGaussian(weight, bias, 0.5)
-    x = (torch.randn(40, 2, generator=generator, dtype=torch.float64) @ weight.T + bias
-         + 0.5 * torch.randn(40, 5, generator=generator, dtype=torch.float64))
-    return model, Dataset("linear-gaussian", "test", x, None, (1, 5), 0, levels=None)
+    return make_linear_gaussian()
 
 
 def test_exact_posterior_gives_the_exact_evidence_for_any_k(linear_gaussian):
@@ -89,8 +50,19 @@ def test_importance_estimate_is_at_least_the_elbo_for_a_trained_vae():
     log_likelihood = importance_log_likelihood(model, guide, test, 500)
     assert log_likelihood > elbo
     assert log_likelihood - elbo < 10.0  # a sane gap, not a broken estimator
-    error = reconstruction_error(model, guide, test)
-    assert 0.0 < error < (test.x - test.x.mean(0)).pow(2).sum(1).mean().item() * 1.5
+
+
+def test_reconstruction_error_is_the_posterior_expectation():
+    # E_q ||x - E[x | z]||^2 = ||x - W m - b||^2 + tr(W S W^T) under the exact posterior N(m, S);
+    # one z per example, so the Monte Carlo error of the mean over N examples is known too.
+    model, data = make_linear_gaussian(num_data=2000)
+    expected, variance = model.reconstruction_error(data.x)
+    standard_error = variance.sum().sqrt().item() / len(data)
+    error = reconstruction_error(model, ExactPosteriorGuide(model), data, batch_size=300)
+    assert error == pytest.approx(expected.mean().item(), abs=4 * standard_error)
+    # The test can tell a sample from the posterior mean: that would miss tr(W S W^T).
+    spread = torch.trace(model.weight @ model.posterior(data.x)[1] @ model.weight.T).item()
+    assert spread > 10 * standard_error
 
 
 def test_guide_missing_a_latent_is_rejected(linear_gaussian):
@@ -103,3 +75,51 @@ def test_guide_missing_a_latent_is_rejected(linear_gaussian):
         importance_log_likelihood(model, empty_guide, data, 3)
     with pytest.raises(ValueError, match="num_samples"):
         importance_log_likelihood(model, ExactPosteriorGuide(model), data, 0)
+
+
+def global_mean_model(x, num_data=None):
+    """``mu ~ N(0, I)`` shared by every example (a global latent), ``x_i ~ N(mu, I)``."""
+    mu = pyro.sample("mu", dist.Normal(torch.zeros(x.shape[1], dtype=x.dtype), 1.0).to_event(1))
+    with data_plate(x.shape[0], num_data):
+        pyro.sample("x", dist.Normal(mu, 1.0).to_event(1), obs=x)
+
+
+def global_mean_guide(x, num_data=None):
+    pyro.sample("mu", dist.Normal(x.mean(0), 1.0).to_event(1))
+
+
+@pytest.mark.parametrize("batch_size", [10, 1])
+def test_a_global_latent_is_rejected_by_importance_sampling(linear_gaussian, batch_size):
+    _, data = linear_gaussian
+    with pytest.raises(ValueError, match="every latent local to the 'data' plate"):
+        importance_log_likelihood(global_mean_model, global_mean_guide, data, 3, batch_size=batch_size)
+
+
+def test_evaluators_reject_bad_settings(linear_gaussian):
+    model, data = linear_gaussian
+    guide = ExactPosteriorGuide(model)
+    for evaluate in (mean_elbo, importance_log_likelihood, reconstruction_error):
+        with pytest.raises(ValueError, match="batch_size must be positive, got 0"):
+            evaluate(model, guide, data, batch_size=0)
+        with pytest.raises(TypeError, match="Dataset or a tensor, got list"):
+            evaluate(model, guide, data.x.tolist())
+    for num_samples in (0, -2, 2.5, True):
+        with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+            importance_log_likelihood(model, guide, data, num_samples)
+    with pytest.raises(ValueError, match="chunk_size"):
+        importance_log_likelihood(model, guide, data, 10, chunk_size=0)
+    with pytest.raises(ValueError, match="no site 'y'"):
+        reconstruction_error(model, guide, data, observed_site="y")
+
+
+def test_evaluators_take_a_plain_tensor(linear_gaussian):
+    # At the exact posterior every log weight is log p(x): the ELBO and the importance estimate are exact.
+    model, data = linear_gaussian
+    guide = ExactPosteriorGuide(model)
+    exact = model.log_evidence(data.x)
+    assert mean_elbo(model, guide, data.x, batch_size=7) == pytest.approx(exact.mean().item(), abs=1e-9)
+    assert torch.allclose(importance_log_likelihood(model, guide, data.x, 4, per_example=True), exact, atol=1e-9)
+    pyro.set_rng_seed(3)
+    from_tensor = reconstruction_error(model, guide, data.x)
+    pyro.set_rng_seed(3)
+    assert from_tensor == reconstruction_error(model, guide, data)
