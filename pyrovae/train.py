@@ -213,8 +213,9 @@ def fit(
     for objective in (elbo, eval_elbo, *(diagnostics or {}).values()):
         if objective is not None:
             set_plate_nesting(objective, model)
-    checkpointer = _prepare_run_dir(Path(run_dir) if run_dir is not None else None, resume, overwrite)
+    # Data the model refuses must not cost an existing run: check before overwrite deletes it.
     _check_first_batch(model, guide, spec, train, batch_size, seed)
+    checkpointer = _prepare_run_dir(Path(run_dir) if run_dir is not None else None, resume, overwrite)
 
     pyro.set_rng_seed(seed)
     # Pyro's parameter store is global: a stale entry under a module's name would shadow its

@@ -360,3 +360,13 @@ def test_resume_refuses_metrics_that_stop_before_the_checkpoint(digits, tmp_path
     metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
     with pytest.raises(CheckpointError, match="holds epoch 2 but metrics.jsonl records epochs up to 1"):
         fit(*pair(), Trace_ELBO(), *digits, epochs=3, batch_size=100, run_dir=tmp_path, resume=True, progress=False)
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_data_is_refused(digits, tmp_path):
+    model, guide = pair()
+    fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, run_dir=tmp_path, progress=False)
+    before = run_files(tmp_path)
+    intensities = load_dataset("digits", "train").subset(50)  # not binary: the Bernoulli VAE refuses it
+    with pytest.raises(ValueError, match="binary"):
+        fit(model, guide, Trace_ELBO(), intensities, run_dir=tmp_path, overwrite=True, progress=False)
+    assert run_files(tmp_path) == before
