@@ -97,65 +97,89 @@ class ObjectiveModule(torch.nn.Module):
         return self.elbo.differentiable_loss(self.model, self.guide, *args, num_data=num_data), {}
 
 
-class CapturedLoss:
-    """``loss(args, num_data) -> (loss, metrics)`` from one captured graph per input signature.
+class LogWeightsModule(torch.nn.Module):
+    """``forward(*args) -> (K, B)``: the log weights ``log p(x, z_k) - log q(z_k | x)`` of
+    ``objective.num_particles`` guide samples per example (the importance-sampled log-likelihood)."""
+
+    def __init__(self, objective, model, guide):
+        super().__init__()
+        self.objective, self.model, self.guide = objective, model, guide
+
+    def forward(self, *args):
+        return self.objective.log_weights(self.model, self.guide, *args).values
+
+
+class CapturedModule:
+    """``captured(*args, **options)`` computes ``module(*args, **options)`` with one captured graph per
+    input signature (shapes, dtypes, devices, and the values of ``options``, which must be hashable).
 
     Args:
-        elbo: the objective (a ``pyro.infer.ELBO``), through :class:`ObjectiveModule`.
-        model, guide: the ``nn.Module``\\ s; their parameters and buffers are the graph's inputs, so
-            an optimizer updating them in place is seen by the next call.
+        module: the ``nn.Module``; its parameters and buffers are the graph's inputs, so an optimizer
+            updating them in place is seen by the next call.
         compile: pass each captured graph through :func:`torch.compile`.
+        name: what the module computes, for error messages.
+        blocker: why the module cannot be captured, if it cannot (then every call raises).
 
-    Raises :class:`CaptureError` at the first call if the loss cannot be captured.
+    Raises :class:`CaptureError` at the first call of a signature if capture or compilation fails.
     """
 
-    def __init__(self, elbo, model, guide, compile: bool = True):
-        self.elbo, self.model, self.guide, self.compile = elbo, model, guide, compile
-        self.module = ObjectiveModule(elbo, model, guide)
-        named = dict(self.module.named_parameters())
-        named.update(self.module.named_buffers())
+    def __init__(self, module: torch.nn.Module, compile: bool = True, name: str = "loss", blocker: str | None = None):
+        self.module, self.compile, self.name, self.blocker = module, compile, name, blocker
+        named = dict(module.named_parameters())
+        named.update(module.named_buffers())
         self.names = list(named)
         self.tensors = list(named.values())
         self.graphs: dict = {}
-        #: Seconds spent capturing and compiling so far (reported by the engine's users).
+        #: Seconds spent capturing and compiling so far.
         self.capture_seconds = 0.0
 
-    def _capture(self, args, num_data):
+    def _capture(self, args, options):
         from torch.fx.experimental.proxy_tensor import make_fx
 
-        blocker = getattr(self.elbo, "capture_blocker", None)
-        if blocker:
-            raise CaptureError(f"{type(self.elbo).__name__} cannot be captured: {blocker}")
+        if self.blocker:
+            raise CaptureError(f"{self.name} cannot be captured: {self.blocker}")
 
-        def loss(tensors, *inputs):
-            return functional_call(self.module, dict(zip(self.names, tensors)), inputs, {"num_data": num_data})
+        def function(tensors, *inputs):
+            return functional_call(self.module, dict(zip(self.names, tensors)), inputs, options)
 
-        # Tracing runs the loss once on real tensors; fork_rng keeps that run's noise draws out of
-        # the run's random stream, so the graph's first call draws what an eager step would.
+        # Tracing runs the module once on real tensors; fork_rng keeps that run's noise draws out of
+        # the run's random stream, so the graph's first call draws what an eager call would.
         devices = [a.device for a in args if torch.is_tensor(a) and a.device.type == "cuda"]
         with _host_sync_free(), pyro.validation_enabled(False), pyro.poutine.block(), \
                 pyro.settings.context(pyrovae_check_data=False, pyrovae_register_modules=False), \
                 torch.random.fork_rng(devices=devices):
             try:
-                graph = make_fx(loss, pre_dispatch=True)(self.tensors, *args)
+                graph = make_fx(function, pre_dispatch=True)(self.tensors, *args)
             except Exception as error:  # make_fx raises many types; the message names the cause and the line
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise CaptureError(f"{type(self.elbo).__name__} could not be captured at {_where(error)}: "
-                                   f"{first[:160]}") from error
+                raise CaptureError(f"{self.name} could not be captured at {_where(error)}: {first[:160]}") from error
         return torch.compile(graph, dynamic=False) if self.compile else graph
 
-    def __call__(self, args: tuple, num_data: int):
-        key = (num_data, tuple((tuple(a.shape), a.dtype, a.device) if torch.is_tensor(a) else a for a in args))
+    def __call__(self, *args, **options):
+        key = (tuple(sorted(options.items())),
+               tuple((tuple(a.shape), a.dtype, a.device) if torch.is_tensor(a) else a for a in args))
         graph = self.graphs.get(key)
         if graph is not None:
             return graph(self.tensors, *args)
         began = time.perf_counter()
-        graph = self._capture(args, num_data)
+        graph = self._capture(args, options)
         try:
             result = graph(self.tensors, *args)  # the first call compiles
         except Exception as error:  # torch.compile's backends raise many types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise CaptureError(f"compiling the captured {type(self.elbo).__name__} loss failed: {first[:200]}") from error
+            raise CaptureError(f"compiling the captured {self.name} failed: {first[:200]}") from error
         self.capture_seconds += time.perf_counter() - began
         self.graphs[key] = graph
         return result
+
+
+class CapturedLoss(CapturedModule):
+    """``captured((x, ...), num_data) -> (loss, metrics)``: an objective's loss (:class:`ObjectiveModule`)
+    from one captured graph per input signature; see :class:`CapturedModule`."""
+
+    def __init__(self, elbo, model, guide, compile: bool = True):
+        name = f"{type(elbo).__name__} loss"
+        super().__init__(ObjectiveModule(elbo, model, guide), compile, name, getattr(elbo, "capture_blocker", None))
+
+    def __call__(self, args: tuple, num_data: int):
+        return super().__call__(*args, num_data=num_data)

@@ -18,6 +18,7 @@ labels when the model takes them.
 from __future__ import annotations
 
 import math
+import warnings
 
 import pyro
 import torch
@@ -25,6 +26,7 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
+from pyrovae.capture import CapturedLoss, CapturedModule, CaptureError, LogWeightsModule
 from pyrovae.data import Dataset
 from pyrovae.infer import ImportanceWeightedELBO
 from pyrovae.nn import DATA_PLATE
@@ -56,6 +58,39 @@ def set_plate_nesting(elbo: pyro.infer.ELBO, model) -> None:
     elbo.max_plate_nesting = nesting + int(vectorized)
 
 
+ENGINES = ("auto", "eager", "compiled")
+#: ``engine="auto"`` compiles an evaluation of at least this many graph calls (batches times chunks).
+COMPILE_MIN_CALLS = 200
+
+
+def _use_compiled(engine: str, calls: int) -> bool:
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return engine == "compiled" or (engine == "auto" and calls >= COMPILE_MIN_CALLS)
+
+
+class _Evaluator:
+    """Calls a :class:`~pyrovae.capture.CapturedModule` (compiled) or the eager function; on a
+    :class:`~pyrovae.capture.CaptureError` it warns once with the reason and stays eager."""
+
+    def __init__(self, captured: CapturedModule | None, eager):
+        self.captured, self.eager = captured, eager
+
+    def __call__(self, *args, **options):
+        if self.captured is not None:
+            try:
+                return self.captured(*args, **options)
+            except CaptureError as error:
+                warnings.warn(f"evaluating eagerly: {error}", RuntimeWarning, stacklevel=3)
+                self.captured = None
+        return self.eager(*args, **options)
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size!r}")
+
+
 def _batches(model, dataset: Dataset, batch_size: int, progress: bool = False, description: str = ""):
     """``(args, batch_size)`` for each batch of ``dataset`` in order."""
     if batch_size <= 0:
@@ -69,17 +104,24 @@ def _batches(model, dataset: Dataset, batch_size: int, progress: bool = False, d
 
 @torch.no_grad()
 def mean_elbo(model, guide, data, elbo: pyro.infer.ELBO | None = None, batch_size: int = 1000,
-              progress: bool = False) -> float:
+              progress: bool = False, engine: str = "auto") -> float:
     """``(1/N) sum_i ELBO(x_i)`` in nats per example (a single-sample estimate per point by default).
 
     ``data`` should hold fixed data (see :meth:`Dataset.realize` for dynamically binarized sets).
+    ``engine``: ``"eager"``, ``"compiled"`` (the objective's loss captured and compiled once per batch
+    shape, :mod:`pyrovae.capture`) or ``"auto"`` (compiled from 200 batches on).
     """
     dataset = as_dataset(data)
+    _check_batch_size(batch_size)
     elbo = elbo or Trace_ELBO()
     set_plate_nesting(elbo, model)
+    calls = math.ceil(len(dataset) / batch_size)
+    captured = CapturedLoss(elbo, model, guide) if _use_compiled(engine, calls) else None
+    loss = _Evaluator(captured and (lambda *args: captured(args, args[0].shape[0])[0]),
+                      lambda *args: elbo.loss(model, guide, *args))
     total = 0.0
     for args, _ in _batches(model, dataset, batch_size, progress, "test ELBO"):
-        total += elbo.loss(model, guide, *args)
+        total += float(loss(*args))
     return -total / len(dataset)
 
 
@@ -104,11 +146,10 @@ def _check_local_latents(model, guide, args) -> None:
                          f"{', '.join(map(repr, outside))} {'is' if len(outside) == 1 else 'are'} outside it")
 
 
-def _log_weights(objective: ImportanceWeightedELBO, model, guide, args, batch_size: int) -> torch.Tensor:
-    """``log p(x, z_k) - log q(z_k | x)`` of shape ``(K, B)`` for ``z_k ~ q``, K = ``objective.num_particles``."""
-    num_samples = objective.num_particles
+def _log_weights(log_weights, num_samples: int, args, batch_size: int) -> torch.Tensor:
+    """``log p(x, z_k) - log q(z_k | x)`` of shape ``(K, B)`` for ``z_k ~ q``, K = ``num_samples``."""
     with poutine.block():
-        values = objective.log_weights(model, guide, *args).values
+        values = log_weights(*args)
     if values.numel() != num_samples * batch_size:
         raise ValueError(
             f"importance sampling per example needs every latent local to the {DATA_PLATE!r} plate; "
@@ -123,16 +164,21 @@ def importance_log_likelihood(
     guide,
     data,
     num_samples: int = 5000,
-    chunk_size: int = 500,
-    batch_size: int = 100,
+    chunk_size: int = 100,
+    batch_size: int = 50,
     per_example: bool = False,
     progress: bool = False,
+    engine: str = "auto",
 ):
     """Importance-sampled ``log p(x)`` with ``num_samples`` proposals from the guide.
 
-    Memory is bounded by ``chunk_size * batch_size`` decoder evaluations at a time. The log weights
+    Memory is bounded by ``chunk_size * batch_size`` decoder evaluations at a time; the default
+    5,000 rows keep each intermediate tensor of an MNIST decoder near 16 MB, which ran faster on
+    this project's CPU than 50,000 rows (15 s against 22 s for 200 images at K = 5000). The log weights
     come from :class:`~pyrovae.infer.ImportanceWeightedELBO` (one vectorised pass per chunk), with
-    the model's ``max_plate_nesting``. ``progress`` shows a bar over the batches.
+    the model's ``max_plate_nesting``. ``progress`` shows a bar over the batches. ``engine``:
+    ``"eager"``, ``"compiled"`` (the log weights captured and compiled once per shape,
+    :mod:`pyrovae.capture`) or ``"auto"`` (compiled from 200 chunks on: K = 5000 on 10,000 images).
     Returns the mean over the data set in nats (or the per-example tensor if ``per_example``).
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
@@ -140,8 +186,10 @@ def importance_log_likelihood(
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
     dataset = as_dataset(data)
+    _check_batch_size(batch_size)
     nesting = getattr(model, "max_plate_nesting", float("inf"))
-    objectives = {}  # one per chunk size (at most two)
+    compiled = _use_compiled(engine, math.ceil(len(dataset) / batch_size) * math.ceil(num_samples / chunk_size))
+    evaluators = {}  # one per chunk size (at most two)
     results = []
     for args, size in _batches(model, dataset, batch_size, progress, f"log-likelihood, K={num_samples}"):
         if not results:
@@ -150,9 +198,12 @@ def importance_log_likelihood(
         remaining = num_samples
         while remaining > 0:
             k = min(chunk_size, remaining)
-            if k not in objectives:
-                objectives[k] = ImportanceWeightedELBO(num_particles=k, max_plate_nesting=nesting)
-            chunks.append(torch.logsumexp(_log_weights(objectives[k], model, guide, args, size), dim=0))
+            if k not in evaluators:
+                objective = ImportanceWeightedELBO(num_particles=k, max_plate_nesting=nesting)
+                module = LogWeightsModule(objective, model, guide)
+                captured = CapturedModule(module, name=f"log weights (K={k})") if compiled else None
+                evaluators[k] = _Evaluator(captured, module)
+            chunks.append(torch.logsumexp(_log_weights(evaluators[k], k, args, size), dim=0))
             remaining -= k
         results.append(torch.logsumexp(torch.stack(chunks), dim=0) - math.log(num_samples))
     log_px = torch.cat(results)
