@@ -10,7 +10,7 @@ labels. Representations:
   Murray 2008).
 * ``binarize="dynamic"``: a fresh Bernoulli draw every time a batch is served (Burda et al. 2016).
 * ``dequantize=True``: ``(k + u) / L`` for an intensity level ``k`` out of ``L`` and ``u ~ U(0, 1)``,
-  drawn afresh for every batch (seed 002, §5.3 footnote 14: ``(x + u) / 256`` for 8-bit images).
+  drawn afresh for every batch (Yang 2022, §5.3, footnote 14: ``(x + u) / 256`` for 8-bit images).
 
 Data roots are searched in order: the ``root`` argument, ``$PYROVAE_DATA_DIR``, ``~/.cache/pyrovae``.
 MNIST-type files follow torchvision's layout (``<root>/MNIST/raw/*.gz``).
