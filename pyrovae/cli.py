@@ -349,10 +349,15 @@ def _evaluate(run_dir, model, guide, test, num_samples: int, progress: bool = Tr
 
 
 def _objective_label(experiment: Experiment) -> str:
+    """The objective as ``Class(K=..., estimator=...)``, the form :func:`pyrovae.plots.describe_objective` reads."""
     names = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "iwae": "ImportanceWeightedELBO",
-             "iwae_dreg": "ImportanceWeightedELBO-DReG", "variance": "VarianceELBO", "log_variance": "LogVarianceELBO"}
-    name = names[experiment.run.objective]
-    return f"{name}(K={experiment.run.num_particles})" if experiment.run.num_particles > 1 else name
+             "iwae_dreg": "ImportanceWeightedELBO", "variance": "VarianceELBO", "log_variance": "LogVarianceELBO"}
+    run = experiment.run
+    arguments = [f"K={run.num_particles}"] if run.num_particles > 1 else []
+    if run.objective == "iwae_dreg":
+        arguments.append("estimator=dreg")
+    name = names[run.objective]
+    return f"{name}({', '.join(arguments)})" if arguments else name
 
 
 def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points: int = 2000) -> list[Path]:
@@ -388,11 +393,10 @@ def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points
 
 
 def _sample(args) -> None:
-    from pyrovae import plots
-
     if args.num < 1:
         raise ValueError(f"--num must be at least 1, got {args.num}")
     run_dir, experiment, model, guide, test = _load_run(args.run, args.data_dir)
+    from pyrovae import plots  # matplotlib: imported once the run has loaded, so a bad run fails fast
     output = Path(args.output) if args.output else run_dir / "samples.png"
     if args.output and output.exists() and not args.force:
         raise RunExistsError(f"{output} exists; choose another --output or pass --force to replace it")
