@@ -65,8 +65,8 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_weights(referenc
                                    stdout=subprocess.DEVNULL, stderr=stderr)
         try:
             _wait_for_first_checkpoint(process, run)
-            # Anywhere in the next epochs, in the middle of writing a checkpoint included.
-            time.sleep(random.uniform(0.0, 0.5))
+            # Anywhere in the next two epochs, in the middle of writing a checkpoint included.
+            time.sleep(random.uniform(0.0, 2 * metric_rows(run, ignore=())[0]["seconds"]))
             os.kill(process.pid, signal.SIGKILL)
         finally:
             if process.poll() is None:
