@@ -42,6 +42,8 @@ RESULTS = "results.json"
 PLOTS = ("samples.png", "reconstructions.png", "latents.png", "curves.png")
 #: Settings that may change on --resume without --force.
 RESUMABLE = {"epochs"}
+#: The roots pyrovae.data.default_roots searches after --data-dir.
+DATA_DIR_HELP = "data root (default: $PYROVAE_DATA_DIR, then $PYROVAE_CACHE_DIR or ~/.cache/pyrovae)"
 
 
 def _say(message: str) -> None:
@@ -124,7 +126,7 @@ def _train_parser(commands, argv: list[str]) -> None:
     where.add_argument("--resume", action="store_true",
                        help="continue the run in --out (default runs/latest) from its checkpoint; --epochs is the "
                             "new total, other settings must match the run's unless --force")
-    where.add_argument("--data-dir", default=None, help="data root (default: $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
+    where.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     where.add_argument("--download", action="store_true", help="let torchvision download MNIST/Fashion-MNIST if absent")
     where.add_argument("--threads", type=int, default=None,
                        help="torch CPU threads (default: 1 for digits, whose tiny networks gain nothing from more; "
@@ -154,7 +156,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     evaluate.add_argument("run", help="run directory")
     evaluate.add_argument("--num-samples", "-K", type=int, default=5000,
                           help="importance samples per test point (default: 5000)")
-    evaluate.add_argument("--data-dir", default=None, help="data root (default: $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
+    evaluate.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sample = commands.add_parser("sample", help="draw images from the model and save a grid")
@@ -163,11 +165,11 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     sample.add_argument("--seed", type=int, default=0, help="seed of the draws (default: 0)")
     sample.add_argument("--output", default=None, help="PNG path (default: <run>/samples.png)")
     sample.add_argument("--force", action="store_true", help="replace an existing --output file")
-    sample.add_argument("--data-dir", default=None, help="data root (default: $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
+    sample.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
 
     plot = commands.add_parser("plot", help="samples, reconstructions, latent scatter and training curves")
     plot.add_argument("run", help="run directory")
-    plot.add_argument("--data-dir", default=None, help="data root (default: $PYROVAE_DATA_DIR, then ~/.cache/pyrovae)")
+    plot.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     plot.add_argument("--tsne-points", type=int, default=2000, help="points in the latent plot; 0 skips it (default: 2000)")
 
     commands.add_parser("models", help="list every model with its guides and presets")

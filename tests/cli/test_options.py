@@ -100,6 +100,8 @@ def test_train_help_shows_a_default_for_every_option(capsys, monkeypatch):
     assert checked == len(every_option)
     for option in every_option | {"--latent-dim", "--lr", "--out", "--resume", "--force", "--threads", "--seed"}:
         assert option in text, option
+    # The data roots, as pyrovae.data.default_roots searches them.
+    assert "$PYROVAE_DATA_DIR, then $PYROVAE_CACHE_DIR or ~/.cache/pyrovae" in " ".join(text.split())
 
 
 def test_version_prints_the_installed_version(cli):
