@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,9 +26,10 @@ from pyrovae.io import read_jsonl, save_torch, write_json, write_jsonl
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
+NEW_CHECKPOINT = "checkpoint.pt.new"  # written in full before it becomes checkpoint.pt
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
-RUN_FILES = (CONFIG, METRICS, CHECKPOINT, PREVIOUS_CHECKPOINT)
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, PREVIOUS_CHECKPOINT, NEW_CHECKPOINT)
 
 
 class TrainingDivergedError(RuntimeError):
@@ -114,12 +116,16 @@ class Checkpointer:
         In this order a crash between the two writes leaves metrics one epoch ahead of the
         checkpoint, which :meth:`history` drops on resume; the other order would leave the
         checkpoint's epoch without its row, and a resumed run would train that epoch twice.
+        The new checkpoint is written in full under another name first, and ``checkpoint.pt``
+        always exists: it is hard-linked to ``checkpoint.prev.pt``, then replaced by the new file.
         """
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(self.run_dir / METRICS, history.rows)
+        staged = self.run_dir / NEW_CHECKPOINT
+        save_torch(staged, state)
         if self.path.exists():
-            os.replace(self.path, self.run_dir / PREVIOUS_CHECKPOINT)
-        save_torch(self.path, state)
+            _keep_as(self.path, self.run_dir / PREVIOUS_CHECKPOINT)
+        os.replace(staged, self.path)
 
     def load(self) -> dict:
         """The newest checkpoint; a :class:`CheckpointError` says which file failed and what to do."""
@@ -130,23 +136,46 @@ class Checkpointer:
         return History([row for row in read_jsonl(self.run_dir / METRICS) if row["epoch"] <= epoch])
 
 
+def _keep_as(source: Path, target: Path) -> None:
+    """Make ``target`` a copy of ``source`` (a hard link where the file system has them), atomically."""
+    tmp = target.with_name(f".{target.name}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+def _loads(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # any failure means it cannot stand in
+        return False
+    return True
+
+
 def load_checkpoint_file(path) -> dict:
     """``torch.load(path, weights_only=True)`` with a one-line :class:`CheckpointError` on failure."""
     path = Path(path)
     previous = path.with_name(PREVIOUS_CHECKPOINT)
-    hint = (f"the previous checkpoint {previous} is intact: move it to {path.name} to continue from it"
-            if previous.exists() and previous != path else "train again, or restore it from a backup")
+
+    def hint() -> str:
+        if previous != path and previous.exists() and _loads(previous):
+            return f"the previous checkpoint {previous} loads: move it to {path.name} to continue from it"
+        return "train again, or restore it from a backup"
+
     if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}" + (f"; {hint}" if previous.exists() else ""))
+        raise CheckpointError(f"no checkpoint at {path}" + (f"; {hint()}" if previous.exists() else ""))
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {hint}")
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); {hint()}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be read ({reason[:120]}); {hint}") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read ({reason[:120]}); {hint()}") from None
     if not isinstance(checkpoint, dict) or not {"epoch", "model", "guide"} <= set(checkpoint):
-        raise CheckpointError(f"{path} is not a pyrovae checkpoint; {hint}")
+        raise CheckpointError(f"{path} is not a pyrovae checkpoint; {hint()}")
     return checkpoint
 
 

@@ -27,7 +27,7 @@ def check_setting(name: str, spec: dataclasses.Field, value) -> None:
         return
     values = value if isinstance(value, list) else [value]
     meta = spec.metadata
-    flag = "--" + name.replace("_", "-")
+    flag = " or ".join(["--" + name.replace("_", "-"), *spec.metadata.get("flags", [])])
     for v in values:
         if "choices" in meta and v not in meta["choices"]:
             raise ValueError(f"{flag} must be one of {', '.join(map(str, meta['choices']))}; got {v!r}")

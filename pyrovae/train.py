@@ -228,6 +228,8 @@ def fit(
     history = History()
     if resume:
         history = _restore(checkpointer, model, guide, trainer, generator)
+        # The optimizer state brings the learning rate it was saved with; the run's rate is this call's.
+        trainer.set_lr(lr)
     if checkpointer is not None:
         settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
                         objective=type(elbo).__name__, dataset=train.name, num_train=len(train),

@@ -55,8 +55,6 @@ def test_resume_with_force_takes_the_new_lr_and_records_it(run_copy):
     assert len(metric_rows(run_copy)) == 4 and checkpoint(run_copy)["epoch"] == 4
 
 
-@pytest.mark.xfail(strict=True, reason="train._restore loads the optimizer state with its old param_groups lr and "
-                                       "never sets the new one: config.json says 0.01, Adam keeps 0.003 (reported)")
 def test_resume_with_force_trains_with_the_new_lr(run_copy):
     run_main("train", "--resume", "--force", "--out", run_copy, "--epochs", "4", "--lr", "0.01", *QUICK)
     groups = checkpoint(run_copy)["optimizer"]["param_groups"]
