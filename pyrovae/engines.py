@@ -28,6 +28,7 @@ from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_ELBO
 from pyrovae.capture import CapturedLoss, CaptureError
 
 ENGINES = ("auto", "module", "compiled", "svi")
+UPDATES = ("both", "guide", "model")
 #: ``engine="auto"`` compiles from this many training steps on. Compiling a VAE's loss takes 5-40 s
 #: on a CPU (less when torch's compile cache holds it) and saves about 1 ms per step.
 COMPILE_MIN_STEPS = 20_000
@@ -57,6 +58,8 @@ class ModuleEngine:
         self.model, self.guide, self.elbo = model, guide, elbo
         self.loss_module = elbo(model, guide)
         self.optimizer = torch.optim.Adam(self.loss_module.parameters(), lr=lr, eps=eps, fused=True)
+        #: Which parameters the next steps update: ``"both"``, ``"guide"`` or ``"model"`` (see :meth:`update_only`).
+        self.updating = "both"
         # Pyro's JIT objectives find their parameters through pyro.module registration.
         self.needs_registration = is_jit(elbo)
         self._with_metrics = hasattr(elbo, "loss_and_metrics")
@@ -68,8 +71,23 @@ class ModuleEngine:
         else:
             loss, metrics = self.loss_module(*args, num_data=num_data), {}
         loss.backward()
-        self.optimizer.step()
+        self._step_optimizer()
         return loss.detach(), metrics
+
+    def update_only(self, which: str) -> None:
+        """Update only the guide's parameters (``"guide"``), only the model's (``"model"``) or both
+        (``"both"``) from the next step on: alternating the first two is stochastic variational EM."""
+        if which not in UPDATES:
+            raise ValueError(f"updates must be one of {UPDATES}, got {which!r}")
+        self.updating = which
+
+    def _step_optimizer(self) -> None:
+        if self.updating != "both":
+            # Adam skips a parameter whose gradient is None: its value and its moments stay as they are.
+            frozen = self.model if self.updating == "guide" else self.guide
+            for parameter in frozen.parameters():
+                parameter.grad = None
+        self.optimizer.step()
 
     def set_lr(self, lr: float) -> None:
         _check_lr(lr)
@@ -147,7 +165,7 @@ class CompiledEngine(ModuleEngine):
                 self._fall_back(str(error))
             else:
                 loss.backward()
-                self.optimizer.step()
+                self._step_optimizer()
                 return loss.detach(), {key: value.detach() for key, value in metrics.items()}
         return super().step(args, num_data)
 

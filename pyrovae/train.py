@@ -82,11 +82,26 @@ def _check_first_batch(model, guide, spec, train: Dataset, batch_size: int, seed
         model(*args, num_data=len(train))
 
 
+def alternation(guide_steps: int, model_steps: int):
+    """``phase(step) -> "guide" | "model"``: ``guide_steps`` guide-only steps, then ``model_steps``
+    model-only steps, and again (stochastic variational EM: Yang 2022, §5.2, Fig. 3)."""
+    for name, value in (("guide_steps", guide_steps), ("model_steps", model_steps)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"alternate needs positive step counts, got {name}={value!r}")
+
+    def phase(step: int) -> str:
+        return "guide" if step % (guide_steps + model_steps) < guide_steps else "model"
+
+    return phase
+
+
 def run_epoch(engine, train: Dataset, spec, batch_size: int, generator: torch.Generator, drop_last: bool = False,
-              progress: bool = False, epoch: int = 1, epochs: int | None = None, where: str = "") -> dict:
+              progress: bool = False, epoch: int = 1, epochs: int | None = None, where: str = "", phase=None) -> dict:
     """One pass over ``train``: ``{"train_loss": ..., "train_<metric>": ...}`` per example.
 
-    Raises :class:`TrainingDivergedError` naming the step at the first non-finite loss.
+    ``phase(step)`` (see :func:`alternation`) names, for each step counted over the whole run, which
+    parameters it updates. Raises :class:`TrainingDivergedError` naming the step at the first
+    non-finite loss.
     """
     num_batches = len(train) // batch_size if drop_last else math.ceil(len(train) / batch_size)
     description = f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"
@@ -95,6 +110,8 @@ def run_epoch(engine, train: Dataset, spec, batch_size: int, generator: torch.Ge
     bar = tqdm(train.batches(batch_size, generator, drop_last=drop_last), total=num_batches, disable=not progress,
                desc=description, leave=False)
     for step, (x, y) in enumerate(bar):
+        if phase is not None:
+            engine.update_only(phase((epoch - 1) * num_batches + step))
         loss, metrics = engine.step(spec.arguments(x, y), len(train))
         if not torch.isfinite(loss):
             raise TrainingDivergedError(f"non-finite loss {float(loss)} at epoch {epoch}, step {step + 1}; {where}")
@@ -160,6 +177,7 @@ def fit(
     lr_schedule=None,
     diagnostics: dict[str, pyro.infer.ELBO] | None = None,
     validate_every_step: bool = False,
+    alternate: tuple[int, int] | None = None,
 ) -> History:
     """Train ``model``/``guide`` by minimising ``elbo`` on minibatches of ``train``.
 
@@ -191,6 +209,9 @@ def fit(
         diagnostics: more objectives evaluated each epoch on the test set (the training set if there
             is none), logged as ``-loss`` per example under their names, e.g.
             ``{"true_discrete_bound": TrueDiscreteBound()}`` next to a relaxed objective.
+        alternate: ``(guide_steps, model_steps)``: update only the guide for ``guide_steps`` steps,
+            then only the model for ``model_steps``, and so on (stochastic variational EM; Yang
+            2022, §5.2); ``None`` updates both at every step. Needs the module or compiled engine.
         validate_every_step: keep Pyro's validation and the models' data checks on for every step.
             By default both run on the first batch only (shapes and supports do not change between
             batches; a NaN is caught by the loss check), which removes their per-step cost.
@@ -206,6 +227,9 @@ def fit(
             the last good checkpoint is kept.
     """
     _check_options(epochs, batch_size, lr, max_seconds)
+    phase = alternation(*alternate) if alternate is not None else None
+    if phase is not None and engine == "svi":
+        raise ValueError("alternate needs the module or compiled engine (SVI updates every parameter it sees)")
     _check_dataset(train, "train")
     if test is not None:
         _check_dataset(test, "test")
@@ -256,7 +280,7 @@ def fit(
             model.train(), guide.train()
             row = {"epoch": epoch + 1}
             row.update(run_epoch(trainer, train, spec, batch_size, generator, drop_last, progress,
-                                 epoch + 1, epochs, where()))
+                                 epoch + 1, epochs, where(), phase))
             model.eval(), guide.eval()
             row.update(evaluate_epoch(model, guide, test, eval_elbo, diagnostics, train))
             if epoch_callback is not None:
