@@ -353,7 +353,8 @@ def _evaluate(run_dir, model, guide, test, num_samples: int, progress: bool = Tr
 def _objective_label(experiment: Experiment) -> str:
     """The objective as ``Class(K=..., estimator=...)``, the form :func:`pyrovae.plots.describe_objective` reads."""
     names = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "iwae": "ImportanceWeightedELBO",
-             "iwae_dreg": "ImportanceWeightedELBO", "variance": "VarianceELBO", "log_variance": "LogVarianceELBO"}
+             "iwae_dreg": "ImportanceWeightedELBO", "variance": "VarianceELBO", "log_variance": "LogVarianceELBO",
+             "enum": "TraceEnum_ELBO"}
     run = experiment.run
     arguments = [f"K={run.num_particles}"] if run.num_particles > 1 else []
     if run.objective == "iwae_dreg":

@@ -25,7 +25,7 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from pyrovae.data import BINARIZATIONS, DATASETS
 from pyrovae.engines import ENGINES
@@ -40,6 +40,8 @@ OBJECTIVES = {
     "iwae_dreg": lambda s, n: ImportanceWeightedELBO(num_particles=s, estimator="dreg", max_plate_nesting=n),
     "variance": lambda s, n: VarianceELBO(num_particles=s, max_plate_nesting=n),
     "log_variance": lambda s, n: LogVarianceELBO(num_particles=s, max_plate_nesting=n),
+    # Discrete latents marked for enumeration (config_enumerate in the guide) are summed out exactly.
+    "enum": lambda s, n: TraceEnum_ELBO(num_particles=s, vectorize_particles=s > 1, max_plate_nesting=n),
 }
 
 
