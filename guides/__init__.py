@@ -6,6 +6,9 @@ Importing a guide file registers its guides with the models they pair with
 
 from pyrovae.amortized import AmortizedGuide
 from pyrovae.guides.flow import NormalizingFlowGuide
+from pyrovae.guides.gmvae import GMVAEGuide
+from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.normal import DiagonalNormalGuide, FullCovarianceNormalGuide
 
-__all__ = ["AmortizedGuide", "DiagonalNormalGuide", "FullCovarianceNormalGuide", "NormalizingFlowGuide"]
+__all__ = ["AmortizedGuide", "DiagonalNormalGuide", "FullCovarianceNormalGuide", "GMVAEGuide", "MixtureGuide",
+           "NormalizingFlowGuide"]

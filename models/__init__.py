@@ -4,6 +4,8 @@ Importing a model file registers it (:func:`pyrovae.registry.register_model`); `
 lists them with their guides and presets.
 """
 
+from pyrovae.models.gmvae import GMVAE, GMVAEConfig
+from pyrovae.models.mixture_vae import MixtureVAE, MixtureVAEConfig
 from pyrovae.models.vae import VAE, VAEConfig
 
-__all__ = ["VAE", "VAEConfig"]
+__all__ = ["GMVAE", "GMVAEConfig", "MixtureVAE", "MixtureVAEConfig", "VAE", "VAEConfig"]

@@ -1,0 +1,117 @@
+r"""Evaluation of the models with a categorical latent ``y`` (:class:`~pyrovae.models.GMVAE`,
+:class:`~pyrovae.models.MixtureVAE`): how their clusters agree with the classes, how certain
+:math:`q(y \mid x)` is, the exact ELBO with ``y`` enumerated, and samples per cluster.
+
+A guide here has ``cluster_probabilities(x)`` (:math:`q(y \mid x)`, shape ``(B, C)``), a model
+``sample_components(components, generator)``; batches are shaped as the model's
+:class:`~pyrovae.validation.InputSpec` says. Clustering accuracy is Yang 2022, §5.5.4's: each
+cluster :math:`\arg\max_y q(y \mid x)` is matched to at most one class so that the most examples
+agree (the Hungarian algorithm, :func:`scipy.optimize.linear_sum_assignment`, on the
+cluster-by-class count table), and the accuracy is the fraction of examples whose class is their
+cluster's match.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pyro.infer import TraceEnum_ELBO
+from scipy.optimize import linear_sum_assignment
+
+from pyrovae.evaluate import as_dataset, input_spec, mean_elbo
+
+
+def match_clusters(clusters, labels) -> tuple[float, dict[int, int]]:
+    """The best one-to-one matching of cluster indices to class labels (non-negative integers).
+
+    Returns ``(accuracy, matching)``: the fraction of examples whose label is the class matched to
+    their cluster, and ``{cluster: class}``. With more clusters than classes (or fewer), the surplus
+    clusters (classes) stay unmatched and their examples count as errors.
+    """
+    clusters = np.asarray(clusters.cpu() if isinstance(clusters, torch.Tensor) else clusters)
+    labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
+    if clusters.shape != labels.shape or clusters.ndim != 1 or clusters.size == 0:
+        raise ValueError(f"clusters and labels must be non-empty 1-d arrays of one shape, got {clusters.shape} and {labels.shape}")
+    if clusters.min() < 0 or labels.min() < 0:
+        raise ValueError("clusters and labels must be non-negative integers")
+    counts = np.zeros((clusters.max() + 1, labels.max() + 1), dtype=np.int64)
+    np.add.at(counts, (clusters, labels), 1)
+    rows, columns = linear_sum_assignment(counts, maximize=True)
+    return counts[rows, columns].sum() / clusters.size, {int(r): int(c) for r, c in zip(rows, columns)}
+
+
+@torch.no_grad()
+def cluster_probabilities(model, guide, data, batch_size: int = 1000) -> torch.Tensor:
+    """:math:`q(y \\mid x)` for every example of ``data``: ``(N, C)``."""
+    dataset = as_dataset(data)
+    spec = input_spec(model, dataset)
+    return torch.cat([guide.cluster_probabilities(spec.shape_batch(x)) for x, _ in dataset.batches(batch_size, shuffle=False)])
+
+
+def _labels(dataset):
+    if dataset.y is None:
+        raise ValueError(f"clustering accuracy compares clusters with class labels; data set {dataset.name!r} has none")
+    return dataset.y
+
+
+def clustering_accuracy(model, guide, data, batch_size: int = 1000) -> float:
+    """The fraction of ``data`` whose class is the one matched (one to one, best matching) to its
+    most probable cluster :math:`\\arg\\max_y q(y \\mid x)`; ``data`` needs labels."""
+    dataset = as_dataset(data)
+    labels = _labels(dataset)
+    clusters = cluster_probabilities(model, guide, dataset, batch_size).argmax(-1)
+    return float(match_clusters(clusters, labels)[0])
+
+
+def cluster_entropy(model, guide, data, batch_size: int = 1000) -> float:
+    """The mean conditional entropy :math:`\\frac1N \\sum_i \\mathbb H(q(y \\mid x_i))` in nats
+    (:math:`\\log C` for a guide that cannot tell the clusters apart, 0 for a certain one)."""
+    probs = cluster_probabilities(model, guide, data, batch_size)
+    return float(-(probs * probs.clamp_min(1e-30).log()).sum(-1).mean())
+
+
+def enumerated_elbo(model, guide, data, batch_size: int = 1000) -> float:
+    """The ELBO per example with ``y`` summed out exactly (``TraceEnum_ELBO``), including
+    :math:`\\log p(y) = -\\log C`. For a pair trained with a Gumbel-softmax estimator this is the
+    true ELBO of the discrete model: it is evaluated on ``with_estimator("enumerate")`` views of
+    model and guide (same parameters)."""
+    if hasattr(model, "with_estimator"):
+        model, guide = model.with_estimator("enumerate"), guide.with_estimator("enumerate")
+    elbo = TraceEnum_ELBO(max_plate_nesting=model.max_plate_nesting)
+    return mean_elbo(model, guide, data, elbo, batch_size=batch_size, engine="eager")
+
+
+def cluster_metrics(model, guide, data, elbo: bool = False):
+    """An ``epoch_callback`` for :func:`pyrovae.train.fit` that logs, on ``data`` (e.g. the test
+    set): ``cluster_accuracy`` (:func:`clustering_accuracy`), ``cluster_entropy``
+    (:func:`cluster_entropy`) and, with ``elbo``, ``enumerated_elbo`` (:func:`enumerated_elbo`; the
+    test ELBO of a Gumbel-softmax run is otherwise its relaxed objective)."""
+    dataset = as_dataset(data)
+    _labels(dataset)
+
+    def callback(epoch: int, row: dict) -> None:
+        row["cluster_accuracy"] = clustering_accuracy(model, guide, dataset)
+        row["cluster_entropy"] = cluster_entropy(model, guide, dataset)
+        if elbo:
+            row["enumerated_elbo"] = enumerated_elbo(model, guide, dataset)
+
+    return callback
+
+
+def samples_per_cluster(model, per_cluster: int = 15, generator: torch.Generator | None = None):
+    """``(images, clusters)``: ``per_cluster`` mean images :math:`\\mathbb E[x \\mid z]`,
+    :math:`z \\sim p(z \\mid y = k)`, for every component ``k`` in order; ``images`` is ``(C * per_cluster, D)``."""
+    if per_cluster < 1:
+        raise ValueError(f"per_cluster must be at least 1, got {per_cluster}")
+    clusters = torch.arange(model.num_components).repeat_interleave(per_cluster)
+    return model.sample_components(clusters.to(model.prior_logits.device), generator), clusters
+
+
+def cluster_sample_grid(model, image_shape, per_cluster: int = 15, generator: torch.Generator | None = None,
+                        title: str | None = None):
+    """A figure with one row of ``per_cluster`` samples per cluster (Yang 2022, Fig. 11: 15 per cluster)."""
+    from pyrovae.plots import labelled_grid
+
+    images, clusters = samples_per_cluster(model, per_cluster, generator)
+    return labelled_grid(images.clamp(0, 1), clusters, image_shape, columns=per_cluster, title=title,
+                         row_axis_label="cluster")

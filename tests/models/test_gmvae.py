@@ -1,0 +1,235 @@
+"""The Gaussian-mixture VAE (Yang 2022, §5.5): its enumerated bound is the tutorial's marginalised
+bound, the Gumbel-softmax estimators train the discrete model, and the clustering evaluation."""
+
+import math
+
+import matplotlib
+import pyro
+import pytest
+import torch
+import torch.distributions as td
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+
+from pyrovae.clustering import (
+    cluster_entropy,
+    cluster_metrics,
+    cluster_sample_grid,
+    clustering_accuracy,
+    enumerated_elbo,
+    match_clusters,
+    samples_per_cluster,
+)
+from pyrovae.data import Dataset, load_dataset
+from pyrovae.experiment import Experiment
+from pyrovae.guides import GMVAEGuide
+from pyrovae.models import GMVAE
+from pyrovae.models.gmvae import annealed_temperature, build_gmvae, temperature_schedule
+from pyrovae.nn.initialization import glorot_normal_
+from pyrovae.train import fit
+
+C, L, D, B = 4, 3, 12, 5
+
+
+def small_pair(**options):
+    return GMVAE(D, C, L, (8,), **options), GMVAEGuide(D, C, L, (8,), **options)
+
+
+def binary_batch(n=B):
+    return torch.bernoulli(torch.full((n, D), 0.5))
+
+
+def marginalised_bound(model, guide, x, eps):
+    """Yang 2022, §5.5.3 eq. (5) with one draw z_y = mu(x, y) + sigma(x, y) * eps[y] per component, per example:
+    sum_y q(y|x) [log p(x|z_y) + log p(z_y|y) - log q(z_y|x,y)] - KL(q(y|x) || Uniform(C)), written with
+    torch.distributions and the tutorial's repeat-x layout."""
+    eye = torch.eye(C)
+    ys = eye.repeat_interleave(x.shape[0], dim=0)  # (C * B, C), y-major like the tutorial
+    xs = x.repeat(C, 1)
+    loc, scale = guide.encoder.z_params(xs, ys)
+    zs = loc + scale * eps.reshape(C * x.shape[0], L)
+    prior_loc, prior_scale = model.component_prior(ys)
+    inner = (td.Bernoulli(logits=model.decoder(zs)).log_prob(xs).sum(-1)
+             + td.Normal(prior_loc, prior_scale).log_prob(zs).sum(-1)
+             - td.Normal(loc, scale).log_prob(zs).sum(-1))
+    q_y = td.Categorical(logits=guide.encoder.logits(x))
+    kl_y = td.kl_divergence(q_y, td.Categorical(logits=torch.zeros(C)))
+    return (q_y.probs * inner.reshape(C, -1).T).sum(-1) - kl_y
+
+
+def test_trace_enum_elbo_is_the_explicit_sum_over_y_of_the_marginalised_bound():
+    model, guide = small_pair()
+    x = binary_batch()
+    pyro.set_rng_seed(3)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x)
+    # The guide draws z once per value of y: one (C, B, L) standard-normal tensor, the same noise here.
+    pyro.set_rng_seed(3)
+    eps = torch.randn(C, B, L)
+    bound = marginalised_bound(model, guide, x, eps)
+    assert loss.item() == pytest.approx(-bound.sum().item(), rel=1e-5)
+
+    parameters = list(model.parameters()) + list(guide.parameters())
+    enumerated = torch.autograd.grad(loss, parameters)
+    explicit = torch.autograd.grad(-bound.sum(), parameters)
+    for a, b in zip(enumerated, explicit):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_the_bound_includes_log_p_y_which_the_tutorial_leaves_out():
+    # At a guide certain of y, the y-terms are log p(y) - log q(y|x) = -log C exactly.
+    model, guide = small_pair()
+    x = binary_batch()
+    with torch.no_grad():
+        guide.encoder.classifier.head.logits.bias.copy_(torch.tensor([60.0, 0, 0, 0]))
+    pyro.set_rng_seed(0)
+    enumerated = -TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, x)
+    pyro.set_rng_seed(0)
+    eps = torch.randn(C, B, L)
+    with torch.no_grad():
+        y = torch.eye(C)[:1].expand(B, C)
+        loc, scale = guide.encoder.z_params(x, y)
+        z = loc + scale * eps[0]
+        prior_loc, prior_scale = model.component_prior(y)
+        without_log_p_y = (td.Bernoulli(logits=model.decoder(z)).log_prob(x).sum(-1)
+                           + td.Normal(prior_loc, prior_scale).log_prob(z).sum(-1)
+                           - td.Normal(loc, scale).log_prob(z).sum(-1)).sum().item()
+    assert enumerated == pytest.approx(without_log_p_y - B * math.log(C), rel=1e-4)
+
+
+@pytest.mark.parametrize("estimator", ["gumbel-a", "gumbel-b"])
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_gumbel_estimators_give_finite_gradients_for_every_parameter(estimator, straight_through):
+    model, guide = small_pair(estimator=estimator, straight_through=straight_through, temperature=0.7)
+    loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, binary_batch())
+    loss.backward()
+    for name, p in [*model.named_parameters(), *guide.named_parameters()]:
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_gumbel_b_replaces_the_y_densities_by_the_closed_form_kl():
+    model, guide = small_pair(estimator="gumbel-b")
+    x = binary_batch()
+    guide_trace = pyro.poutine.trace(guide).get_trace(x)
+    model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(x)
+    for trace in (guide_trace, model_trace):
+        trace.compute_log_prob()
+        assert torch.equal(trace.nodes["y"]["log_prob"], torch.zeros(B))
+    q_y = td.Categorical(logits=guide.encoder.logits(x))
+    expected = td.kl_divergence(q_y, td.Categorical(logits=torch.zeros(C)))
+    assert torch.allclose(guide_trace.nodes["y_kl"]["log_prob"], expected)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    train = load_dataset("digits", "train", binarize="dynamic")
+    return train, load_dataset("digits", "test", binarize="dynamic").realize(seed=1)
+
+
+@pytest.mark.parametrize("estimator, straight_through, anneal", [("gumbel-a", False, True), ("gumbel-b", True, False)])
+def test_gumbel_training_improves_the_true_enumerated_elbo(digits, estimator, straight_through, anneal):
+    train, test = digits
+    options = dict(num_components=10, z_dim=4, hidden_sizes=[64], estimator=estimator, straight_through=straight_through)
+    model, guide = glorot_normal_(GMVAE(64, **options)), glorot_normal_(GMVAEGuide(64, **options))
+    before = enumerated_elbo(model, guide, test)
+    metrics = cluster_metrics(model, guide, test, elbo=True)
+    schedule = temperature_schedule(model, guide, rate=0.3) if anneal else (lambda epoch, row: None)
+    history = fit(model, guide, Trace_ELBO(), train.subset(640), test, epochs=4, batch_size=64, lr=3e-3,
+                  progress=False, epoch_callback=lambda epoch, row: (schedule(epoch, row), metrics(epoch, row)))
+    rows = history.rows
+    assert rows[-1]["enumerated_elbo"] > before + 10, (before, [row["enumerated_elbo"] for row in rows])
+    assert rows[-1]["enumerated_elbo"] == pytest.approx(enumerated_elbo(model, guide, test), abs=0.5)  # one z draw
+    assert 0 < rows[-1]["cluster_accuracy"] <= 1 and 0 <= rows[-1]["cluster_entropy"] <= math.log(10) + 1e-6
+    if anneal:
+        assert [row["temperature"] for row in rows] == pytest.approx([math.exp(-0.3 * e) for e in (1, 2)] + [0.5, 0.5])
+        assert float(model.temperature) == float(guide.temperature) == 0.5
+
+
+def test_annealed_temperature_follows_jang_et_al():
+    assert annealed_temperature(0, 1e-4) == 1.0
+    assert annealed_temperature(1000, 1e-4) == pytest.approx(math.exp(-0.1))
+    assert annealed_temperature(10**6, 1e-4) == 0.5
+    with pytest.raises(ValueError, match="rate"):
+        temperature_schedule(*small_pair(estimator="gumbel-a"), rate=-1.0)
+
+
+def test_with_estimator_shares_parameters_and_generation_uses_discrete_y():
+    model, guide = small_pair(estimator="gumbel-a")
+    view = model.with_estimator("enumerate")
+    assert view.estimator == "enumerate" and model.estimator == "gumbel-a"
+    assert all(a is b for a, b in zip(view.parameters(), model.parameters()))
+    first = model.sample_images(6, torch.Generator().manual_seed(2))
+    assert first.shape == (6, D) and torch.equal(first, view.sample_images(6, torch.Generator().manual_seed(2)))
+    with pytest.raises(ValueError, match="estimator must be one of"):
+        model.with_estimator("reinforce")
+
+
+def test_match_clusters_finds_a_known_permutation():
+    labels = torch.arange(10).repeat(7)
+    permutation = torch.randperm(10)
+    accuracy, matching = match_clusters(permutation[labels], labels)
+    assert accuracy == 1.0 and matching == {int(permutation[k]): k for k in range(10)}
+    # Cluster 1 holds class 0, cluster 0 one example of class 1, cluster 2 the rest: 5 of 6 match.
+    accuracy, matching = match_clusters([1, 1, 0, 2, 2, 2], [0, 0, 1, 1, 2, 2])
+    assert accuracy == pytest.approx(5 / 6) and matching == {0: 1, 1: 0, 2: 2}
+    # More clusters than classes: the surplus cluster's examples count as errors.
+    assert match_clusters([0, 1, 2, 2], [0, 1, 1, 1])[0] == pytest.approx(3 / 4)
+
+
+class LabelReadingGuide:
+    """q(y | x) certain of the cluster ``permutation[label]``, the label being stored in x[:, 0]."""
+
+    def __init__(self, permutation):
+        self.permutation = permutation
+
+    def cluster_probabilities(self, x):
+        return torch.nn.functional.one_hot(self.permutation[x[:, 0].long()], len(self.permutation)).float()
+
+
+def test_clustering_accuracy_and_entropy_of_a_known_assignment():
+    labels = torch.arange(10).repeat(5)
+    data = Dataset.from_tensor(torch.cat([labels[:, None].float(), torch.zeros(50, 3)], 1), labels)
+    model = GMVAE(4, 10, 2, (4,))
+    guide = LabelReadingGuide(torch.randperm(10))
+    assert clustering_accuracy(model, guide, data, batch_size=7) == 1.0
+    assert cluster_entropy(model, guide, data) == pytest.approx(0.0, abs=1e-6)
+    uniform = GMVAEGuide(4, 10, 2, (4,))
+    with torch.no_grad():
+        uniform.encoder.classifier.head.logits.weight.zero_()
+        uniform.encoder.classifier.head.logits.bias.zero_()
+    assert cluster_entropy(model, uniform, data) == pytest.approx(math.log(10))
+
+
+def test_bad_input_is_rejected_and_labels_are_not_needed():
+    model, guide = small_pair()
+    with pytest.raises(ValueError, match="binary"):
+        model(torch.full((B, D), 0.5))
+    with pytest.raises(ValueError, match="shape"):
+        guide(torch.zeros(B, D + 1))
+    unlabelled = Dataset.from_tensor(torch.bernoulli(torch.full((40, D), 0.3)))
+    history = fit(model, guide, TraceEnum_ELBO(), unlabelled, unlabelled, epochs=1, batch_size=20, progress=False)
+    assert math.isfinite(history.rows[0]["test_elbo"])
+    with pytest.raises(ValueError, match="labels"):
+        clustering_accuracy(model, guide, unlabelled)
+    with pytest.raises(ValueError, match="estimator"):
+        GMVAE(D, estimator="gumbel")
+    with pytest.raises(ValueError, match="temperature"):
+        GMVAEGuide(D, temperature=0.0)
+
+
+def test_fifteen_samples_per_cluster():
+    model = GMVAE(64, 10, 2, (8,))
+    images, clusters = samples_per_cluster(model, per_cluster=15, generator=torch.Generator().manual_seed(0))
+    assert images.shape == (150, 64) and torch.equal(clusters, torch.arange(10).repeat_interleave(15))
+    figure = cluster_sample_grid(model, (8, 8), per_cluster=15, generator=torch.Generator().manual_seed(0))
+    assert isinstance(figure, matplotlib.figure.Figure)
+
+
+def test_yang_preset_is_the_tutorial_network():
+    experiment = Experiment.resolve({"model": "gmvae", "preset": "yang"})
+    run, config = experiment.run, experiment.model
+    assert (run.dataset, run.binarize, run.objective, run.batch_size, run.lr) == ("mnist", "threshold", "enum", 100, 1e-3)
+    assert (config.num_components, config.z_dim, config.hidden_sizes, config.glorot_init) == (10, 64, [512, 512], True)
+    shape_only = Dataset.from_tensor(torch.zeros(1, 784))
+    model = build_gmvae(config, shape_only)
+    first = model.decoder[0]
+    assert (first.in_features, first.out_features) == (64, 512) and torch.equal(first.bias, torch.zeros(512))
+    assert first.weight.std().item() == pytest.approx(math.sqrt(2 / (64 + 512)), rel=0.05)
