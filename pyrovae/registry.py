@@ -83,6 +83,9 @@ class ModelEntry:
     description: str
     default_guide: str
     guides: dict[str, Callable] = field(default_factory=dict)
+    #: Published numbers the presets reproduce: ``{preset: {"metric": ..., "value": ..., "source": ...}}``,
+    #: ``metric`` a key of the run's metrics rows (``test_elbo``, ...); ``benchmarks/zoo.py`` reports beside them.
+    references: dict[str, dict] = field(default_factory=dict)
 
     def config_fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.config_class)}
@@ -94,9 +97,10 @@ _RESERVED = set(RUN_FIELDS)
 
 
 def register_model(name: str, config_class: type, build: Callable, presets: dict[str, dict], description: str,
-                   default_guide: str) -> None:
+                   default_guide: str, references: dict[str, dict] | None = None) -> None:
     """Register a model. ``presets`` must include ``tiny``; their keys must be run or model settings.
-    ``default_guide`` names the guide used when none is chosen (registered by a guide file)."""
+    ``default_guide`` names the guide used when none is chosen (registered by a guide file);
+    ``references`` gives, per preset, the published number it reproduces (see :class:`ModelEntry`)."""
     if not dataclasses.is_dataclass(config_class):
         raise TypeError(f"{name}: the config must be a dataclass, got {config_class!r}")
     if name in _MODELS:
@@ -111,7 +115,14 @@ def register_model(name: str, config_class: type, build: Callable, presets: dict
         unknown = set(settings) - known
         if unknown:
             raise ValueError(f"preset {name}/{preset} sets unknown settings {sorted(unknown)}")
-    _MODELS[name] = ModelEntry(name, config_class, build, dict(presets), description, default_guide)
+    for preset, reference in (references or {}).items():
+        if preset not in presets:
+            raise ValueError(f"{name}: a reference is given for preset {preset!r}, which does not exist")
+        missing = {"metric", "value", "source"} - set(reference)
+        if missing:
+            raise ValueError(f"{name}/{preset}: the reference lacks {sorted(missing)}")
+    _MODELS[name] = ModelEntry(name, config_class, build, dict(presets), description, default_guide,
+                               references=dict(references or {}))
 
 
 def register_guide(model: str, name: str, build: Callable) -> None:
