@@ -9,6 +9,7 @@ from pyrovae.guides.flow import NormalizingFlowGuide
 from pyrovae.guides.gmvae import GMVAEGuide
 from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.normal import DiagonalNormalGuide, FullCovarianceNormalGuide
+from pyrovae.guides.vrnn import VRNNGuide
 
 __all__ = ["AmortizedGuide", "DiagonalNormalGuide", "FullCovarianceNormalGuide", "GMVAEGuide", "MixtureGuide",
-           "NormalizingFlowGuide"]
+           "NormalizingFlowGuide", "VRNNGuide"]

@@ -7,5 +7,7 @@ lists them with their guides and presets.
 from pyrovae.models.gmvae import GMVAE, GMVAEConfig
 from pyrovae.models.mixture_vae import MixtureVAE, MixtureVAEConfig
 from pyrovae.models.vae import VAE, VAEConfig
+from pyrovae.models.vrnn import VRNN, VRNNConfig
 
-__all__ = ["GMVAE", "GMVAEConfig", "MixtureVAE", "MixtureVAEConfig", "VAE", "VAEConfig"]
+__all__ = ["GMVAE", "GMVAEConfig", "MixtureVAE", "MixtureVAEConfig", "VAE", "VAEConfig", "VRNN",
+           "VRNNConfig"]
