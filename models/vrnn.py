@@ -22,6 +22,12 @@ model's own LSTM (:class:`VRNNRecurrence`), and the ELBO per example is (Yang 20
 with ``h_t`` computed from the sampled ``z_{<t}``. ``TraceMeanField_ELBO`` (objective ``meanfield``)
 uses the closed-form KL of each step given the sampled past, as the tutorial does;
 ``Trace_ELBO`` estimates it from the sample.
+
+Beside the tutorial's code (zhihanyang2022/aevb-tutorial, ``05_vrnn``) the model is the same, with
+these differences of parameterization and loop: the decoder outputs logits (the tutorial applies a
+sigmoid and passes probabilities), scales are ``softplus(.) + 1e-4`` (the tutorial's have no floor),
+and :func:`pyrovae.train.fit` shuffles the training set each epoch (the tutorial's loader does not).
+Its ``.sample()`` of ``z_t`` is the guide's ``reparameterize=False``.
 """
 
 from __future__ import annotations
