@@ -1,6 +1,6 @@
 """Building blocks every model and guide shares: networks, heads, likelihoods and the data plate."""
 
-from pyrovae.nn.heads import LocScaleHead, LogitsHead, TriangularHead
+from pyrovae.nn.heads import LocScaleHead, LogitsHead, SharedTriangularHead, TriangularHead
 from pyrovae.nn.likelihoods import LIKELIHOODS, make_likelihood
 from pyrovae.nn.networks import ACTIVATIONS, Encoder, activation_module, decoder_mlp, mlp
 from pyrovae.nn.plates import DATA_PLATE, data_plate, open_data_plate
@@ -12,6 +12,7 @@ __all__ = [
     "Encoder",
     "LocScaleHead",
     "LogitsHead",
+    "SharedTriangularHead",
     "TriangularHead",
     "activation_module",
     "data_plate",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from pyro.distributions.transforms import SoftplusLowerCholeskyTransform
 from torch import nn
-from torch.distributions.utils import vec_to_tril_matrix
+from torch.distributions.utils import tril_matrix_to_vec, vec_to_tril_matrix
 from torch.nn import functional as F
 
 
@@ -57,6 +57,33 @@ class TriangularHead(nn.Module):
         self.to_cholesky = SoftplusLowerCholeskyTransform()
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scale_tril = self.to_cholesky(vec_to_tril_matrix(self.tril(h)))
-        jitter = torch.full(scale_tril.shape[:-1], self.min_scale, dtype=h.dtype, device=h.device)
-        return self.loc(h), scale_tril + torch.diag_embed(jitter)
+        return self.loc(h), self.cholesky(self.tril(h))
+
+    def cholesky(self, free: torch.Tensor) -> torch.Tensor:
+        """The Cholesky factor ``(..., L, L)`` whose ``L(L+1)/2`` unconstrained entries are ``free``."""
+        scale_tril = self.to_cholesky(vec_to_tril_matrix(free))
+        jitter = torch.full(scale_tril.shape[:-1], self.min_scale, dtype=free.dtype, device=free.device)
+        return scale_tril + torch.diag_embed(jitter)
+
+    def free_entries(self, scale_tril: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`cholesky`: the unconstrained entries giving ``scale_tril``, whose
+        diagonal must exceed ``min_scale``."""
+        jitter = torch.full(scale_tril.shape[:-1], self.min_scale, dtype=scale_tril.dtype, device=scale_tril.device)
+        return tril_matrix_to_vec(self.to_cholesky.inv(scale_tril - torch.diag_embed(jitter)))
+
+
+class SharedTriangularHead(TriangularHead):
+    """Features ``h`` to ``(W h + b, L)`` with one Cholesky factor ``L`` shared by every input.
+
+    A full covariance ``L Lᵀ`` that does not depend on the input, as in the exact posterior of
+    factor analysis (Yang 2022, §5.2.2). :class:`TriangularHead`'s construction of ``L`` applies to
+    one learned vector of free entries in place of a linear layer's output; ``L`` starts at the identity.
+    """
+
+    def __init__(self, in_features: int, out_features: int, min_scale: float = 1e-4):
+        super().__init__(in_features, out_features, min_scale)
+        self.tril = nn.Parameter(self.free_entries(torch.eye(out_features)))
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # One (L, L) factor: a distribution broadcasts it over the batch of locations.
+        return self.loc(h), self.cholesky(self.tril)
