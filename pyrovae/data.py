@@ -12,6 +12,9 @@ labels. Representations:
 * ``dequantize=True``: ``(k + u) / L`` for an intensity level ``k`` out of ``L`` and ``u ~ U(0, 1)``,
   drawn afresh for every batch (Yang 2022, §5.3, footnote 14: ``(x + u) / 256`` for 8-bit images).
 
+``factor-analysis`` is synthetic and real-valued: draws of the factor-analysis model of Yang 2022,
+§5.2, with its ground truth in ``Dataset.metadata``.
+
 Data roots are searched in order: the ``root`` argument, ``$PYROVAE_DATA_DIR``, ``~/.cache/pyrovae``.
 MNIST-type files follow torchvision's layout (``<root>/MNIST/raw/*.gz``).
 """
@@ -31,17 +34,21 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "omniglot")
+DATASETS = ("digits", "mnist", "fashion-mnist", "binarized-mnist", "omniglot", "factor-analysis")
 SPLITS = {
     "digits": ("train", "test"),
     "mnist": ("train", "test"),
     "fashion-mnist": ("train", "test"),
     "binarized-mnist": ("train", "valid", "test"),
     "omniglot": ("train", "test"),
+    "factor-analysis": ("train", "test"),
 }
 BINARIZATIONS = (None, "threshold", "static", "dynamic")
 DIGITS_TEST_FRACTION = 0.2
 OMNIGLOT_SIZE = 28
+#: The ground truth of the factor-analysis data (Yang 2022, §5.2): loading W (D x L) and noise scales sigma (D).
+FACTOR_ANALYSIS_LOADING = ((-0.5, -1.0), (-1.0, -1.0), (2.0, 0.5))
+FACTOR_ANALYSIS_NOISE_SCALE = (0.4, 0.2, 0.3)
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -203,7 +210,8 @@ def load_dataset(
     Args:
         name: one of ``digits`` (scikit-learn's bundled 8x8 digits; works offline), ``mnist``,
             ``fashion-mnist``, ``binarized-mnist`` (Larochelle & Murray's fixed binarization,
-            50k/10k/10k), ``omniglot`` (Lake et al.'s 105x105 images downsampled to 28x28).
+            50k/10k/10k), ``omniglot`` (Lake et al.'s 105x105 images downsampled to 28x28),
+            ``factor-analysis`` (Yang 2022, §5.2's synthetic data, 1000/1000; generated, real-valued).
         split: ``train``/``test`` (``valid`` too for ``binarized-mnist``).
         root: data directory to search first.
         download: let torchvision download MNIST/Fashion-MNIST into the first root if absent.
@@ -224,8 +232,11 @@ def load_dataset(
         "fashion-mnist": _load_mnist_like,
         "binarized-mnist": _load_binarized_mnist,
         "omniglot": _load_omniglot,
+        "factor-analysis": _load_factor_analysis,
     }[name]
     dataset = loader(name, split, root, download)
+    if binarize is not None and ((dataset.x < 0) | (dataset.x > 1)).any():
+        raise ValueError(f"{name} holds real values, not intensities in [0, 1]; binarize does not apply")
     if dataset.is_binary and (binarize is not None or dequantize):
         raise ValueError(f"{name} is already binary; binarize/dequantize do not apply")
     if dequantize and dataset.levels is None:
@@ -360,3 +371,19 @@ def _load_omniglot(name: str, split: str, root, download) -> Dataset:
             y = torch.arange(n_chars).repeat_interleave(n_drawers)
             return Dataset(name, split, x, y, (OMNIGLOT_SIZE, OMNIGLOT_SIZE), n_chars, levels=None)
     raise _missing(name, looked_at, "Expected omniglot/images_background.npz and images_evaluation.npz.")
+
+
+def _load_factor_analysis(name: str, split: str, root, download) -> Dataset:
+    """1000 draws per split of ``x = W z + sigma * eps``, ``z, eps`` standard normal, with the ground
+    truth of Yang 2022, §5.2 (no labels; ``metadata`` holds ``loading`` and ``noise_scale``).
+
+    Drawn as the tutorial's code draws them (numpy seeded with 42: train ``z``, test ``z``, train
+    noise, test noise), so the true model's evidence is -3.935 (train) and -3.970 (test) nats per example.
+    """
+    loading, noise_scale = np.array(FACTOR_ANALYSIS_LOADING), np.array(FACTOR_ANALYSIS_NOISE_SCALE)
+    rng = np.random.RandomState(42)
+    z = {s: rng.normal(size=(1000, loading.shape[1])) for s in ("train", "test")}
+    noise = {s: rng.normal(size=(1000, loading.shape[0])) for s in ("train", "test")}
+    x = torch.as_tensor(z[split] @ loading.T + noise[split] * noise_scale)
+    truth = {"loading": torch.tensor(FACTOR_ANALYSIS_LOADING), "noise_scale": torch.tensor(FACTOR_ANALYSIS_NOISE_SCALE)}
+    return Dataset(name, split, x, None, (1, loading.shape[0]), 0, levels=None, metadata=truth)
