@@ -4,11 +4,12 @@ Importing a model file registers it (:func:`pyrovae.registry.register_model`); `
 lists them with their guides and presets.
 """
 
+from pyrovae.models.conditional_vae import ConditionalVAE, ConditionalVAEConfig
 from pyrovae.models.factor_analysis import FactorAnalysis, FactorAnalysisConfig
 from pyrovae.models.gmvae import GMVAE, GMVAEConfig
 from pyrovae.models.mixture_vae import MixtureVAE, MixtureVAEConfig
 from pyrovae.models.vae import VAE, VAEConfig
 from pyrovae.models.vrnn import VRNN, VRNNConfig
 
-__all__ = ["FactorAnalysis", "FactorAnalysisConfig", "GMVAE", "GMVAEConfig", "MixtureVAE", "MixtureVAEConfig", "VAE",
-           "VAEConfig", "VRNN", "VRNNConfig"]
+__all__ = ["ConditionalVAE", "ConditionalVAEConfig", "FactorAnalysis", "FactorAnalysisConfig", "GMVAE", "GMVAEConfig",
+           "MixtureVAE", "MixtureVAEConfig", "VAE", "VAEConfig", "VRNN", "VRNNConfig"]
