@@ -410,9 +410,11 @@ def _sample(args) -> None:
 
 
 def _list_models() -> None:
-    for name, entry in sorted(registry.models().items()):
-        guides = ", ".join(f"{g}*" if g == entry.default_guide else g for g in entry.guides)
-        print(f"{name:10s} guides: {guides:24s} presets: {', '.join(entry.presets):28s} {entry.description}")
+    rows = [(name, ", ".join(f"{g}*" if g == entry.default_guide else g for g in entry.guides),
+             ", ".join(entry.presets), entry.description) for name, entry in sorted(registry.models().items())]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for name, guides, presets, description in rows:
+        print(f"{name:{widths[0]}s}  guides: {guides:{widths[1]}s}  presets: {presets:{widths[2]}s}  {description}")
     print("(* the default guide; `pyrovae train --model NAME --help` lists a model's settings)")
 
 
