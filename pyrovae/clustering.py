@@ -81,7 +81,7 @@ def enumerated_elbo(model, guide, data, batch_size: int = 1000) -> float:
     return mean_elbo(model, guide, data, elbo, batch_size=batch_size, engine="eager")
 
 
-def cluster_metrics(model, guide, data, elbo: bool = False):
+def cluster_metrics_callback(model, guide, data, elbo: bool = False):
     """An ``epoch_callback`` for :func:`pyrovae.train.fit` that logs, on ``data`` (e.g. the test
     set): ``cluster_accuracy`` (:func:`clustering_accuracy`), ``cluster_entropy``
     (:func:`cluster_entropy`) and, with ``elbo``, ``enumerated_elbo`` (:func:`enumerated_elbo`; the

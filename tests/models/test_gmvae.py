@@ -12,7 +12,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyrovae.clustering import (
     cluster_entropy,
-    cluster_metrics,
+    cluster_metrics_callback,
     cluster_sample_grid,
     clustering_accuracy,
     enumerated_elbo,
@@ -130,7 +130,7 @@ def test_gumbel_training_improves_the_true_enumerated_elbo(digits, estimator, st
     options = dict(num_components=10, z_dim=4, hidden_sizes=[64], estimator=estimator, straight_through=straight_through)
     model, guide = glorot_normal_(GMVAE(64, **options)), glorot_normal_(GMVAEGuide(64, **options))
     before = enumerated_elbo(model, guide, test)
-    metrics = cluster_metrics(model, guide, test, elbo=True)
+    metrics = cluster_metrics_callback(model, guide, test, elbo=True)
     schedule = temperature_schedule(model, guide, rate=0.3) if anneal else (lambda epoch, row: None)
     history = fit(model, guide, Trace_ELBO(), train.subset(640), test, epochs=4, batch_size=64, lr=3e-3,
                   progress=False, epoch_callback=lambda epoch, row: (schedule(epoch, row), metrics(epoch, row)))
