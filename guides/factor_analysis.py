@@ -15,8 +15,8 @@ from pyrovae.registry import register_guide
 
 
 class FactorAnalysisGuide(FullCovarianceNormalGuide):
-    """``q(z | x) = N(V x + b, L L^T)``: a linear encoder and one Cholesky factor ``L`` shared by every
-    example (:class:`~pyrovae.nn.SharedTriangularHead`); ``L`` starts at the identity.
+    """``q(z | x) = N(V x + b, C C^T)``: a linear encoder and one Cholesky factor ``C`` shared by every
+    example (:class:`~pyrovae.nn.SharedTriangularHead`); ``C`` starts at the identity.
 
     Args:
         x_dim: number of observed variables ``D``.
