@@ -107,6 +107,7 @@ def measure(preset: str, threads: int, steps: int, warmup: int) -> list[dict]:
         "pytorch compiled": plain_step(experiment, compiled=True),
         f"pyrovae default (auto: {default})": pyrovae_step(experiment, data, default, Trace_ELBO(max_plate_nesting=1),
                                                            "default"),
+        "pyrovae compiled": pyrovae_step(experiment, data, "compiled", Trace_ELBO(max_plate_nesting=1), "compiled"),
         "pyrovae module": pyrovae_step(experiment, data, "module", Trace_ELBO(max_plate_nesting=1), "module"),
         "pyrovae module + JitTrace_ELBO": pyrovae_step(
             experiment, data, "module", JitTrace_ELBO(ignore_jit_warnings=True, max_plate_nesting=1), "jit"),
