@@ -59,7 +59,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.nn import ACTIVATIONS, decoder_mlp, make_likelihood, open_data_plate
+from pyrovae.nn import ACTIVATIONS, DecodesThroughLikelihood, decoder_mlp, make_likelihood, open_data_plate
 from pyrovae.nn.initialization import glorot_normal_
 from pyrovae.nn.mixture import ComponentGaussian, relaxed_one_hot_categorical
 from pyrovae.registry import register_model
@@ -76,7 +76,7 @@ def check_estimator(estimator: str, temperature: float) -> None:
         raise ValueError(f"temperature must be positive, got {temperature}")
 
 
-class GMVAE(nn.Module):
+class GMVAE(DecodesThroughLikelihood, nn.Module):
     """The GMVAE model: ``forward(x, num_data=None)`` is the Pyro model (see the module docstring).
 
     Args:
@@ -135,14 +135,6 @@ class GMVAE(nn.Module):
         relaxed = relaxed_one_hot_categorical(self.temperature, logits, self.straight_through)
         # gumbel-b: log p(y) enters through the guide's closed-form KL, not through this site.
         return relaxed if self.estimator == "gumbel-a" else relaxed.mask(False)
-
-    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """``p(x | z)``."""
-        return self.likelihood.distribution(self.decoder(z))
-
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """``E[x | z]``, the image a latent code stands for."""
-        return self.likelihood.mean(self.decoder(z))
 
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         with open_data_plate(self, x, num_data=num_data):

@@ -21,12 +21,12 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyrovae.nn import ACTIVATIONS, LIKELIHOODS, decoder_mlp, make_likelihood, open_data_plate
+from pyrovae.nn import ACTIVATIONS, LIKELIHOODS, DecodesThroughLikelihood, decoder_mlp, make_likelihood, open_data_plate
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec
 
 
-class VAE(nn.Module):
+class VAE(DecodesThroughLikelihood, nn.Module):
     """A VAE model: ``forward(x, num_data=None)`` is the Pyro model.
 
     Args:
@@ -68,14 +68,6 @@ class VAE(nn.Module):
     def prior(self, batch_size: int) -> dist.TorchDistribution:
         """``p(z) = N(0, I_L)`` for a batch."""
         return dist.Normal(self.prior_loc, self.prior_scale).expand([batch_size, self.z_dim]).to_event(1)
-
-    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
-        """``p(x | z)``."""
-        return self.likelihood.distribution(self.decoder(z))
-
-    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
-        """``E[x | z]``, the image a latent code stands for."""
-        return self.likelihood.mean(self.decoder(z))
 
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         with open_data_plate(self, x, num_data=num_data):

@@ -1,13 +1,14 @@
 """Building blocks every model and guide shares: networks, heads, likelihoods and the data plate."""
 
 from pyrovae.nn.heads import LocScaleHead, LogitsHead, SharedTriangularHead, TriangularHead
-from pyrovae.nn.likelihoods import LIKELIHOODS, make_likelihood
+from pyrovae.nn.likelihoods import LIKELIHOODS, DecodesThroughLikelihood, make_likelihood
 from pyrovae.nn.networks import ACTIVATIONS, Encoder, activation_module, decoder_mlp, mlp
 from pyrovae.nn.plates import DATA_PLATE, data_plate, open_data_plate
 
 __all__ = [
     "ACTIVATIONS",
     "DATA_PLATE",
+    "DecodesThroughLikelihood",
     "LIKELIHOODS",
     "Encoder",
     "LocScaleHead",

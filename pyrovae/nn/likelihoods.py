@@ -95,3 +95,18 @@ def make_likelihood(name: str, event_shape, **options) -> nn.Module:
     except KeyError:
         raise ValueError(f"unknown likelihood {name!r}; expected one of {sorted(LIKELIHOODS)}") from None
     return cls(event_shape, **options)
+
+
+class DecodesThroughLikelihood:
+    """``decode(z)`` and ``decode_mean(z)`` for a model whose ``decoder`` network feeds its
+    ``likelihood``: the distribution ``p(x | z)`` and its mean ``E[x | z]``, the image a latent code
+    stands for. A mixin, so a model keeps its own ``nn.Module`` layout (and checkpoints their keys)."""
+
+    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """``p(x | z)``."""
+        return self.likelihood.distribution(self.decoder(z))
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """``E[x | z]``."""
+        return self.likelihood.mean(self.decoder(z))
+
