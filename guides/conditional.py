@@ -70,7 +70,7 @@ class ConditionalGuide(nn.Module):
         return self.posterior(x, y).mean
 
 
-def build_conditional_guide(config, data) -> ConditionalGuide:
+def build_conditional_guide(config, data, model) -> ConditionalGuide:
     """The :class:`ConditionalGuide` for a model config with ``z_dim``, ``hidden_sizes`` and ``activation``."""
     return ConditionalGuide(data.x_dim, data.num_classes, config.z_dim, config.hidden_sizes, config.activation)
 

@@ -39,7 +39,7 @@ class FactorAnalysisGuide(FullCovarianceNormalGuide):
         head.tril.copy_(head.free_entries(torch.linalg.cholesky(covariance)))
 
 
-def build_factor_analysis_guide(config, data) -> FactorAnalysisGuide:
+def build_factor_analysis_guide(config, data, model) -> FactorAnalysisGuide:
     """The :class:`FactorAnalysisGuide` for the factor-analysis model of ``config`` on ``data``."""
     return FactorAnalysisGuide(data.x_dim, config.z_dim)
 

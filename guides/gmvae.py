@@ -100,7 +100,7 @@ class GMVAEGuide(nn.Module):
         return self.encoder.most_probable_code(x)[1]
 
 
-def build_gmvae_guide(config, data) -> GMVAEGuide:
+def build_gmvae_guide(config, data, model) -> GMVAEGuide:
     guide = GMVAEGuide(data.x_dim, config.num_components, config.z_dim, config.hidden_sizes, config.activation,
                        config.estimator, config.temperature, config.straight_through)
     return glorot_normal_(guide) if config.glorot_init else guide

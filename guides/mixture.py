@@ -59,7 +59,7 @@ class MixtureGuide(nn.Module):
         return torch.cat(self.encoder.most_probable_code(x), dim=-1)
 
 
-def build_mixture_guide(config, data) -> MixtureGuide:
+def build_mixture_guide(config, data, model) -> MixtureGuide:
     guide = MixtureGuide(data.x_dim, config.num_components, config.z_dim, config.hidden_sizes, config.activation)
     return glorot_normal_(guide) if config.glorot_init else guide
 

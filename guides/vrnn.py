@@ -13,9 +13,8 @@ the model's :class:`~pyrovae.models.vrnn.VRNNRecurrence` without owning it: the 
 ``p(x, z)``, so its weights are generative parameters, saved once in the model's ``state_dict``,
 frozen with the model in alternating (EM) updates, and counted with the model in gradient
 statistics. The guide's own parameters are its encoder ``phi``. The registry's guide builder
-receives only ``(config, data)``; it takes the model that :func:`~pyrovae.models.vrnn.build_vrnn`
-last built from that config object (:func:`~pyrovae.models.vrnn.model_built_from`), so the model must
-be built first, as :func:`pyrovae.experiment.build_model_and_guide` does.
+receives the model it pairs with (``build(config, data, model)``), as
+:func:`pyrovae.experiment.build_model_and_guide` passes it.
 
 **The tutorial's gradient.** Its code draws ``z_t`` with ``.sample()``: the reconstruction terms
 ``log p(x_t | h_t, z_t)`` then carry no gradient to the encoder, which learns only through the
@@ -35,7 +34,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyrovae.models.vrnn import VRNN, VRNNRecurrence, check_sequence_length, concat, latent_site, model_built_from
+from pyrovae.models.vrnn import VRNN, VRNNRecurrence, check_sequence_length, concat, latent_site
 from pyrovae.nn import Encoder, LocScaleHead, open_data_plate
 from pyrovae.registry import register_guide
 
@@ -99,9 +98,9 @@ class VRNNGuide(nn.Module):
         return z
 
 
-def build_vrnn_guide(config, data) -> VRNNGuide:
-    """The guide of ``config``, sharing the LSTM of the model last built from the same config object."""
-    return VRNNGuide(model_built_from(config), config.hidden_sizes, config.activation, config.reparameterize)
+def build_vrnn_guide(config, data, model: VRNN) -> VRNNGuide:
+    """The guide of ``config``, sharing the LSTM of ``model``."""
+    return VRNNGuide(model, config.hidden_sizes, config.activation, config.reparameterize)
 
 
 register_guide("vrnn", "recurrent", build_vrnn_guide)

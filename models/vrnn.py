@@ -32,7 +32,6 @@ Its ``.sample()`` of ``z_t`` is the guide's ``reparameterize=False``.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -203,12 +202,6 @@ class VRNNConfig:
                 "reconstruction gradient to the encoder (use it with --objective meanfield)"})
 
 
-# The guide builder receives (config, data) only, but the guide must share the model's LSTM. The
-# model builder records the model it built for a config object, and the guide builder for that same
-# object picks it up: build_model_and_guide builds the model, then the guide, from one config.
-_BUILT: dict[int, weakref.ref] = {}
-
-
 def build_vrnn(config: VRNNConfig, data) -> VRNN:
     """The :class:`VRNN` of ``config`` for sequences shaped like ``data``'s examples: ``data.image_shape``
     is ``(T, D)`` (the rows of an image)."""
@@ -217,19 +210,6 @@ def build_vrnn(config: VRNNConfig, data) -> VRNN:
     seq_len, x_dim = data.image_shape
     model = VRNN(seq_len, x_dim, config.z_dim, config.hidden_dim, config.num_layers, config.hidden_sizes,
                  config.activation)
-    key = id(config)
-    _BUILT[key] = weakref.ref(model)
-    weakref.finalize(config, _BUILT.pop, key, None)
-    return model
-
-
-def model_built_from(config: VRNNConfig) -> VRNN:
-    """The live :class:`VRNN` most recently built by :func:`build_vrnn` from this very ``config``."""
-    reference = _BUILT.get(id(config))
-    model = reference() if reference is not None else None
-    if model is None:
-        raise ValueError("a VRNN guide shares the model's LSTM: build the model from this config first "
-                         "(pyrovae.experiment.build_model_and_guide does), or construct VRNNGuide(model)")
     return model
 
 

@@ -71,7 +71,7 @@ def register_amortized_guide(model: str, name: str, guide_class: type[AmortizedG
     """Register ``guide_class`` as guide ``name`` of ``model``, built from the model config's
     ``z_dim``, ``hidden_sizes`` and ``activation`` (and the fixed ``options``)."""
 
-    def build(config, data):
+    def build(config, data, model):
         return guide_class(data.x_dim, config.z_dim, config.hidden_sizes, activation=config.activation, **options)
 
     register_guide(model, name, build)

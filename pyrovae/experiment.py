@@ -117,7 +117,7 @@ def build_model_and_guide(experiment: Experiment, train):
     """The model and guide of ``experiment`` for examples shaped like ``train``'s."""
     entry = experiment.entry
     model = entry.build(experiment.model, train)
-    guide = entry.guides[experiment.guide](experiment.model, train)
+    guide = entry.guides[experiment.guide](experiment.model, train, model)
     return model, guide
 
 

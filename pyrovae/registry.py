@@ -10,9 +10,10 @@ and a guide file (``guides/<family>.py``) with::
     register_guide("vae", "diagonal", build_diagonal_guide)
 
 The run settings every model shares (data set, objective, optimisation) are :class:`RunConfig`.
-``build(config, data)`` and a guide builder ``(config, data)`` receive the model's config and the
-training :class:`~pyrovae.data.Dataset` (its example shape and number of classes) and return the
-``nn.Module``. A **preset** is a dict of settings, run settings and model settings together, that
+``build(config, data)`` and a guide builder ``(config, data, model)`` receive the model's config and
+the training :class:`~pyrovae.data.Dataset` (its example shape and number of classes), and the guide
+builder also the model it pairs with (a guide may share the model's modules, as the VRNN's shares its
+LSTM); each returns the ``nn.Module``. A **preset** is a dict of settings, run settings and model settings together, that
 reproduces a reference result (``vae/burda``: Burda et al. 2016's MNIST VAE); the registry checks
 its keys when it is registered. Every model has a preset ``tiny``: the smallest configuration that
 trains in a second, which the contract test in ``tests/models`` builds.
@@ -74,7 +75,8 @@ RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
 
 @dataclass
 class ModelEntry:
-    """A registered model: ``build(config, data) -> model``; ``guides`` maps a guide name to its builder."""
+    """A registered model: ``build(config, data) -> model``; ``guides`` maps a guide name to its builder
+    ``(config, data, model) -> guide``."""
 
     name: str
     config_class: type

@@ -15,8 +15,7 @@ from pyrovae.data import load_dataset
 from pyrovae.evaluate import mean_elbo
 from pyrovae.experiment import Experiment, build_model_and_guide
 from pyrovae.guides import VRNNGuide
-from pyrovae.models import VRNN, VRNNConfig
-from pyrovae.models.vrnn import model_built_from
+from pyrovae.models import VRNN
 from pyrovae.train import fit
 
 T, D, L, H = 5, 6, 2, 8
@@ -77,8 +76,6 @@ def test_wrong_sequence_length_and_non_binary_rows_are_rejected():
             module(binary_sequences(seq_len=T + 1))
     with pytest.raises(ValueError, match="binary"):
         model(torch.full((4, T, D), 0.5))
-    with pytest.raises(ValueError, match="build the model from this config first"):
-        model_built_from(VRNNConfig())
 
 
 def test_single_step_elbo_is_the_hand_computed_one():
