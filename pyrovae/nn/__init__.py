@@ -1,5 +1,6 @@
 """Building blocks every model and guide shares: networks, heads, likelihoods and the data plate."""
 
+from pyrovae.nn.convolutional import ResidualBlock, convolutional_decoder, convolutional_encoder, residual_stack
 from pyrovae.nn.heads import LocScaleHead, LogitsHead, SharedTriangularHead, TriangularHead
 from pyrovae.nn.likelihoods import LIKELIHOODS, DecodesThroughLikelihood, make_likelihood
 from pyrovae.nn.networks import ACTIVATIONS, Encoder, activation_module, decoder_mlp, mlp
@@ -13,12 +14,16 @@ __all__ = [
     "Encoder",
     "LocScaleHead",
     "LogitsHead",
+    "ResidualBlock",
     "SharedTriangularHead",
     "TriangularHead",
     "activation_module",
+    "convolutional_decoder",
+    "convolutional_encoder",
     "data_plate",
     "decoder_mlp",
     "make_likelihood",
     "mlp",
     "open_data_plate",
+    "residual_stack",
 ]
