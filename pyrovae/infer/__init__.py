@@ -2,12 +2,14 @@
 
 from pyrovae.distributions.bernoulli_view import BernoulliView, bernoulli_view
 from pyrovae.infer.discrete_bound import RelaxedBernoulliELBO, TrueDiscreteBound
+from pyrovae.infer.disarm import DisARM_ELBO
 from pyrovae.infer.gradient_statistics import gradient_statistics
 from pyrovae.infer.importance_weighted import ImportanceWeightedELBO
 from pyrovae.infer.variance import LogVarianceELBO, VarianceELBO
 
 __all__ = [
     "BernoulliView",
+    "DisARM_ELBO",
     "ImportanceWeightedELBO",
     "LogVarianceELBO",
     "RelaxedBernoulliELBO",
