@@ -347,6 +347,11 @@ class VQVAEConfig:
     likelihood_scale: float | None = field(default=None, metadata={
         "help": "fixed scale of the gaussian likelihood (none: learned per pixel)", "positive": True})
 
+    def __post_init__(self):
+        # An open interval is not a field bound the registry's checks express; refuse it where it enters.
+        if not 0 < self.ema_decay < 1:
+            raise ValueError(f"--ema-decay must lie in (0, 1), got {self.ema_decay}")
+
 
 def build_vqvae(config: VQVAEConfig, data) -> VQVAE:
     """The :class:`VQVAE` of ``config`` for images of ``data``."""
