@@ -10,7 +10,7 @@ For a guide :math:`q_\alpha(z \mid x) = \prod_i \mathrm{Bernoulli}(z_i; \sigma(\
 
 both marginally :math:`\mathrm{Bernoulli}(\sigma(\alpha_i))`. DisARM integrates out the noise
 that ARM leaves in its weight and gets, unbiased for :math:`\partial_{\alpha_i} \mathbb E_q[f(z)]`
-(Dong et al. 2020, eq. 6),
+(Dong et al. 2020),
 
 .. math::
 
@@ -143,7 +143,7 @@ class DisARM_ELBO(ParticleObjective):
         to a given value); guessed if omitted.
 
     References (full entries in ``docs/references.md``): Dong, Mnih & Tucker 2020, "DisARM: An
-    Antithetic Gradient Estimator for Binary Latent Variables", eq. 6; Yin & Zhou 2019, "ARM:
+    Antithetic Gradient Estimator for Binary Latent Variables"; Yin & Zhou 2019, "ARM:
     Augment-REINFORCE-Merge Gradient for Stochastic Binary Networks".
     """
 
