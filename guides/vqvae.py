@@ -93,10 +93,11 @@ class VQVAEGuide(nn.Module):
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """The codes ``z_q(x)`` ``(B, d, h, w)``; ``x`` as images or flattened ``(B, C*H*W)``."""
+        """The codes ``z_q(x)``, flattened to ``(B, d*h*w)`` as the other guides' latent vectors (for
+        plots; the model's ``decode`` takes them); ``x`` as images or flattened ``(B, C*H*W)``."""
         if x.dim() == 2:
             x = self.inputs.shape_batch(x)
-        return self.codebook.lookup(self.code_indices(x))
+        return self.codebook.lookup(self.code_indices(x)).flatten(1)
 
 
 def build_vqvae_guide(config, data, model: VQVAE) -> VQVAEGuide:

@@ -57,7 +57,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.evaluate import as_dataset, input_spec
-from pyrovae.nn import LIKELIHOODS, DecodesThroughLikelihood, convolutional_decoder, make_likelihood, open_data_plate
+from pyrovae.nn import LIKELIHOODS, convolutional_decoder, make_likelihood, open_data_plate
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec
 
@@ -204,7 +204,7 @@ def image_shape(shape) -> tuple[int, int, int]:
     raise ValueError(f"the VQ-VAE takes images (H, W) or (C, H, W); got examples of shape {shape}")
 
 
-class VQVAE(DecodesThroughLikelihood, nn.Module):
+class VQVAE(nn.Module):
     """The VQ-VAE's generative model: ``forward(x, num_data=None)`` is the Pyro model (see the module docstring).
 
     Args:
@@ -261,6 +261,23 @@ class VQVAE(DecodesThroughLikelihood, nn.Module):
     def latent_shape(self) -> tuple[int, int, int]:
         """``(d, h, w)``, the shape of one latent grid."""
         return (self.codebook.code_dim, *self.grid_shape)
+
+    def latent_grid(self, z: torch.Tensor) -> torch.Tensor:
+        """``z`` as grids ``(..., d, h, w)``; flattened codes ``(..., d*h*w)`` (the guide's ``encode``) are reshaped."""
+        if tuple(z.shape[-3:]) == self.latent_shape:
+            return z
+        if z.shape[-1] == math.prod(self.latent_shape):
+            return z.reshape(*z.shape[:-1], *self.latent_shape)
+        raise ValueError(f"z must have shape (..., {', '.join(map(str, self.latent_shape))}) or "
+                         f"(..., {math.prod(self.latent_shape)}), got {tuple(z.shape)}")
+
+    def decode(self, z: torch.Tensor) -> dist.TorchDistribution:
+        """``p(x | z)`` for grids of codes or their flattening."""
+        return self.likelihood.distribution(self.decoder(self.latent_grid(z)))
+
+    def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
+        """``E[x | z]``."""
+        return self.likelihood.mean(self.decoder(self.latent_grid(z)))
 
     def prior(self, batch_size: int) -> UniformCodes:
         """``p(z)``, uniform over the ``M^(hw)`` grids of codes, for a batch."""

@@ -1,6 +1,6 @@
 """Building blocks every model and guide shares: networks, heads, likelihoods and the data plate."""
 
-from pyrovae.nn.convolutional import ResidualBlock, convolutional_decoder, convolutional_encoder, residual_stack
+from pyrovae.nn.convolutional import ImageLayers, ResidualBlock, convolutional_decoder, convolutional_encoder, residual_stack
 from pyrovae.nn.heads import LocScaleHead, LogitsHead, SharedTriangularHead, TriangularHead
 from pyrovae.nn.likelihoods import LIKELIHOODS, DecodesThroughLikelihood, make_likelihood
 from pyrovae.nn.networks import ACTIVATIONS, Encoder, activation_module, decoder_mlp, mlp
@@ -12,6 +12,7 @@ __all__ = [
     "DecodesThroughLikelihood",
     "LIKELIHOODS",
     "Encoder",
+    "ImageLayers",
     "LocScaleHead",
     "LogitsHead",
     "ResidualBlock",

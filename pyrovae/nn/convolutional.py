@@ -13,6 +13,18 @@ import torch
 from torch import nn
 
 
+class ImageLayers(nn.Sequential):
+    """``nn.Sequential`` over images with any leading batch dimensions: ``(..., C, H, W)``, as Pyro's
+    vectorized particles add (``torch.nn.Conv2d`` takes one batch dimension)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 4:
+            raise ValueError(f"expected images (..., C, H, W) with a batch dimension, got shape {tuple(x.shape)}")
+        batch = x.shape[:-3]
+        y = super().forward(x.reshape(-1, *x.shape[-3:]))
+        return y.reshape(*batch, *y.shape[1:])
+
+
 class ResidualBlock(nn.Module):
     """``x + conv1x1(relu(conv3x3(relu(x))))``, the residual block of van den Oord et al. 2017 (§4.1)."""
 
@@ -39,8 +51,8 @@ def residual_stack(channels: int, hidden_channels: int, num_blocks: int) -> nn.S
 
 
 def convolutional_encoder(in_channels: int, hidden_channels: int, out_channels: int, downsamplings: int = 2,
-                          residual_blocks: int = 2, residual_channels: int | None = None) -> nn.Sequential:
-    """``(B, in_channels, H, W) -> (B, out_channels, H / 2^downsamplings, W / 2^downsamplings)``.
+                          residual_blocks: int = 2, residual_channels: int | None = None) -> ImageLayers:
+    """``(..., in_channels, H, W) -> (..., out_channels, H / 2^downsamplings, W / 2^downsamplings)``.
 
     Every strided convolution but the last has ``hidden_channels // 2`` outputs (at least 1), as in
     the paper's released encoder; ``residual_channels`` (default ``hidden_channels``) is the width
@@ -61,12 +73,12 @@ def convolutional_encoder(in_channels: int, hidden_channels: int, out_channels: 
     if not residual_blocks:
         layers.append(nn.ReLU())
     layers.append(nn.Conv2d(hidden_channels, out_channels, kernel_size=1))
-    return nn.Sequential(*layers)
+    return ImageLayers(*layers)
 
 
 def convolutional_decoder(in_channels: int, hidden_channels: int, out_channels: int, upsamplings: int = 2,
-                          residual_blocks: int = 2, residual_channels: int | None = None) -> nn.Sequential:
-    """``(B, in_channels, h, w) -> (B, out_channels, h * 2^upsamplings, w * 2^upsamplings)``, the
+                          residual_blocks: int = 2, residual_channels: int | None = None) -> ImageLayers:
+    """``(..., in_channels, h, w) -> (..., out_channels, h * 2^upsamplings, w * 2^upsamplings)``, the
     mirror of :func:`convolutional_encoder`; the output is linear (a likelihood head reads it)."""
     _check_positive(in_channels=in_channels, hidden_channels=hidden_channels, out_channels=out_channels,
                     upsamplings=upsamplings)
@@ -83,7 +95,7 @@ def convolutional_decoder(in_channels: int, hidden_channels: int, out_channels: 
         if not last:
             layers.append(nn.ReLU())
         channels = width
-    return nn.Sequential(*layers)
+    return ImageLayers(*layers)
 
 
 def _check_positive(**sizes: int) -> None:
