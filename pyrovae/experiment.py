@@ -22,7 +22,8 @@ from pyrovae.registry import OBJECTIVES, RUN_FIELDS, RunConfig
 
 def check_setting(name: str, spec: dataclasses.Field, value) -> None:
     """Raise a ``ValueError`` naming the setting when ``value`` breaks its field's metadata
-    (``min``, ``positive``, ``choices``; applied to each element of a list)."""
+    (``min``, ``positive``, ``choices``; applied to each element of a list, which must not be
+    empty unless ``allow_empty``)."""
     if value is None:
         return
     values = value if isinstance(value, list) else [value]
@@ -35,7 +36,7 @@ def check_setting(name: str, spec: dataclasses.Field, value) -> None:
             raise ValueError(f"{flag} must be at least {meta['min']}, got {v}")
         if meta.get("positive") and not v > 0:
             raise ValueError(f"{flag} must be positive, got {v}")
-    if isinstance(value, list) and not value and meta.get("min"):
+    if isinstance(value, list) and not value and meta.get("min") and not meta.get("allow_empty"):
         raise ValueError(f"{flag} needs at least one value")
 
 
@@ -48,10 +49,14 @@ class Experiment:
 
     @classmethod
     def resolve(cls, settings: dict | None = None) -> Experiment:
-        """Defaults, then the preset named in ``settings`` (``model``/``preset``), then ``settings``."""
+        """Defaults, then the preset named in ``settings`` (``model``/``preset``), then ``settings``;
+        with no objective chosen, the model's default objective for these settings if it has one."""
         settings = {k: v for k, v in (settings or {}).items() if v is not None or k == "binarize"}
         name = settings.get("model", RunConfig.model)
         merged = {**registry.preset(name, settings.get("preset")), **settings}
+        default_objective = registry.get(name).default_objective
+        if "objective" not in merged and default_objective is not None:
+            merged["objective"] = default_objective(merged)
         return cls.from_dict(merged)
 
     @classmethod

@@ -30,9 +30,10 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from pyrovae.data import BINARIZATIONS, DATASETS
 from pyrovae.engines import ENGINES
-from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
+from pyrovae.infer import DifferentiableTraceGraph_ELBO, DisARM_ELBO, ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
 
 TINY_PRESET = "tiny"
+
 
 OBJECTIVES = {
     "trace": lambda s, n: Trace_ELBO(num_particles=s, vectorize_particles=s > 1, max_plate_nesting=n),
@@ -41,6 +42,10 @@ OBJECTIVES = {
     "iwae_dreg": lambda s, n: ImportanceWeightedELBO(num_particles=s, estimator="dreg", max_plate_nesting=n),
     "variance": lambda s, n: VarianceELBO(num_particles=s, max_plate_nesting=n),
     "log_variance": lambda s, n: LogVarianceELBO(num_particles=s, max_plate_nesting=n),
+    # Score-function gradients with Rao-Blackwellization and any baselines the guide declares (NVIL).
+    "graph": lambda s, n: DifferentiableTraceGraph_ELBO(num_particles=s, vectorize_particles=s > 1, max_plate_nesting=n),
+    # Antithetic gradients for Bernoulli latents (Dong, Mnih & Tucker 2020).
+    "disarm": lambda s, n: DisARM_ELBO(num_particles=s, max_plate_nesting=n),
     # Discrete latents marked for enumeration (config_enumerate in the guide) are summed out exactly.
     "enum": lambda s, n: TraceEnum_ELBO(num_particles=s, vectorize_particles=s > 1, max_plate_nesting=n),
 }
@@ -88,6 +93,16 @@ class ModelEntry:
     #: Published numbers the presets reproduce: ``{preset: {"metric": ..., "value": ..., "source": ...}}``,
     #: ``metric`` a key of the run's metrics rows (``test_elbo``, ...); ``benchmarks/zoo.py`` reports beside them.
     references: dict[str, dict] = field(default_factory=dict)
+    #: ``default_objective(settings) -> name``: the objective used when none is chosen, from the
+    #: resolved settings (a Bernoulli-latent model trains DisARM with DisARM); ``None``: RunConfig's.
+    default_objective: Callable | None = None
+    #: ``fit_options(config, model, guide) -> dict``: keyword arguments of :func:`pyrovae.train.fit`
+    #: the model needs in every run (``diagnostics`` to log, an ``epoch_callback`` annealing a setting).
+    fit_options: Callable | None = None
+
+    def training_options(self, config, model, guide) -> dict:
+        """The model's own keyword arguments of :func:`pyrovae.train.fit` (``{}`` if it has none)."""
+        return self.fit_options(config, model, guide) if self.fit_options is not None else {}
 
     def config_fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.config_class)}
@@ -99,10 +114,12 @@ _RESERVED = set(RUN_FIELDS)
 
 
 def register_model(name: str, config_class: type, build: Callable, presets: dict[str, dict], description: str,
-                   default_guide: str, references: dict[str, dict] | None = None) -> None:
+                   default_guide: str, references: dict[str, dict] | None = None,
+                   default_objective: Callable | None = None, fit_options: Callable | None = None) -> None:
     """Register a model. ``presets`` must include ``tiny``; their keys must be run or model settings.
     ``default_guide`` names the guide used when none is chosen (registered by a guide file);
-    ``references`` gives, per preset, the published number it reproduces (see :class:`ModelEntry`)."""
+    ``references`` gives, per preset, the published number it reproduces; ``default_objective`` and
+    ``fit_options`` are described in :class:`ModelEntry`."""
     if not dataclasses.is_dataclass(config_class):
         raise TypeError(f"{name}: the config must be a dataclass, got {config_class!r}")
     if name in _MODELS:
@@ -124,7 +141,8 @@ def register_model(name: str, config_class: type, build: Callable, presets: dict
         if missing:
             raise ValueError(f"{name}/{preset}: the reference lacks {sorted(missing)}")
     _MODELS[name] = ModelEntry(name, config_class, build, dict(presets), description, default_guide,
-                               references=dict(references or {}))
+                               references=dict(references or {}), default_objective=default_objective,
+                               fit_options=fit_options)
 
 
 def register_guide(model: str, name: str, build: Callable) -> None:

@@ -7,18 +7,22 @@ Importing this package registers their closed-form KL divergences with ``kl_dive
 
 from pyrovae.distributions import kl  # noqa: F401  (registers the closed-form KLs)
 from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
+from pyrovae.distributions.gaussian_relaxation import GaussianRelaxation
 from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
 from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
 from pyrovae.distributions.spike_and_power import SpikeAndPower
 from pyrovae.distributions.step_logistic import StepLogistic
+from pyrovae.distributions.straight_through import StraightThroughBernoulli
 from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
 
 __all__ = [
     "BernoulliView",
+    "GaussianRelaxation",
     "SmoothStepLogistic",
     "SpikeAndExponential",
     "SpikeAndPower",
     "StepLogistic",
+    "StraightThroughBernoulli",
     "SymmetricPowerRelaxation",
     "register_bernoulli_view",
 ]

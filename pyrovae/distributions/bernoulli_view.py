@@ -17,6 +17,8 @@ order, so a subclass uses its nearest registered ancestor's view unless it regis
 pyrovae's relaxations register themselves in their own modules; the torch and Pyro classes are
 registered here:
 
+- ``Bernoulli`` itself (an exact latent, e.g. one trained by a score-function estimator):
+  :math:`\lambda = ` ``probs``, :math:`z_d = z`;
 - ``RelaxedBernoulli`` (and ``RelaxedBernoulliStraightThrough``): :math:`\lambda = ` ``probs``,
   :math:`z_d = 1[z_r > 1/2]` (Maddison et al. 2017);
 - ``Logistic(loc, scale)``, read through a sigmoid: :math:`\lambda = \sigma(\mathrm{loc}/
@@ -82,6 +84,11 @@ def bernoulli_view(fn) -> BernoulliView | None:
     Looks up the view registered for the nearest class in ``type(fn).__mro__``.
     """
     return _view(fn)
+
+
+@register_bernoulli_view(torch.distributions.Bernoulli)
+def _view_bernoulli(fn):
+    return BernoulliView(fn.probs, lambda value: value)
 
 
 @register_bernoulli_view(torch.distributions.RelaxedBernoulli)

@@ -11,6 +11,7 @@ and ``BernoulliView`` are re-exported here and from :mod:`pyrovae.infer`.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import pyro.distributions as dist
@@ -27,24 +28,64 @@ from pyrovae.infer.log_weights import (
 )
 
 
+def hard_points(fn, view: BernoulliView, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The values, in a relaxed site's own space, that stand for :math:`z_d = 0` and :math:`z_d = 1`.
+
+    The ends of the support, where the relaxation becomes the step: 0 and 1 for a relaxation on
+    :math:`[0, 1]` (Concrete, the smoothings, a sigmoid-transformed Logistic, a Bernoulli),
+    :math:`\mp\infty` for one on the real line read by its sign (Logistic, StepLogistic, a
+    Gaussian), in the order ``view.hard`` reads them. A model that squashes a real-valued sample
+    with :math:`\sigma(\beta z)` thus sees exactly 0 or 1 at a hard sample. ``like`` gives dtype
+    and device.
+    """
+    support = fn.support
+    while hasattr(support, "base_constraint"):
+        support = support.base_constraint
+    ends = [getattr(support, "lower_bound", -math.inf), getattr(support, "upper_bound", math.inf)]
+    low, high = (like.new_tensor(float(end)) for end in ends)
+    flipped = view.hard(low) > 0.5
+    return torch.where(flipped, high, low), torch.where(flipped, low, high)
+
+
+class HardRelaxed(dist.TorchDistribution):
+    """The discrete variable a relaxed one stands for, on the relaxed variable's two hard points:
+    ``high`` with probability ``probs``, else ``low``; ``log_prob`` is the Bernoulli log-mass."""
+
+    arg_constraints = {"probs": dist.constraints.unit_interval}
+    support = dist.constraints.real
+
+    def __init__(self, probs, low, high, validate_args=None):
+        self.probs, self.low, self.high = probs, low, high
+        super().__init__(probs.shape, validate_args=False)
+
+    def sample(self, sample_shape=torch.Size()):
+        shape = self._extended_shape(sample_shape)
+        with torch.no_grad():
+            ones = torch.bernoulli(self.probs.expand(shape)).bool()
+            return torch.where(ones, self.high, self.low).to(self.probs.dtype)
+
+    def log_prob(self, value):
+        ones = (value == self.high).to(self.probs.dtype)
+        return torch.xlogy(ones, self.probs) + torch.xlogy(1 - ones, 1 - self.probs)
+
+
 def _discrete_bernoulli(fn, view: BernoulliView):
     shape = fn.batch_shape + fn.event_shape
-    return dist.Bernoulli(probs=view.probs.expand(shape)).to_event(len(fn.event_shape))
+    low, high = hard_points(fn, view, view.probs)
+    return HardRelaxed(view.probs.expand(shape), low, high).to_event(len(fn.event_shape))
 
 
 class DiscreteBernoulliMessenger(Messenger):
     """Replace every relaxed Bernoulli latent site by the Bernoulli it stands for.
 
     At each unobserved sample site whose distribution has a :func:`bernoulli_view`, the
-    distribution becomes ``Bernoulli(view.probs)`` (same batch and event shape), so samples drawn
-    there are hard :math:`\\{0, 1\\}` values and the code after the site sees those. Applied to the
-    guide and to the model replayed against it, this turns the relaxed model into the discrete
-    model it approximates. Names of the replaced sites are collected in :attr:`replaced`.
-
-    A model that samples a real-valued relaxed variable (e.g. ``Logistic``) and squashes it with
-    a sigmoid in its own code would see :math:`\\{0, 1\\}` *before* its squashing; put the
-    squashing into the site (``TransformedDistribution``) so the model sees hard values in the
-    units it expects.
+    distribution becomes the Bernoulli with ``view.probs`` (same batch and event shape) on the two
+    :func:`hard_points` of the relaxation, so samples drawn there are hard values in the site's
+    own units and the code after the site sees those: 0 or 1 for a relaxation on [0, 1],
+    :math:`\\pm\\infty` for a Logistic or StepLogistic sample that the model squashes with a
+    sigmoid (which then gives exactly 0 or 1). Applied to the guide and to the model replayed
+    against it, this turns the relaxed model into the discrete model it approximates. Names of
+    the replaced sites are collected in :attr:`replaced`.
     """
 
     def __init__(self):

@@ -23,6 +23,7 @@ from pyrovae.distributions import (
     register_bernoulli_view,
 )
 from pyrovae.distributions.uniform_noise import hard_threshold
+from pyrovae.infer.discrete_bound import hard_points
 from pyrovae.infer import RelaxedBernoulliELBO, TrueDiscreteBound, bernoulli_view
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -136,13 +137,19 @@ CONFIGS = torch.tensor([[(i >> k) & 1 for k in range(3)] for i in range(8)], dty
 NOISE = 0.8
 
 
+# Relaxations on the real line, read by their sign: the model squashes them into [0, 1], and a hard
+# sample (at -inf or +inf, see hard_points) becomes exactly 0 or 1.
+REAL_LINE = {"logistic", "step_logistic", "smooth_step_logistic"}
+
+
 def relaxed_model(family, seen=None):
     def model(x):
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", FAMILIES[family](PRIOR).to_event(1))
+            decoded = torch.sigmoid(4.0 * z) if family in REAL_LINE else z
             if seen is not None:
-                seen.append(z.detach())
-            pyro.sample("x", dist.Normal(z @ WEIGHTS + 0.3, NOISE), obs=x)
+                seen.append(decoded.detach())
+            pyro.sample("x", dist.Normal(decoded @ WEIGHTS + 0.3, NOISE), obs=x)
 
     return model
 
@@ -177,6 +184,17 @@ def test_true_discrete_bound_equals_the_enumerated_discrete_elbo(family):
     assert abs(bound - exact) < 4 * math.sqrt(variance / num), (bound, exact)
     # The decoder saw hard values.
     assert set(seen[-1].unique().tolist()) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_hard_points_are_the_ends_where_the_relaxation_becomes_the_step(family):
+    fn = FAMILIES[family](torch.tensor([0.3, 0.6])).to_event(1)
+    view = bernoulli_view(fn)
+    low, high = hard_points(fn, view, torch.zeros(()))
+    expected = (-math.inf, math.inf) if family in REAL_LINE else (0.0, 1.0)
+    assert (low.item(), high.item()) == expected
+    assert view.hard(low).item() == 0.0 and view.hard(high).item() == 1.0
+
 
 
 def test_true_discrete_bound_gives_no_gradients_and_runs_in_svi_and_as_module():

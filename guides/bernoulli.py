@@ -1,0 +1,62 @@
+r"""The amortised guide of :class:`~pyrovae.models.BernoulliVAE`: ``q(z | x)`` of the model's
+relaxation (:mod:`pyrovae.relaxations`) from an MLP encoder.
+
+The encoder ends in logits (``(loc, scale)`` for ``gaussian-sigmoid``). For ``reinforce`` the
+guide also holds the input-dependent baseline :math:`b_\psi(x)` of NVIL (Mnih & Gregor 2014), an MLP
+that Pyro's ``TraceGraph_ELBO`` trains by regression on the downstream cost and subtracts from the
+score-function term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyrovae.amortized import AmortizedGuide
+from pyrovae.infer import bernoulli_view
+from pyrovae.models.bernoulli_vae import BernoulliVAE
+from pyrovae.nn import Encoder, LocScaleHead, LogitsHead, mlp, open_data_plate
+from pyrovae.registry import register_guide
+from pyrovae.relaxations import RelaxationSettings
+
+
+class BernoulliLatentGuide(AmortizedGuide):
+    """``q(z | x)`` of ``model``'s relaxation; ``beta`` is a buffer of its own (the guide does not
+    own the model's modules), set with the model's by the annealing schedule."""
+
+    def __init__(self, model: BernoulliVAE, hidden_sizes: Sequence[int] = (256, 128), activation: str = "relu"):
+        self.relaxation = model.relaxation
+        self.temperatures = (model.prior_temperature, model.posterior_temperature)
+        hidden = list(hidden_sizes)
+        width = hidden[-1] if hidden else model.x_dim
+        head = LocScaleHead(width, model.z_dim) if self.relaxation.head == "loc_scale" else LogitsHead(width, model.z_dim)
+        super().__init__(model.x_dim, model.z_dim, hidden, activation,
+                         encoder=Encoder(model.x_dim, hidden, head, activation))
+        self.register_buffer("beta", model.beta.clone())
+        # b_psi(x): one number per example, the shape of the site's batch.
+        self.baseline = (nn.Sequential(mlp([model.x_dim, *hidden, 1], activation), nn.Flatten(-2))
+                         if self.relaxation.baseline else None)
+
+    def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        settings = RelaxationSettings(self.beta, *self.temperatures)
+        return self.relaxation.posterior(settings, self.encoder(x)).to_event(1)
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        infer = {}
+        if self.baseline is not None:
+            infer["baseline"] = {"nn_baseline": self.baseline, "nn_baseline_input": x}
+        with open_data_plate(self, x, num_data=num_data):
+            return pyro.sample("z", self.posterior(x), infer=infer)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``P(z_d = 1 | x)`` per unit: the Bernoulli the posterior stands for."""
+        return bernoulli_view(self.posterior(x)).probs
+
+
+register_guide("bernoulli-vae", "amortized",
+               lambda config, data, model: BernoulliLatentGuide(model, config.hidden_sizes, config.activation))
