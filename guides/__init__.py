@@ -5,6 +5,7 @@ Importing a guide file registers its guides with the models they pair with
 """
 
 from pyrovae.amortized import AmortizedGuide
+from pyrovae.guides.bernoulli import BernoulliLatentGuide
 from pyrovae.guides.conditional import ConditionalGuide
 from pyrovae.guides.factor_analysis import FactorAnalysisGuide
 from pyrovae.guides.flow import NormalizingFlowGuide
@@ -14,5 +15,5 @@ from pyrovae.guides.normal import DiagonalNormalGuide, FullCovarianceNormalGuide
 from pyrovae.guides.vqvae import VQVAEGuide
 from pyrovae.guides.vrnn import VRNNGuide
 
-__all__ = ["AmortizedGuide", "ConditionalGuide", "DiagonalNormalGuide", "FactorAnalysisGuide",
+__all__ = ["AmortizedGuide", "BernoulliLatentGuide", "ConditionalGuide", "DiagonalNormalGuide", "FactorAnalysisGuide",
            "FullCovarianceNormalGuide", "GMVAEGuide", "MixtureGuide", "NormalizingFlowGuide", "VQVAEGuide", "VRNNGuide"]

@@ -4,6 +4,7 @@ Importing a model file registers it (:func:`pyrovae.registry.register_model`); `
 lists them with their guides and presets.
 """
 
+from pyrovae.models.bernoulli_vae import BernoulliVAE, BernoulliVAEConfig
 from pyrovae.models.conditional_vae import ConditionalVAE, ConditionalVAEConfig
 from pyrovae.models.factor_analysis import FactorAnalysis, FactorAnalysisConfig
 from pyrovae.models.gmvae import GMVAE, GMVAEConfig
@@ -12,5 +13,5 @@ from pyrovae.models.vae import VAE, VAEConfig
 from pyrovae.models.vqvae import VQVAE, VQVAEConfig
 from pyrovae.models.vrnn import VRNN, VRNNConfig
 
-__all__ = ["ConditionalVAE", "ConditionalVAEConfig", "FactorAnalysis", "FactorAnalysisConfig", "GMVAE", "GMVAEConfig",
+__all__ = ["BernoulliVAE", "BernoulliVAEConfig", "ConditionalVAE", "ConditionalVAEConfig", "FactorAnalysis", "FactorAnalysisConfig", "GMVAE", "GMVAEConfig",
            "MixtureVAE", "MixtureVAEConfig", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VRNN", "VRNNConfig"]
