@@ -469,3 +469,20 @@ def test_bad_parameters_raise(case):
     for bad_value in (-0.1, 1.1):
         with pytest.raises(ValueError, match="support"):
             d.log_prob(torch.tensor(bad_value))
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_mean_and_variance_accurate_for_small_beta(case, dtype):
+    # The power segment's mean 1 - l / (1 + beta) cancelled for small beta (3e-5 relative at
+    # beta = 1e-3 in float32), and so did the gap between the symmetric relaxation's two segment
+    # means in its variance (1e-3 relative at beta = 1e-5). Against 30-digit integrals of the
+    # lecture notes' smoothings, to a few roundings.
+    params = parameter_grid(dtype, probs=[1e-6, 0.5, 1.0], beta=[1e-2, 1e-3, 1e-5])
+    d = case.relaxation(params["probs"], params["beta"])
+    pairs = zip(params["probs"].tolist(), params["beta"].tolist())
+    reference = [mean_and_variance(case.smoothing, beta, q) for q, beta in pairs]
+    mean, variance = (torch.tensor(column, dtype=torch.float64) for column in zip(*reference))
+    rtol = 8 * torch.finfo(dtype).eps
+    torch.testing.assert_close(d.mean.double(), mean, rtol=rtol, atol=0.0)
+    torch.testing.assert_close(d.variance.double(), variance, rtol=rtol, atol=0.0)
