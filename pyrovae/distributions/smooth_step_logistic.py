@@ -5,10 +5,10 @@ import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch.autograd.function import once_differentiable
 from torch.distributions.utils import broadcast_all
-from torch.nn.functional import logsigmoid
 
 from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.constraints import check_floating_point, open_interval
+from pyrovae.distributions.log_sigmoid import log_logistic_density, log_sigmoid
 from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
 # Quadrature on [0, inf) for integrands decaying like exp(-t): the double-exponential substitution
@@ -59,7 +59,7 @@ def _sigmoid_weighted_share(x, beta):
 
     def log_integrand(t):
         z = x - t
-        return logsigmoid(z) + logsigmoid(-z) + logsigmoid(beta * z) - logsigmoid(x)
+        return log_logistic_density(z) + log_sigmoid(beta * z) - log_sigmoid(x)
 
     return _half_line_integral(log_integrand, 1 / (1 + beta.squeeze(-1)))
 
@@ -71,16 +71,20 @@ def _log_lower_tail(x, a, beta):
     a h]` with ``h = _sigmoid_weighted_share(x, beta)`` in (0, 1/2]: both terms are positive, so
     nothing cancels, and the ``\sigma(x)`` factor is carried in log space for the far tail.
     """
+    # F(-inf) = 0; the quadrature sees x = 0 there instead of -inf - (-inf) in its integrand.
+    infinite = x == -math.inf
+    x = torch.where(infinite, 0.0, x)
     h = _sigmoid_weighted_share(x, beta)
-    return logsigmoid(x) + torch.log((2 - a) * (1 - h) + a * h)
+    log_f = log_sigmoid(x) + torch.log((2 - a) * (1 - h) + a * h)
+    return torch.where(infinite, -math.inf, log_f)
 
 
 def _log_density(z, alpha, beta):
     """Log of eq. (5.8), with the sigmoid mixture weights combined in log space."""
     log_weight = torch.logaddexp(
-        torch.log(2 - alpha) + logsigmoid(-beta * z), torch.log(alpha) + logsigmoid(beta * z)
+        torch.log(2 - alpha) + log_sigmoid(-beta * z), torch.log(alpha) + log_sigmoid(beta * z)
     )
-    return logsigmoid(z) * 2 - z + log_weight
+    return log_logistic_density(z) + log_weight
 
 
 def _log_tail(z, alpha, beta):
@@ -293,7 +297,7 @@ class SmoothStepLogistic(TorchDistribution):
         beta_node = beta.unsqueeze(-1)
 
         def log_integrand(z):
-            return torch.log(2 * z) + logsigmoid(z) + logsigmoid(-z) + logsigmoid(-beta_node * z)
+            return torch.log(2 * z) + log_logistic_density(z) + log_sigmoid(-beta_node * z)
 
         half_mean = math.log(2) - _half_line_integral(log_integrand, 1 / (1 + beta))
         return (2 * (self.alpha.double() - 1) * half_mean).to(self.alpha.dtype)

@@ -3,10 +3,10 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 from torch.distributions.utils import broadcast_all
-from torch.nn.functional import logsigmoid
 
 from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.constraints import check_floating_point, open_interval
+from pyrovae.distributions.log_sigmoid import log_logistic_density
 from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
 
@@ -77,9 +77,8 @@ class StepLogistic(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        # log(sech^2(z/2) / 4) = 2 log sigmoid(z) - z avoids cosh overflow for large |z|.
         log_scale = torch.where(value > 0, self.alpha.log(), torch.log(2 - self.alpha))
-        return logsigmoid(value) * 2 - value + log_scale
+        return log_logistic_density(value) + log_scale
 
     def cdf(self, value):
         if self._validate_args:

@@ -22,11 +22,14 @@ from pyrovae.distributions.constraints import open_interval
 from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
 from pyrovae.distributions.step_logistic import StepLogistic
 from tests.support.distribution_checks import (
+    aten_op_counts,
     assert_cdf_is_integral_of_density,
     assert_density_integrates_to_one,
+    assert_finite,
     assert_finite_everywhere,
     assert_icdf_inverts_cdf,
     assert_moments_match_samples,
+    assert_real_line_limits,
     assert_rsample_grad_matches_finite_difference,
     assert_samples_match_cdf,
     density,
@@ -276,3 +279,37 @@ def test_svi_learns_alpha_and_beta_in_a_plated_model(elbo):
     alpha = pyro.param("alpha").detach()
     assert (alpha[:, 0] > 1.2).all() and (alpha[:, 1] < 0.8).all()
     assert not torch.allclose(pyro.param("beta").detach(), torch.full(data.shape, 5.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_prob_and_cdf_at_infinity(dtype):
+    # log_prob was NaN at -inf (-inf + inf in the Logistic factor) and cdf NaN at both ends
+    # (-inf - (-inf) in the quadrature's integrand).
+    assert_real_line_limits(grid(EXTREME_ALPHAS, BETAS + [1e-3, 1e3], dtype))
+
+
+def test_cdf_gradient_is_finite_at_infinity():
+    alpha, beta = torch.tensor([0.5, 1.5], requires_grad=True), torch.tensor([1.0, 10.0], requires_grad=True)
+    cdf = SmoothStepLogistic(alpha, beta).cdf(torch.tensor([[-math.inf], [math.inf]]))
+    assert_finite("grad of cdf at infinity", *torch.autograd.grad(cdf.sum(), (alpha, beta)))
+
+
+def test_makes_no_call_to_torchs_log_sigmoid_kernel():
+    # torch's CPU log_sigmoid kernel splits its work with parallel_for at a grain size of one
+    # element, so with 2 intra-op threads every call on 2+ elements opens a parallel region;
+    # waiting for the second worker made SmoothStepLogistic up to 10-100x slower on 2 threads
+    # than on 1 on a shared machine (45 calls per rsample and backward). Counting the calls is
+    # the timing-free check: they must all go through softplus (an elementwise kernel that
+    # runs inline below torch's grain size of 32768).
+    alpha = torch.full((16,), 0.7, requires_grad=True)
+    beta = torch.full((16,), 5.0, requires_grad=True)
+    d = SmoothStepLogistic(alpha, beta)
+    z = torch.linspace(-3.0, 3.0, 16)
+
+    def everything():
+        (d.log_prob(z).sum() + d.cdf(z).sum() + d.mean.sum() + d.bernoulli_probs.sum()).backward()
+        d.rsample((4,)).sum().backward()
+
+    counts = aten_op_counts(everything)
+    assert sum(counts.values()) > 100  # the counter does see the computation
+    assert not {op: n for op, n in counts.items() if "log_sigmoid" in op}

@@ -21,12 +21,14 @@ import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
 from pyrovae.distributions.constraints import open_interval
 from pyrovae.distributions.step_logistic import StepLogistic
 from tests.support.distribution_checks import (
+    aten_op_counts,
     assert_cdf_is_integral_of_density,
     assert_density_integrates_to_one,
     assert_finite_everywhere,
     assert_icdf_inverts_cdf,
     assert_kl_matches_monte_carlo,
     assert_moments_match_samples,
+    assert_real_line_limits,
     assert_rsample_grad_matches_finite_difference,
     assert_samples_match_cdf,
     density,
@@ -343,3 +345,18 @@ def test_svi_step_in_a_plated_model(elbo):
     alpha = pyro.param("alpha").detach()
     # Positive data pushes the posterior sign towards 1, negative data towards 0.
     assert (alpha[:, 0] > 1.2).all() and (alpha[:, 1] < 0.8).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_prob_and_cdf_at_infinity(dtype):
+    # The support is the real line: the density vanishes at both ends (log_prob was NaN at -inf,
+    # from 2 log sigmoid(z) - z = -inf + inf).
+    assert_real_line_limits(step_logistic(EXTREME_ALPHAS, dtype))
+
+
+def test_makes_no_call_to_torchs_log_sigmoid_kernel():
+    # See the test of the same name for SmoothStepLogistic: torch's log_sigmoid kernel opens a
+    # parallel region for every tensor of 2+ elements, which stalls on a loaded 2-thread machine.
+    alpha = torch.full((16,), 0.7, requires_grad=True)
+    counts = aten_op_counts(lambda: StepLogistic(alpha).log_prob(torch.linspace(-3, 3, 16)).sum().backward())
+    assert sum(counts.values()) > 5 and not {op: n for op, n in counts.items() if "log_sigmoid" in op}

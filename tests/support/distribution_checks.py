@@ -17,12 +17,14 @@ Conventions shared by every helper:
   Bonferroni-corrected over batch elements so that a batch is one test.
 """
 
+import collections
 import math
 
 import scipy.integrate
 import scipy.stats
 import torch
 from pyro.distributions.kl import kl_divergence
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def _as_float64_batch(x, batch_shape):
@@ -348,3 +350,33 @@ def assert_finite_everywhere(make_dist, params, values, n_samples=100, seed=0):
     assert_finite("rsample", sample)
     assert_finite("grad of rsample", *torch.autograd.grad(sample.sum(), list(leaves.values())))
     assert_finite("log_prob of rsample", d.log_prob(sample.detach()))
+
+
+def assert_real_line_limits(dist):
+    """On a distribution supported on the whole real line: ``log_prob(±inf) = -inf``,
+    ``cdf(-inf) = 0`` and ``cdf(+inf) = 1`` for every batch element, with no NaN."""
+    dtype = _dtype_of(dist)
+    ends = torch.tensor([-math.inf, math.inf], dtype=dtype).reshape((2,) + (1,) * len(dist.batch_shape))
+    ends = ends.expand((2,) + tuple(dist.batch_shape))
+    log_prob = dist.log_prob(ends).detach()
+    _assert_close(log_prob.exp(), 0.0, 0.0, 0.0, "exp(log_prob) at -inf and +inf")
+    assert (log_prob == -math.inf).all(), f"log_prob at -inf and +inf: {log_prob.tolist()}"
+    cdf = dist.cdf(ends).detach()
+    _assert_close(cdf[0], 0.0, 0.0, 0.0, "cdf at -inf")
+    _assert_close(cdf[1], 1.0, 0.0, 0.0, "cdf at +inf")
+
+
+def aten_op_counts(fn):
+    """Run ``fn()`` and count the ATen operators it dispatches (forward and any backward it
+    runs), as a ``collections.Counter`` keyed by overload name, e.g.
+    ``'aten.log_sigmoid_forward.default'``."""
+    counts = collections.Counter()
+
+    class _Counting(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            counts[str(func)] += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Counting():
+        fn()
+    return counts
