@@ -129,8 +129,10 @@ class Codebook(nn.Module):
         m_i \leftarrow \gamma m_i + (1 - \gamma) \sum_{j: k_j = i} E(x)_j, \qquad
         e_i = m_i / \tilde N_i, \quad \tilde N_i = \frac{N_i + \epsilon}{\sum_j N_j + M\epsilon} \sum_j N_j,
 
-    where :math:`\tilde N_i` is the Laplace-smoothed count (Razavi et al. 2019's released code), which
-    keeps an unused code's division finite; the smoothing is applied when dividing, not stored. The
+    where :math:`\tilde N_i` is the Laplace-smoothed count, which keeps an unused code's division
+    finite (the smoothing is not in the paper's text; it is in DeepMind Sonnet's ``VectorQuantizerEMA``,
+    the implementation the authors released, and VQ-VAE-2, Razavi et al. 2019, trains with these EMA
+    updates). The smoothing is applied when dividing, not stored. The
     running statistics start at one pseudo-observation of each initial code (:math:`N_i = 1`,
     :math:`m_i = e_i`), so :math:`e = m / N` holds before the first update and an unused code stays
     put until its count has decayed to about :math:`\epsilon` (:math:`\gamma^t \approx \epsilon`, about
@@ -156,7 +158,8 @@ class Codebook(nn.Module):
             raise ValueError(f"the EMA epsilon (Laplace smoothing) must be positive, got {epsilon}")
         self.num_codes, self.code_dim, self.ema = num_codes, code_dim, ema
         self.decay, self.epsilon = float(decay), float(epsilon)
-        # Uniform in [-1/M, 1/M], the initialisation of the paper's released VQ layer.
+        # Small codes, U(-1/M, 1/M), as in common PyTorch ports: the codes start near the origin,
+        # around which the freshly initialised encoder's outputs lie.
         initial = torch.empty(num_codes, code_dim).uniform_(-1.0 / num_codes, 1.0 / num_codes)
         if ema:
             self.register_buffer("vectors", initial)
