@@ -41,7 +41,10 @@ def hard_points(fn, view: BernoulliView, like: torch.Tensor) -> tuple[torch.Tens
     support = fn.support
     while hasattr(support, "base_constraint"):
         support = support.base_constraint
-    ends = [getattr(support, "lower_bound", -math.inf), getattr(support, "upper_bound", math.inf)]
+    if support is dist.constraints.boolean:
+        ends = [0.0, 1.0]
+    else:
+        ends = [getattr(support, "lower_bound", -math.inf), getattr(support, "upper_bound", math.inf)]
     low, high = (like.new_tensor(float(end)) for end in ends)
     flipped = view.hard(low) > 0.5
     return torch.where(flipped, high, low), torch.where(flipped, low, high)
@@ -99,6 +102,23 @@ class DiscreteBernoulliMessenger(Messenger):
         if view is not None:
             msg["fn"] = _discrete_bernoulli(msg["fn"], view)
             self.replaced.append(msg["name"])
+
+
+class Discretized(torch.nn.Module):
+    """The discrete model (or guide) a relaxed one stands for, as a module every evaluator accepts:
+    ``forward`` runs the wrapped module under :class:`DiscreteBernoulliMessenger`, and ``inputs`` and
+    ``max_plate_nesting`` are the wrapped module's. ``mean_elbo(Discretized(model), Discretized(guide), data)``
+    is the true bound; ``importance_log_likelihood`` of the pair is the discrete model's evidence,
+    importance-sampled with hard latents."""
+
+    def __init__(self, module: torch.nn.Module):
+        super().__init__()
+        self.module = module
+        self.inputs = getattr(module, "inputs", None)
+        self.max_plate_nesting = getattr(module, "max_plate_nesting", float("inf"))
+
+    def forward(self, *args, **kwargs):
+        return DiscreteBernoulliMessenger()(self.module)(*args, **kwargs)
 
 
 def _check_relaxed_sites_match(model_relaxed, guide_relaxed) -> None:
@@ -184,14 +204,19 @@ class RelaxedBernoulliELBO(ParticleObjective):
     train with it and watch :class:`TrueDiscreteBound`. A warning says so at construction.
 
     Relaxed sites must take values in :math:`[0, 1]` (e.g. ``RelaxedBernoulli``, or a Logistic
-    through ``SigmoidTransform``); a raw ``Logistic`` site is rejected.
+    through ``SigmoidTransform``), or ``relaxed_value`` must map a real-valued sample to the
+    :math:`z_r \in [0, 1]` the model decodes (for a :class:`~pyrovae.models.BernoulliVAE`, its
+    ``decoder_input``, :math:`\sigma(\beta l)`: the dissertation's Logistic model trained on the
+    Bernoulli ELBO); otherwise a real-valued site is rejected.
 
     :param int num_particles: particles per data point, one vectorized pass.
     :param max_plate_nesting: as for :class:`~pyro.infer.ELBO`; guessed if omitted.
+    :param relaxed_value: ``z -> z_r`` for relaxed sites on the real line (see above).
     """
 
-    def __init__(self, num_particles: int = 1, max_plate_nesting: float = float("inf")):
+    def __init__(self, num_particles: int = 1, max_plate_nesting: float = float("inf"), relaxed_value=None):
         super().__init__(num_particles=num_particles, max_plate_nesting=max_plate_nesting)
+        self.relaxed_value = relaxed_value
         warnings.warn(
             "RelaxedBernoulliELBO scores relaxed samples with Bernoulli log-masses and is not a lower "
             "bound on log p(x); use TrueDiscreteBound to monitor the discrete model's ELBO",
@@ -199,14 +224,13 @@ class RelaxedBernoulliELBO(ParticleObjective):
             stacklevel=2,
         )
 
-    @staticmethod
-    def _relaxed_views(trace, role: str) -> dict[str, BernoulliView]:
+    def _relaxed_views(self, trace, role: str) -> dict[str, BernoulliView]:
         views = {}
         for name, site in latent_sites(trace):
             view = bernoulli_view(site["fn"])
             if view is None:
                 continue
-            if not _is_unit_interval(site["fn"].support):
+            if not _is_unit_interval(site["fn"].support) and self.relaxed_value is None:
                 raise ValueError(
                     f"{role} site '{name}' ({type(site['fn']).__name__}) is a relaxed Bernoulli with "
                     f"support {site['fn'].support}; RelaxedBernoulliELBO needs the relaxed value in [0, 1], "
@@ -227,6 +251,8 @@ class RelaxedBernoulliELBO(ParticleObjective):
             if view is None:
                 return site_log_density(role, site)
             value = site["value"]
+            if not _is_unit_interval(site["fn"].support):
+                value = self.relaxed_value(value)
             log_mass = torch.xlogy(value, view.probs) + torch.xlogy(1 - value, 1 - view.probs)
             event_dim = len(site["fn"].event_shape)
             return log_mass.sum(list(range(-event_dim, 0))) if event_dim else log_mass
