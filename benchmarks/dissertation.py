@@ -1,0 +1,153 @@
+"""The StepLogistic dissertation's MNIST experiments (Sadier-Gane 2020, Figs. 4.6-4.8, 5.2, 5.5, 5.6, A.5, Table 5.2),
+with the exact log-likelihood of each trained model beside its bounds.
+
+Bernoulli-latent VAEs (``bernoulli-vae/dissertation-8``, ``-fashion-8``, ``-56``: 512-256 ReLU networks,
+Bernoulli decoder on dynamically binarized images, decoder input sigmoid(10 z), Adam 1e-3, batch 128)
+trained four ways:
+
+* ``step-logistic``: StepLogistic guide, trained on its ELBO (a true bound on the relaxed model);
+* ``logistic``: Logistic(mu, 1) guide, trained on its ELBO;
+* ``logistic/bernoulli-elbo``: the same guide trained on the "Bernoulli ELBO" (relaxed samples scored
+  with Bernoulli masses, :class:`pyrovae.infer.RelaxedBernoulliELBO`; not a bound);
+* ``concrete/bernoulli-elbo``: binary Concrete (temperatures 1/2 and 2/3), trained on the Bernoulli ELBO.
+
+Every epoch logs the training objective, its test value and the true bound (the ELBO of the discrete
+model, :class:`pyrovae.infer.TrueDiscreteBound`); after training, the exact test log-likelihood of
+the discrete model (:func:`pyrovae.discrete.exact_log_likelihood`, 2^8 states; not for 56-D), the
+reconstruction loss of the first two test images of a 4 (mean of 5 hard-latent recreations, Table 5.2)
+and the posterior means of 32 test images (Fig. 5.2's histogram). The dissertation trained 125 epochs;
+``--epochs`` says how many were used here. A run whose loss turns NaN stops (``TrainingDivergedError``)
+and is recorded as diverged at that epoch.
+
+    python -m benchmarks.dissertation [--epochs 15] [--presets dissertation-8 dissertation-fashion-8] [--runs ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from benchmarks.common import RESULTS, print_table, save_results
+from pyrovae.checkpoint import TrainingDivergedError
+from pyrovae.discrete import MAX_UNITS, exact_log_likelihood
+from pyrovae.experiment import Experiment, build
+from pyrovae.infer import RelaxedBernoulliELBO, bernoulli_view
+from pyrovae.plots import save_figure
+from pyrovae.registry import get
+from pyrovae.train import fit
+
+#: run name: (relaxation, train on the Bernoulli ELBO?)
+RUNS = {
+    "step-logistic": ("step-logistic", False),
+    "logistic": ("logistic", False),
+    "logistic/bernoulli-elbo": ("logistic", True),
+    "concrete/bernoulli-elbo": ("concrete", True),
+}
+
+
+@torch.no_grad()
+def reconstruction_losses(model, guide, images: torch.Tensor, repeats: int = 5) -> list[float]:
+    """Mean over ``repeats`` hard-latent recreations of -log p(x | z_d), z_d ~ Bernoulli(q(x)) (nats)."""
+    losses = []
+    for image in images:
+        x = image.unsqueeze(0).expand(repeats, -1)
+        z = torch.bernoulli(bernoulli_view(guide.posterior(x)).probs)
+        losses.append(-model.decode(z).log_prob(x).mean().item())
+    return losses
+
+
+def run_one(preset: str, name: str, args) -> dict:
+    relaxation, bernoulli_elbo = RUNS[name]
+    experiment = Experiment.resolve({"model": "bernoulli-vae", "preset": preset, "relaxation": relaxation,
+                                     "epochs": args.epochs, "seed": args.seed})
+    train, test, model, guide, objective = build(experiment, args.data_dir)
+    if bernoulli_elbo:
+        objective = RelaxedBernoulliELBO(max_plate_nesting=1, relaxed_value=model.decoder_input)
+    options = get("bernoulli-vae").training_options(experiment.model, model, guide)
+    rows, model_callback = [], options.pop("epoch_callback", None)
+
+    def record(epoch, row):
+        if model_callback is not None:
+            model_callback(epoch, row)
+        rows.append(dict(row))
+
+    start, diverged = time.perf_counter(), None
+    try:
+        fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
+            lr=experiment.run.lr, seed=args.seed, engine="module", progress=False,
+            eval_elbo=objective if bernoulli_elbo else None, epoch_callback=record, **options)
+    except TrainingDivergedError as error:
+        diverged = str(error)
+    model.eval(), guide.eval()
+    result = {"preset": preset, "run": name, "relaxation": relaxation,
+              "trained_on": "bernoulli_elbo" if bernoulli_elbo else "elbo",
+              "epochs": len(rows), "minutes": (time.perf_counter() - start) / 60, "diverged": diverged,
+              "curve": [{k: row.get(k) for k in ("epoch", "train_loss", "test_elbo", "true_bound")} for row in rows]}
+    if diverged:
+        return result
+    last = rows[-1]
+    result.update(train_objective=-last["train_loss"], test_objective=last["test_elbo"],
+                  true_bound=last["true_bound"])
+    if model.z_dim <= MAX_UNITS:
+        result["exact_log_likelihood"] = exact_log_likelihood(model, test).mean().item()
+    fours = test.x[test.y == 4][:2] if test.y is not None else test.x[:2]
+    result["reconstruction_loss_of_two_fours"] = reconstruction_losses(model, guide, fours)
+    with torch.no_grad():
+        result["posterior_means_of_32"] = guide.posterior(test.x[:32]).mean.flatten().tolist()
+    return result
+
+
+def curves_figure(results: list[dict], preset: str) -> Figure:
+    fig = Figure(figsize=(8, 4.5))
+    ax = fig.subplots()
+    for number, result in enumerate(r for r in results if r["preset"] == preset and r["curve"]):
+        colour = f"C{number}"
+        epochs = [row["epoch"] for row in result["curve"]]
+        ax.plot(epochs, [-row["train_loss"] for row in result["curve"]], color=colour,
+                label=f"{result['run']}: training objective")
+        ax.plot(epochs, [row["true_bound"] for row in result["curve"]], color=colour, linestyle="--",
+                label=f"{result['run']}: true bound (test)")
+        if "exact_log_likelihood" in result:
+            ax.axhline(result["exact_log_likelihood"], color=colour, linestyle=":", linewidth=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per image (higher is better)")
+    ax.set_title(f"bernoulli-vae/{preset}: objectives, true bounds (dashed), exact log p(x) (dotted)")
+    ax.legend(fontsize=7)
+    bottom = np.percentile([row["true_bound"] for r in results if r["preset"] == preset for row in r["curve"]], 10)
+    ax.set_ylim(bottom=bottom)
+    return fig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--presets", nargs="+", default=["dissertation-8", "dissertation-fashion-8"])
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--output", default="dissertation")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    results = []
+    columns = ["preset", "run", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",
+               "diverged", "minutes"]
+    for preset in args.presets:
+        for name in args.runs:
+            results.append(run_one(preset, name, args))
+            print_table(results[-1:], columns)
+            save_results(args.output, {"runs": results, "budget": vars(args), "command": COMMAND})
+        save_figure(curves_figure(results, preset), RESULTS / f"{args.output}-{preset}.png")
+    print()
+    print_table(results, columns)
+    print(f"wrote {save_results(args.output, {'runs': results, 'budget': vars(args), 'command': COMMAND})}")
+
+
+COMMAND = "python -m benchmarks.dissertation"
+
+if __name__ == "__main__":
+    main()
