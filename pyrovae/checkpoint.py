@@ -9,6 +9,10 @@ disk or a killed process never costs more than one epoch. Checkpoints are read w
 A checkpoint stores the weights, the optimizer state and every random state (torch's, Python's,
 NumPy's, and the data order's generator), so a resumed run continues exactly as the uninterrupted
 run would have.
+
+Checkpoints are device-independent: every tensor is saved from the CPU and read with
+``map_location="cpu"``, and loading copies it onto the device of the module or optimizer it goes
+into, so a run trained on a GPU resumes and evaluates on a CPU, and back.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyrovae.devices import to_cpu
 from pyrovae.io import read_jsonl, save_torch, write_json, write_jsonl
 
 CHECKPOINT = "checkpoint.pt"
@@ -67,17 +72,22 @@ def holds_run(run_dir) -> bool:
 def rng_state() -> dict:
     """torch's, Python's and NumPy's random states, as tensors and plain types (``weights_only``-loadable)."""
     kind, keys, position, has_gauss, cached = np.random.get_state()
-    return {
+    state = {
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "position": int(position),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
-    """Restore the states saved by :func:`rng_state`."""
+    """Restore the states saved by :func:`rng_state` (the GPUs' only on a machine with as many GPUs)."""
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and torch.cuda.device_count() == len(state["cuda"]):
+        torch.cuda.set_rng_state_all(state["cuda"])
     version, internal, gauss = state["python"]
     random.setstate((version, tuple(internal), gauss))
     numpy = state["numpy"]
@@ -122,7 +132,7 @@ class Checkpointer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         write_jsonl(self.run_dir / METRICS, history.rows)
         staged = self.run_dir / NEW_CHECKPOINT
-        save_torch(staged, state)
+        save_torch(staged, to_cpu(state))
         if self.path.exists():
             _keep_as(self.path, self.run_dir / PREVIOUS_CHECKPOINT)
         os.replace(staged, self.path)

@@ -166,13 +166,34 @@ class Dataset:
         return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
 
     def transform(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-        """Apply the per-batch representation: dynamic binarization or dequantization noise."""
+        """Apply the per-batch representation: dynamic binarization or dequantization noise.
+
+        The noise is drawn on ``x``'s device; a CPU ``generator`` with data on a GPU seeds a generator
+        on that device for each batch (see :func:`_on_device`), so the checkpointed data order stays
+        a CPU generator's state, which loads on any machine.
+        """
+        if not (self.binarize == "dynamic" or self.dequantize):
+            return x
+        generator = _on_device(generator, x.device)
         if self.binarize == "dynamic":
             return torch.bernoulli(x, generator=generator)
-        if self.dequantize:
-            u = torch.rand(x.shape, generator=generator, dtype=x.dtype)
-            return (x * (self.levels - 1) + u) / self.levels
-        return x
+        u = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
+        return (x * (self.levels - 1) + u) / self.levels
+
+    def to(self, device: torch.device | str) -> Dataset:
+        """The data set with its tensors on ``device`` (itself when they are there already): moved once
+        for a run, so that no step copies data."""
+        device = torch.device(device)
+        if self.x.device == device:
+            return self
+        return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+
+    def shard(self, rank: int, world_size: int) -> Dataset:
+        """The ``rank``-th of ``world_size`` contiguous, nearly equal parts (for evaluation split over ranks)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in 0..{world_size - 1}, got {rank}")
+        start, stop = (len(self) * rank) // world_size, (len(self) * (rank + 1)) // world_size
+        return self.subset(torch.arange(start, stop, device=self.x.device))
 
     def realize(self, seed: int = 0) -> Dataset:
         """A fixed copy with the per-batch noise drawn once (e.g. a dynamically binarized test set)."""
@@ -182,17 +203,46 @@ class Dataset:
         return replace(self, x=x, binarize=binarize, dequantize=False)
 
     def batches(
-        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, drop_last: bool = False
+        self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, drop_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Yield ``(x, y)`` minibatches by indexing the in-memory tensors (one permutation per epoch)."""
+        """Yield ``(x, y)`` minibatches by indexing the in-memory tensors (one permutation per epoch).
+
+        ``shard=(rank, world_size)``: this rank's part of each global batch of ``batch_size``
+        (data-parallel training, :mod:`pyrovae.distributed`). Every rank draws the same permutation
+        and the same per-batch noise for the whole global batch from ``generator`` (seeded alike on
+        all ranks), then keeps its contiguous ``1/world_size``, so the ranks together see exactly the
+        batches, and the noise, of a single process. A last global batch is cut to a multiple of
+        ``world_size`` (the ranks' batches must be equal for DDP's average to be the global gradient).
+        """
         if batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {batch_size}")
+        rank, world_size = shard
+        if not 0 <= rank < world_size:
+            raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
         n = len(self)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = order.to(self.x.device)  # one copy of the indices per epoch, none per step
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             index = order[start : start + batch_size]
-            yield self.transform(self.x[index], generator), (None if self.y is None else self.y[index])
+            x = self.transform(self.x[index], generator)
+            y = None if self.y is None else self.y[index]
+            if world_size > 1:
+                per_rank = len(index) // world_size
+                if per_rank == 0:
+                    continue
+                part = slice(rank * per_rank, (rank + 1) * per_rank)
+                x, y = x[part], None if y is None else y[part]
+            yield x, y
+
+
+def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """``generator`` if it draws on ``device``; else a generator on ``device`` seeded from it (one draw)."""
+    if generator is None or generator.device.type == device.type:
+        return generator
+    seed = torch.randint(0, 2**62, (), generator=generator)
+    return torch.Generator(device=device).manual_seed(int(seed))
 
 
 def load_dataset(

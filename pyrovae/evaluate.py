@@ -12,7 +12,9 @@ vectorised pass per chunk of samples) and chunks are combined with ``logsumexp``
 
 Every evaluator takes a :class:`~pyrovae.data.Dataset` (or a tensor ``x``) and calls the model as
 its :class:`~pyrovae.validation.InputSpec` declares: batches shaped ``(B, *shape)``, with their
-labels when the model takes them.
+labels when the model takes them. ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``) moves the
+model and guide there first; by default the evaluation runs where the model is. The data set is
+moved to that device once, not per batch.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from tqdm.auto import tqdm
 
 from pyrovae.capture import CapturedLoss, CapturedModule, CaptureError, LogWeightsModule
 from pyrovae.data import Dataset
+from pyrovae.devices import module_device, resolve_device
 from pyrovae.infer import ImportanceWeightedELBO
 from pyrovae.nn import DATA_PLATE
 from pyrovae.validation import InputSpec
@@ -40,6 +43,16 @@ def as_dataset(data) -> Dataset:
     if isinstance(data, torch.Tensor):
         return Dataset.from_tensor(data)
     raise TypeError(f"expected a pyrovae.data.Dataset or a tensor, got {type(data).__name__}")
+
+
+def on_device(model, guide, data, device=None) -> Dataset:
+    """Put ``model`` and ``guide`` on ``device`` (if given), and return ``data`` as a data set on their device."""
+    if device is not None:
+        device = resolve_device(device)
+        for module in (model, guide):
+            if isinstance(module, torch.nn.Module):
+                module.to(device)
+    return as_dataset(data).to(module_device(model, guide))
 
 
 def input_spec(model, dataset: Dataset) -> InputSpec:
@@ -104,14 +117,14 @@ def _batches(model, dataset: Dataset, batch_size: int, progress: bool = False, d
 
 @torch.no_grad()
 def mean_elbo(model, guide, data, elbo: pyro.infer.ELBO | None = None, batch_size: int = 1000,
-              progress: bool = False, engine: str = "auto") -> float:
+              progress: bool = False, engine: str = "auto", device=None) -> float:
     """``(1/N) sum_i ELBO(x_i)`` in nats per example (a single-sample estimate per point by default).
 
     ``data`` should hold fixed data (see :meth:`Dataset.realize` for dynamically binarized sets).
     ``engine``: ``"eager"``, ``"compiled"`` (the objective's loss captured and compiled once per batch
     shape, :mod:`pyrovae.capture`) or ``"auto"`` (compiled from 200 batches on).
     """
-    dataset = as_dataset(data)
+    dataset = on_device(model, guide, data, device)
     _check_batch_size(batch_size)
     elbo = elbo or Trace_ELBO()
     set_plate_nesting(elbo, model)
@@ -169,6 +182,7 @@ def importance_log_likelihood(
     per_example: bool = False,
     progress: bool = False,
     engine: str = "auto",
+    device=None,
 ):
     """Importance-sampled ``log p(x)`` with ``num_samples`` proposals from the guide.
 
@@ -185,7 +199,7 @@ def importance_log_likelihood(
         raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
-    dataset = as_dataset(data)
+    dataset = on_device(model, guide, data, device)
     _check_batch_size(batch_size)
     nesting = getattr(model, "max_plate_nesting", float("inf"))
     compiled = _use_compiled(engine, math.ceil(len(dataset) / batch_size) * math.ceil(num_samples / chunk_size))
@@ -213,13 +227,14 @@ def importance_log_likelihood(
 
 
 @torch.no_grad()
-def reconstruction_error(model, guide, data, batch_size: int = 1000, observed_site: str = "x") -> float:
+def reconstruction_error(model, guide, data, batch_size: int = 1000, observed_site: str = "x",
+                         device=None) -> float:
     """Mean squared error per example, ``E_q ||x - E[x | z]||^2`` with one ``z ~ q(z | x)`` per point.
 
     ``E[x | z]`` is the mean of the model's observation distribution at ``observed_site``.
     """
-    dataset = as_dataset(data)
-    total = 0.0
+    dataset = on_device(model, guide, data, device)
+    total = torch.zeros((), dtype=torch.float64, device=dataset.x.device)
     for args, _ in _batches(model, dataset, batch_size):
         with poutine.block():
             guide_trace = poutine.trace(guide).get_trace(*args)
@@ -228,5 +243,5 @@ def reconstruction_error(model, guide, data, batch_size: int = 1000, observed_si
             raise ValueError(f"the model has no site {observed_site!r}")
         x = args[0]
         mean = model_trace.nodes[observed_site]["fn"].mean
-        total += ((x - mean) ** 2).sum().item()
-    return total / len(dataset)
+        total += ((x - mean) ** 2).sum()
+    return float(total) / len(dataset)

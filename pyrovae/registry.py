@@ -71,6 +71,9 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and noise", "min": 0})
     engine: str = field(default="auto", metadata={
         "help": "training engine; auto compiles the loss for runs of 20,000 steps or more", "choices": list(ENGINES)})
+    device: str = field(default="cpu", metadata={
+        "help": "where to train and evaluate: cpu, cuda, cuda:N, or auto (a GPU when there is one); under "
+                "torchrun cuda is each rank's own GPU"})
 
 
 RUN_FIELDS = {f.name: f for f in dataclasses.fields(RunConfig)}
