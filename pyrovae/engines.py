@@ -14,6 +14,11 @@
 
 The fused Adam kernel is several times faster on CPU than the per-tensor loop torch uses by
 default (on a small VAE the optimizer step otherwise costs as much as the forward pass).
+
+Under ``torchrun`` (:mod:`pyrovae.distributed`) the module engine steps the objective module
+wrapped in ``DistributedDataParallel``, which averages the gradients over the ranks during
+``backward``; the compiled engine's captured loss bypasses that wrapper, so it averages the
+gradients itself in one all-reduce. ``SVI`` has no data-parallel form here.
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import pyro.optim
 import torch
 from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_ELBO, JitTraceMeanField_ELBO
 
-from pyrovae.capture import CapturedLoss, CaptureError
+from pyrovae import distributed
+from pyrovae.capture import CapturedLoss, CaptureError, ObjectiveModule
 
 ENGINES = ("auto", "module", "compiled", "svi")
 UPDATES = ("both", "guide", "model")
@@ -50,7 +56,8 @@ class ModuleEngine:
 
     Objectives with a ``loss_and_metrics(model, guide, *args, **kwargs)`` method (pyrovae's
     particle objectives) also return their metrics, e.g. the ELBO estimated from the particles of a
-    variance loss.
+    variance loss. Across ranks (:func:`pyrovae.distributed.active`) the loss module, or for those
+    objectives the :class:`~pyrovae.capture.ObjectiveModule`, runs inside ``DistributedDataParallel``.
     """
 
     def __init__(self, model, guide, elbo, lr: float, eps: float = 1e-8):
@@ -63,10 +70,19 @@ class ModuleEngine:
         # Pyro's JIT objectives find their parameters through pyro.module registration.
         self.needs_registration = is_jit(elbo)
         self._with_metrics = hasattr(elbo, "loss_and_metrics")
+        self.parallel = None
+        if distributed.active():
+            if is_jit(elbo):
+                raise ValueError("Pyro's JIT objectives cannot run data-parallel; use Trace_ELBO under torchrun")
+            self.parallel = distributed.wrap(ObjectiveModule(elbo, model, guide) if self._with_metrics
+                                             else self.loss_module)
 
     def step(self, args: tuple, num_data: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         self.optimizer.zero_grad(set_to_none=True)
-        if self._with_metrics:
+        if self.parallel is not None:
+            output = self.parallel(*args, num_data=num_data)
+            loss, metrics = output if self._with_metrics else (output, {})
+        elif self._with_metrics:
             loss, metrics = self.elbo.loss_and_metrics(self.model, self.guide, *args, num_data=num_data)
         else:
             loss, metrics = self.loss_module(*args, num_data=num_data), {}
@@ -108,6 +124,8 @@ class SVIEngine:
 
     def __init__(self, model, guide, elbo, lr: float, eps: float = 1e-8):
         _check_lr(lr)
+        if distributed.active():
+            raise ValueError("engine 'svi' cannot run data-parallel under torchrun; use engine 'module' or 'compiled'")
         self.optimizer = pyro.optim.Adam({"lr": lr, "eps": eps, "fused": True})
         self.svi = SVI(model, guide, self.optimizer, elbo)
 
@@ -165,6 +183,7 @@ class CompiledEngine(ModuleEngine):
                 self._fall_back(str(error))
             else:
                 loss.backward()
+                distributed.average_gradients(self.loss_module.parameters())
                 self._step_optimizer()
                 return loss.detach(), {key: value.detach() for key, value in metrics.items()}
         return super().step(args, num_data)

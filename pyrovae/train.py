@@ -7,6 +7,11 @@ variance losses, ...) for a ``model``/``guide`` pair of ``nn.Module``\\ s, compo
 
 Each batch is passed to the model as the model's :class:`~pyrovae.validation.InputSpec` declares:
 shaped ``(B, *shape)``, with its labels when the model takes them.
+
+``device`` puts the model, the guide and the data sets on one device once, before the first step.
+Under ``torchrun`` (a process group of several ranks, :mod:`pyrovae.distributed`) the same call
+trains one run across the ranks: each steps on its shard of every global batch of ``batch_size``,
+the losses and metrics are reduced over the ranks, and only rank 0 writes the run directory.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+
+import numpy as np
 
 import pyro
 import torch
@@ -35,11 +42,15 @@ from pyrovae.checkpoint import (
     rng_state,
     set_rng_state,
 )
+from pyrovae import distributed
 from pyrovae.data import Dataset
+from pyrovae.devices import module_device, resolve_device
+from pyrovae.distributed import DistributedError
 from pyrovae.engines import is_jit, make_engine, resolve_engine
 from pyrovae.evaluate import input_spec, mean_elbo, set_plate_nesting
 
-__all__ = ["History", "RunExistsError", "TrainingDivergedError", "default_eval_elbo", "fit", "run_epoch"]
+__all__ = ["DistributedError", "History", "RunExistsError", "TrainingDivergedError", "default_eval_elbo", "fit",
+           "run_epoch"]
 
 
 def default_eval_elbo(elbo, model=None) -> pyro.infer.ELBO:
@@ -101,15 +112,19 @@ def run_epoch(engine, train: Dataset, spec, batch_size: int, generator: torch.Ge
 
     ``phase(step)`` (see :func:`alternation`) names, for each step counted over the whole run, which
     parameters it updates. Raises :class:`TrainingDivergedError` naming the step at the first
-    non-finite loss.
+    non-finite loss. Across ranks, each steps on its shard of every global batch of ``batch_size``
+    and the row is the mean over the ranks (one all-reduce per epoch).
     """
     num_batches = len(train) // batch_size if drop_last else math.ceil(len(train) / batch_size)
     description = f"epoch {epoch}/{epochs}" if epochs else f"epoch {epoch}"
     totals: dict[str, torch.Tensor] = {}
-    loss_total = torch.zeros(())
-    bar = tqdm(train.batches(batch_size, generator, drop_last=drop_last), total=num_batches, disable=not progress,
-               desc=description, leave=False)
+    loss_total = torch.zeros((), device=train.x.device)
+    shard = (distributed.rank(), distributed.world_size())
+    bar = tqdm(train.batches(batch_size, generator, drop_last=drop_last, shard=shard), total=num_batches,
+               disable=not progress, desc=description, leave=False)
+    steps = 0
     for step, (x, y) in enumerate(bar):
+        steps = step + 1
         if phase is not None:
             engine.update_only(phase((epoch - 1) * num_batches + step))
         loss, metrics = engine.step(spec.arguments(x, y), len(train))
@@ -120,19 +135,30 @@ def run_epoch(engine, train: Dataset, spec, batch_size: int, generator: torch.Ge
             totals[key] = totals.get(key, 0.0) + value.detach()
         if progress and step % 10 == 0:
             bar.set_postfix(loss=f"{float(loss_total) / (step + 1) / len(train):.3f}")
-    row = {"train_loss": float(loss_total) / num_batches / len(train)}
-    row.update({f"train_{key}": float(value) / num_batches / len(train) for key, value in totals.items()})
+    keys = sorted(totals)
+    sums = distributed.all_reduce(torch.stack([loss_total, *(torch.as_tensor(totals[k]) for k in keys)]).double())
+    per_example = (sums / max(steps, 1) / len(train)).tolist()
+    row = {"train_loss": per_example[0]}
+    row.update({f"train_{key}": value for key, value in zip(keys, per_example[1:])})
     return row
 
 
 def evaluate_epoch(model, guide, test: Dataset | None, eval_elbo, diagnostics: dict | None, train: Dataset) -> dict:
-    """The per-epoch evaluation: ``test_elbo`` and each diagnostic (on the test set, else the training set)."""
-    row = {}
-    if test is not None:
-        row["test_elbo"] = mean_elbo(model, guide, test, eval_elbo)
-    for name, objective in (diagnostics or {}).items():
-        row[name] = mean_elbo(model, guide, test if test is not None else train, objective)
-    return row
+    """The per-epoch evaluation: ``test_elbo`` and each diagnostic (on the test set, else the training set).
+
+    Across ranks each evaluates its contiguous part of the data and the sums are added up.
+    """
+    rank, world = distributed.rank(), distributed.world_size()
+    objectives = {"test_elbo": eval_elbo} if test is not None else {}
+    objectives.update(diagnostics or {})
+    if not objectives:
+        return {}
+    data = test if test is not None else train
+    part = data.shard(rank, world) if world > 1 else data
+    sums = [mean_elbo(model, guide, part, objective) * len(part) if len(part) else 0.0
+            for objective in objectives.values()]
+    totals = distributed.all_reduce(torch.tensor(sums, dtype=torch.float64), op="sum")
+    return dict(zip(objectives, (total / len(data) for total in totals.tolist())))
 
 
 def _prepare_run_dir(run_dir: Path | None, resume: bool, overwrite: bool) -> Checkpointer | None:
@@ -178,6 +204,8 @@ def fit(
     diagnostics: dict[str, pyro.infer.ELBO] | None = None,
     validate_every_step: bool = False,
     alternate: tuple[int, int] | None = None,
+    device: str | torch.device | None = None,
+    tensorboard=None,
 ) -> History:
     """Train ``model``/``guide`` by minimising ``elbo`` on minibatches of ``train``.
 
@@ -215,6 +243,16 @@ def fit(
         validate_every_step: keep Pyro's validation and the models' data checks on for every step.
             By default both run on the first batch only (shapes and supports do not change between
             batches; a NaN is caught by the loss check), which removes their per-step cost.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`pyrovae.devices.resolve_device`);
+            the model, the guide and the data sets are moved there once. ``None``: where the model is.
+            Under ``torchrun``, ``"cuda"`` is each rank's own GPU.
+        tensorboard: a folder (or a :class:`pyrovae.tensorboard.TensorBoardLog`) to log each
+            epoch's metrics to as TensorBoard scalars; needs ``pip install "pyrovae[tensorboard]"``.
+
+    Across ranks (a process group started by ``torchrun``, see :mod:`pyrovae.distributed`):
+    ``batch_size`` is the global batch, split evenly over the ranks (it must be divisible by their
+    number); each rank draws its own noise, seeded by ``seed``, the epoch and its rank; the rows of
+    the history are the same on every rank; only rank 0 writes ``run_dir`` and the TensorBoard log.
 
     Returns:
         The :class:`~pyrovae.checkpoint.History` of per-epoch metrics: ``train_loss`` (objective per
@@ -225,6 +263,7 @@ def fit(
     Raises:
         TrainingDivergedError: a step returned a non-finite loss, or a parameter became non-finite;
             the last good checkpoint is kept.
+        DistributedError: another rank stopped or did not answer; the last good checkpoint is kept.
     """
     _check_options(epochs, batch_size, lr, max_seconds)
     phase = alternation(*alternate) if alternate is not None else None
@@ -233,13 +272,23 @@ def fit(
     _check_dataset(train, "train")
     if test is not None:
         _check_dataset(test, "test")
+    world = distributed.world_size()
+    if batch_size % world:
+        raise ValueError(f"batch_size {batch_size} is not divisible by the {world} ranks: the global batch is "
+                         "split evenly across them")
+    log, owns_log = _open_tensorboard(tensorboard)
+    device = resolve_device(device) if device is not None else module_device(model, guide)
+    model.to(device), guide.to(device)
+    train = train.to(device)
+    test = test.to(device) if test is not None else None
     spec = input_spec(model, train)
     for objective in (elbo, eval_elbo, *(diagnostics or {}).values()):
         if objective is not None:
             set_plate_nesting(objective, model)
     # Data the model refuses must not cost an existing run: check before overwrite deletes it.
     _check_first_batch(model, guide, spec, train, batch_size, seed)
-    checkpointer = _prepare_run_dir(Path(run_dir) if run_dir is not None else None, resume, overwrite)
+    checkpointer = distributed.run_on_main(_prepare_run_dir, Path(run_dir) if run_dir is not None else None,
+                                           resume, overwrite)
 
     pyro.set_rng_seed(seed)
     # Pyro's parameter store is global: a stale entry under a module's name would shadow its
@@ -251,14 +300,19 @@ def fit(
     eval_elbo = eval_elbo or default_eval_elbo(elbo, model)
     history = History()
     if resume:
-        history = _restore(checkpointer, model, guide, trainer, generator)
+        # Read once, by rank 0, and handed to every rank: the other nodes need not see the file.
+        history = _restore(*distributed.run_on_main(_read_checkpoint, checkpointer), model, guide, trainer,
+                           generator)
         # The optimizer state brings the learning rate it was saved with; the run's rate is this call's.
         trainer.set_lr(lr)
-    if checkpointer is not None:
+    writes = checkpointer is not None and distributed.is_main()
+    if writes:
         settings = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, engine=engine,
                         objective=type(elbo).__name__, dataset=train.name, num_train=len(train),
                         binarize=train.binarize, dequantize=train.dequantize)
-        checkpointer.write_config({**settings, **(config or {}), "epochs": epochs, "engine_used": engine})
+        checkpointer.write_config({**settings, **(config or {}), "epochs": epochs, "engine_used": engine,
+                                   "device": str(device), "world_size": world, "global_batch_size": batch_size,
+                                   "rank_batch_size": batch_size // world})
 
     # A traced (JIT) objective bakes the batch size into its graph: every batch must have the same size.
     drop_last = is_jit(elbo)
@@ -268,32 +322,67 @@ def fit(
                      else "no checkpoint written yet")
     trained_seconds = sum(row["seconds"] for row in history.rows)
     validation = validate_every_step and is_validation_enabled()
-    with pyro.settings.context(pyrovae_check_data=validate_every_step,
-                               pyrovae_register_modules=trainer.needs_registration), \
-            pyro.validation_enabled(validation):
-        for epoch in range(history.epochs_done, epochs):
-            if max_seconds is not None and trained_seconds >= max_seconds:
-                break
-            if lr_schedule is not None:
-                trainer.set_lr(lr_schedule(epoch, trained_seconds))
-            began = time.perf_counter()
-            model.train(), guide.train()
-            row = {"epoch": epoch + 1}
-            row.update(run_epoch(trainer, train, spec, batch_size, generator, drop_last, progress,
-                                 epoch + 1, epochs, where(), phase))
-            model.eval(), guide.eval()
-            row.update(evaluate_epoch(model, guide, test, eval_elbo, diagnostics, train))
-            if epoch_callback is not None:
-                epoch_callback(epoch + 1, row)
-            row["seconds"] = time.perf_counter() - began
-            trained_seconds += row["seconds"]
-            history.rows.append(row)
-            if progress:
-                tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-            check_finite(epoch + 1, model=model, guide=guide)
-            if checkpointer is not None:
-                checkpointer.save(_state(epoch + 1, model, guide, trainer, generator), history)
+    progress = progress and distributed.is_main()
+    try:
+        with pyro.settings.context(pyrovae_check_data=validate_every_step,
+                                   pyrovae_register_modules=trainer.needs_registration), \
+                pyro.validation_enabled(validation):
+            for epoch in range(history.epochs_done, epochs):
+                if max_seconds is not None and trained_seconds >= max_seconds:
+                    break
+                if lr_schedule is not None:
+                    trainer.set_lr(lr_schedule(epoch, trained_seconds))
+                if world > 1:
+                    # Each rank its own noise, which a resumed run (with any number of ranks) draws again.
+                    pyro.set_rng_seed(_rank_seed(seed, epoch, distributed.rank()))
+                began = time.perf_counter()
+                model.train(), guide.train()
+                row = {"epoch": epoch + 1}
+                row.update(run_epoch(trainer, train, spec, batch_size, generator, drop_last, progress,
+                                     epoch + 1, epochs, where(), phase))
+                model.eval(), guide.eval()
+                row.update(evaluate_epoch(model, guide, test, eval_elbo, diagnostics, train))
+                if epoch_callback is not None:
+                    epoch_callback(epoch + 1, row)
+                # The slowest rank's time, so that every rank makes the same max_seconds decision.
+                row["seconds"] = float(distributed.all_reduce(torch.tensor(time.perf_counter() - began), op="max"))
+                trained_seconds += row["seconds"]
+                history.rows.append(row)
+                if progress:
+                    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in row.items()))
+                check_finite(epoch + 1, model=model, guide=guide)
+                if writes:
+                    checkpointer.save(_state(epoch + 1, model, guide, trainer, generator), history)
+                if log is not None:
+                    log.scalars(row, epoch + 1)
+    except RuntimeError as error:
+        if world > 1 and not isinstance(error, TrainingDivergedError) and distributed.is_communication_error(error):
+            raise distributed.lost_rank_error(error, where()) from None
+        raise
+    finally:
+        if owns_log:
+            log.close()
     return history
+
+
+def _open_tensorboard(tensorboard):
+    """``(log, owned)``: ``fit``'s ``tensorboard`` as a log on rank 0 (``None`` elsewhere, or when not
+    asked for), and whether ``fit`` opened it and so closes it."""
+    if tensorboard is None:
+        return None, False
+    from pyrovae.tensorboard import TensorBoardLog, check_available
+
+    check_available()
+    if isinstance(tensorboard, TensorBoardLog):
+        return (tensorboard if distributed.is_main() else None), False
+    if not isinstance(tensorboard, (str, Path)):
+        raise TypeError(f"tensorboard must be a folder or a TensorBoardLog, got {type(tensorboard).__name__}")
+    return (TensorBoardLog(tensorboard), True) if distributed.is_main() else (None, False)
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
 
 
 def _state(epoch, model, guide, trainer, generator) -> dict:
@@ -301,19 +390,23 @@ def _state(epoch, model, guide, trainer, generator) -> dict:
             "optimizer": trainer.state_dict(), "rng": rng_state(), "data_rng": generator.get_state()}
 
 
-def _restore(checkpointer: Checkpointer, model, guide, trainer, generator) -> History:
-    # Weights are copied into the modules' own Parameter objects, which pyro.module registers
-    # afresh in the (cleared) parameter store on the next step.
+def _read_checkpoint(checkpointer: Checkpointer) -> tuple[dict, History, Path]:
     checkpoint = checkpointer.load()
-    load_weights(checkpoint, model, guide, checkpointer.path)
-    trainer.load_state_dict(checkpoint["optimizer"])
-    set_rng_state(checkpoint["rng"])
-    generator.set_state(checkpoint["data_rng"])
     history = checkpointer.history(checkpoint["epoch"])
     if history.epochs_done != checkpoint["epoch"]:
         # Training would restart at the last recorded epoch and repeat the ones after it.
         raise CheckpointError(f"{checkpointer.path} holds epoch {checkpoint['epoch']} but {METRICS} records "
                               f"epochs up to {history.epochs_done}; restore the metrics file or train afresh")
+    return checkpoint, history, checkpointer.path
+
+
+def _restore(checkpoint: dict, history: History, path: Path, model, guide, trainer, generator) -> History:
+    # Weights are copied into the modules' own Parameter objects (on their device), which pyro.module
+    # registers afresh in the (cleared) parameter store on the next step.
+    load_weights(checkpoint, model, guide, path)
+    trainer.load_state_dict(checkpoint["optimizer"])
+    set_rng_state(checkpoint["rng"])
+    generator.set_state(checkpoint["data_rng"])
     return history
 
 
