@@ -5,6 +5,10 @@ and leaves ``config.json``, ``metrics.jsonl``, the checkpoints, ``results.json``
 new run directory under ``runs/`` (``runs/latest`` points at the newest). The flags of ``train``
 are built from :class:`pyrovae.experiment.RunConfig` and the chosen model's config dataclass, so
 ``pyrovae train --model vae --help`` lists every hyperparameter of that model with its default.
+
+Under ``torchrun --nproc_per_node=N -m pyrovae.cli train ...`` the ranks train one run together
+(:mod:`pyrovae.distributed`): rank 0 chooses and writes the run directory, evaluates and plots; the
+others train and exit. ``--device`` puts a run on a GPU, ``--tensorboard`` logs it for TensorBoard.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import dataclasses
 import itertools
 import json
 import os
+import signal
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
@@ -21,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from pyrovae import registry
+from pyrovae import distributed, registry
 from pyrovae.checkpoint import (
     CONFIG,
     METRICS,
@@ -32,16 +37,20 @@ from pyrovae.checkpoint import (
     holds_run,
 )
 from pyrovae.data import DatasetNotFoundError
+from pyrovae.devices import module_device, resolve_device
+from pyrovae.distributed import DistributedError
 from pyrovae.experiment import Experiment, build, build_data, build_model_and_guide
 from pyrovae.io import read_jsonl, write_json
-from pyrovae.registry import RUN_FIELDS
+from pyrovae.registry import RUN_FIELDS, RunConfig
+from pyrovae.tensorboard import FOLDER as TENSORBOARD_FOLDER
+from pyrovae.tensorboard import TensorBoardUnavailable
 
 RUNS = Path("runs")
 LATEST = "latest"
 RESULTS = "results.json"
 PLOTS = ("samples.png", "reconstructions.png", "latents.png", "curves.png")
-#: Settings that may change on --resume without --force.
-RESUMABLE = {"epochs"}
+#: Settings that may change on --resume without --force (the device is where a run is, not what it is).
+RESUMABLE = {"epochs", "device"}
 #: The roots pyrovae.data.default_roots searches after --data-dir.
 DATA_DIR_HELP = "data root (default: $PYROVAE_DATA_DIR, then $PYROVAE_CACHE_DIR or ~/.cache/pyrovae)"
 
@@ -136,6 +145,9 @@ def _train_parser(commands, argv: list[str]) -> None:
     where.add_argument("--tsne-points", type=int, default=2000,
                        help="test points in the t-SNE latent plot; 0 skips the plot (default: 2000)")
     where.add_argument("--no-plots", action="store_true", help="write no plots")
+    where.add_argument("--tensorboard", action="store_true",
+                       help=f"also log metrics, sample grids and reconstructions for TensorBoard in "
+                            f"<run>/{TENSORBOARD_FOLDER} (pip install \"pyrovae[tensorboard]\")")
     where.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -157,6 +169,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
     evaluate.add_argument("--num-samples", "-K", type=int, default=5000,
                           help="importance samples per test point (default: 5000)")
     evaluate.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    evaluate.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default: cpu)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
 
     sample = commands.add_parser("sample", help="draw images from the model and save a grid")
@@ -266,11 +279,9 @@ def _check_counts(**counts) -> None:
             raise ValueError(f"--{flag.replace('_', '-')} must be 0 or more, got {value}")
 
 
-def _train(args) -> None:
-    _check_counts(nll_samples=args.nll_samples, tsne_points=args.tsne_points)
-    _check_threads(args.threads)
-    entry = registry.get(args.model or "vae")
-    given = _explicit_settings(args, entry)
+def _plan(args, entry, given: dict):
+    """``(experiment, run_dir)`` of ``train``: the settings to train with and the run directory given
+    (``None``: a new one), or ``None`` when a resumed run has nothing left to do. Run by rank 0 alone."""
     if args.resume:
         run_dir = Path(args.out) if args.out else _latest_run()
         stored = _stored_settings(run_dir)
@@ -281,20 +292,25 @@ def _train(args) -> None:
             raise ValueError(f"{run_dir} was trained with other settings: "
                              + ", ".join(_difference(k, *pair) for k, pair in changed.items())
                              + "; drop them to resume as it was, or pass --force to resume with the new ones")
-        experiment = Experiment.from_dict({**stored, **given})
+        # The device is this session's (a GPU run resumes on a CPU), not the stored one.
+        experiment = Experiment.from_dict({**stored, "device": RunConfig.device, **given})
         done = Checkpointer(run_dir).load()["epoch"]
         if experiment.run.epochs <= done:
             _say(f"nothing to do: {run_dir} has {done} epochs done and the total is {experiment.run.epochs}; "
                  "pass a larger --epochs to train on")
-            return
-    else:
-        experiment = Experiment.resolve(given)
-        run_dir = Path(args.out) if args.out else None
-        if run_dir is not None and holds_run(run_dir) and not args.force:
-            raise RunExistsError(f"{run_dir} already holds a run; choose another --out, continue it with "
-                                 "--resume, or replace it with --force")
-    _threads(args.threads, experiment.run.dataset)
-    train, test, model, guide, objective = build(experiment, args.data_dir, args.download)
+            return None
+        return experiment, run_dir
+    experiment = Experiment.resolve(given)
+    run_dir = Path(args.out) if args.out else None
+    if run_dir is not None and holds_run(run_dir) and not args.force:
+        raise RunExistsError(f"{run_dir} already holds a run; choose another --out, continue it with "
+                             "--resume, or replace it with --force")
+    return experiment, run_dir
+
+
+def _prepare(args, experiment: Experiment, run_dir: Path | None) -> Path:
+    """The run directory, created if new, cleared of a replaced run's outputs, and ``runs/latest``
+    pointing at it. Run by rank 0 alone."""
     if run_dir is None:
         run_dir = _new_run_dir(experiment)
     elif not args.resume:
@@ -302,17 +318,71 @@ def _train(args) -> None:
             (run_dir / name).unlink(missing_ok=True)
     # Before training, so that `train --resume` finds a run that was killed or stopped.
     _point_latest(run_dir)
+    return run_dir
+
+
+def _stopped_by_launcher(signum, frame):
+    raise DistributedError("stopped by torchrun (SIGTERM), which ends every rank when one fails; the run "
+                           "directory keeps its last checkpoint: continue with --resume")
+
+
+def _train(args) -> None:
+    _check_counts(nll_samples=args.nll_samples, tsne_points=args.tsne_points)
+    _check_threads(args.threads)
+    entry = registry.get(args.model or "vae")
+    given = _explicit_settings(args, entry)
+    device = resolve_device(given.get("device", RunConfig.device), "--device")
+    if args.tensorboard:
+        from pyrovae.tensorboard import check_available
+
+        check_available()
+    joined = distributed.launched() and not distributed.active()  # a caller's own group is left to it
+    if distributed.init_from_env(device):
+        signal.signal(signal.SIGTERM, _stopped_by_launcher)
+    try:
+        _train_ranks(args, entry, given, device)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+def _train_ranks(args, entry, given: dict, device) -> None:
+    """``train`` on this rank: rank 0 plans and prepares the run directory, every rank trains, and
+    rank 0 alone evaluates and plots."""
+    plan = distributed.run_on_main(_plan, args, entry, given)
+    if plan is None:
+        return
+    experiment, run_dir = plan
+    _threads(args.threads, experiment.run.dataset)
+    train, test, model, guide, objective = build(experiment, args.data_dir, args.download)
+    run_dir = distributed.run_on_main(_prepare, args, experiment, run_dir)
+    main_rank = distributed.is_main()
     run = experiment.run
-    _say(f"training {run.model} ({experiment.guide} guide, {run.objective}) on {run.dataset} into {run_dir}")
+    if main_rank:
+        ranks = f" on {distributed.world_size()} ranks" if distributed.world_size() > 1 else ""
+        _say(f"training {run.model} ({experiment.guide} guide, {run.objective}) on {run.dataset} into {run_dir}"
+             f" ({device}{ranks})")
     from pyrovae.train import fit
 
+    log = None
+    if args.tensorboard and main_rank:
+        from pyrovae.tensorboard import TensorBoardLog
+
+        log = TensorBoardLog(run_dir / TENSORBOARD_FOLDER)
+    images = _log_images(log, model, guide, test, run.seed) if log is not None else None
     try:
         fit(model, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
             adam_eps=run.adam_eps,
             seed=run.seed, run_dir=run_dir, resume=args.resume, overwrite=args.force, engine=run.engine,
-            config=experiment.to_dict(), progress=not args.quiet)
+            config=experiment.to_dict(), progress=not args.quiet, device=device, tensorboard=log,
+            epoch_callback=images)
     except TrainingDivergedError as error:
         sys.exit(f"pyrovae train: training stopped: {error}")
+    finally:
+        if log is not None:
+            log.close()
+    if not main_rank:
+        return
     model.eval(), guide.eval()
     results = _evaluate(run_dir, model, guide, test, args.nll_samples, progress=not args.quiet)
     print(json.dumps(results, indent=2))
@@ -322,7 +392,41 @@ def _train(args) -> None:
     print(f"run directory: {run_dir}")
 
 
-def _load_run(run: str, data_dir: str | None = None):
+def _log_images(log, model, guide, test, seed: int):
+    """An epoch callback that adds a sample grid and reconstructions to the TensorBoard ``log``."""
+    from pyrovae import plots
+
+    def callback(epoch: int, row: dict) -> None:
+        samples = _samples(model, 64, seed)
+        if samples is not None:
+            log.image("samples", plots.image_grid(samples, test.image_shape, columns=8), epoch)
+        pair = _reconstructions(model, guide, test.x[:16])
+        if pair is not None:
+            log.image("reconstructions", plots.reconstructions(*pair, test.image_shape, columns=8), epoch)
+
+    return callback
+
+
+@torch.no_grad()
+def _samples(model, count: int, seed: int) -> torch.Tensor | None:
+    """``count`` images of ``model`` (on the CPU) drawn with a generator seeded by ``seed``, or ``None``."""
+    if not hasattr(model, "sample_images"):
+        return None
+    generator = torch.Generator(device=module_device(model)).manual_seed(seed)
+    return model.sample_images(count, generator).cpu()
+
+
+@torch.no_grad()
+def _reconstructions(model, guide, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(x, E[x | E_q[z | x]])`` on the CPU, or ``None`` for a pair that cannot reconstruct."""
+    if not (hasattr(model, "decode_mean") and hasattr(guide, "encode")):
+        return None
+    reconstruction = model.decode_mean(guide.encode(x.to(module_device(model, guide))))
+    return x.cpu(), reconstruction.cpu()
+
+
+def _load_run(run: str, data_dir: str | None = None, device: str = "cpu"):
+    device = resolve_device(device, "--device")
     run_dir = Path(run)
     experiment = Experiment.from_dict(_stored_settings(run_dir))
     checkpoint = Checkpointer(run_dir).load()
@@ -332,6 +436,7 @@ def _load_run(run: str, data_dir: str | None = None):
     from pyrovae.checkpoint import load_weights
 
     load_weights(checkpoint, model, guide, run_dir)
+    model.to(device), guide.to(device)
     model.eval(), guide.eval()
     return run_dir, experiment, model, guide, test
 
@@ -369,24 +474,22 @@ def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points
     rows = read_jsonl(run_dir / METRICS)
     run = experiment.run
     title = f"{run.dataset} · {run.model} ({experiment.guide} guide) · {_objective_label(experiment)} · {len(rows)} epochs"
-    generator = torch.Generator().manual_seed(run.seed)
     shape = test.image_shape
     written = []
     _say("drawing samples, reconstructions and curves")
-    if hasattr(model, "sample_images"):
-        figure = plots.image_grid(model.sample_images(100, generator), shape, title=f"samples E[x | z], z ~ p(z)\n{title}")
+    samples = _samples(model, 100, run.seed)
+    if samples is not None:
+        figure = plots.image_grid(samples, shape, title=f"samples E[x | z], z ~ p(z)\n{title}")
         written.append(plots.save_figure(figure, run_dir / "samples.png"))
-    x = test.x[:30]
-    if hasattr(model, "decode_mean") and hasattr(guide, "encode"):
-        with torch.no_grad():
-            reconstruction = model.decode_mean(guide.encode(x))
-        written.append(plots.save_figure(plots.reconstructions(x, reconstruction, shape, title=title),
+    pair = _reconstructions(model, guide, test.x[:30])
+    if pair is not None:
+        written.append(plots.save_figure(plots.reconstructions(*pair, shape, title=title),
                                          run_dir / "reconstructions.png"))
         if tsne_points > 0:
             _say(f"latent plot of {min(tsne_points, len(test))} test points (t-SNE when the latent has more than 2 "
                  "dimensions; --tsne-points 0 skips it)")
             with torch.no_grad():
-                z = guide.encode(test.x[:tsne_points])
+                z = guide.encode(test.x[:tsne_points].to(module_device(guide))).cpu()
             labels = None if test.y is None else test.y[:tsne_points]
             figure = plots.latent_scatter(z, labels, seed=run.seed, title=f"posterior means E_q[z | x]\n{title}")
             written.append(plots.save_figure(figure, run_dir / "latents.png"))
@@ -427,7 +530,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "evaluate":
             if args.num_samples < 1:
                 raise ValueError(f"--num-samples (-K) must be at least 1, got {args.num_samples}")
-            run_dir, _, model, guide, test = _load_run(args.run, args.data_dir)
+            run_dir, _, model, guide, test = _load_run(args.run, args.data_dir, args.device)
             print(json.dumps(_evaluate(run_dir, model, guide, test, args.num_samples, not args.quiet), indent=2))
         elif args.command == "sample":
             _sample(args)
@@ -438,7 +541,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"wrote {path}")
         elif args.command == "models":
             _list_models()
-    except (DatasetNotFoundError, OSError, ValueError, TypeError, CheckpointError) as error:
+    except (DatasetNotFoundError, OSError, ValueError, TypeError, CheckpointError, DistributedError,
+            TensorBoardUnavailable) as error:
         # One line, so that a script's log shows the whole message.
         message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
         sys.exit(f"pyrovae {args.command}: {message}")
