@@ -138,6 +138,12 @@ class Codebook(nn.Module):
     put until its count has decayed to about :math:`\epsilon` (:math:`\gamma^t \approx \epsilon`, about
     1,100 steps at :math:`\gamma = 0.99`) and then shrinks toward 0.
 
+    The update is a side effect of the guide's forward pass in a training step, like batch norm's
+    running statistics. With ``engine="compiled"`` (:mod:`pyrovae.capture`), capturing the loss for a
+    new batch shape runs the guide once on the real buffers, which applies one extra update per shape
+    (two in a run whose last batch is smaller); every step after that updates once, as the module
+    engine does.
+
     Args:
         num_codes: ``M >= 1``.
         code_dim: ``d >= 1``.
