@@ -67,9 +67,8 @@ class VQVAEGuide(nn.Module):
         self.inputs = model.inputs
         # object.__setattr__ keeps nn.Module from registering the model's codebook as the guide's own.
         object.__setattr__(self, "codebook", model.codebook)
-        downsamplings = (model.image_shape[1] // model.grid_shape[0]).bit_length() - 1
         self.encoder = encoder if encoder is not None else convolutional_encoder(
-            model.image_shape[0], hidden_channels, model.codebook.code_dim, downsamplings, residual_blocks,
+            model.image_shape[0], hidden_channels, model.codebook.code_dim, model.downsamplings, residual_blocks,
             residual_channels)
 
     def code_indices(self, x: torch.Tensor) -> torch.Tensor:

@@ -226,7 +226,8 @@ class VQVAE(nn.Module):
         likelihood: ``"bernoulli"``, ``"gaussian"`` or ``"continuous_bernoulli"``.
         likelihood_scale: for ``"gaussian"``, a fixed scale; ``None`` learns one per pixel.
         ema, ema_decay, ema_epsilon: the :class:`Codebook`'s update.
-        decoder: a module mapping ``(B, d, h, w)`` to likelihood parameters ``(B, C, H, W)``.
+        decoder: a module mapping ``(..., d, h, w)`` to likelihood parameters ``(..., C, H, W)`` (any
+            leading batch dims, as :class:`~pyrovae.nn.ImageLayers`; importance sampling adds one).
         name: the prefix of its parameters in Pyro's parameter store.
     """
 
@@ -257,7 +258,7 @@ class VQVAE(nn.Module):
         if height % factor or width % factor:
             raise ValueError(f"images of {height}x{width} cannot be halved {downsamplings} times "
                              f"(height and width must be divisible by {factor})")
-        self.name, self.image_shape = name, (channels, height, width)
+        self.name, self.image_shape, self.downsamplings = name, (channels, height, width), downsamplings
         self.codebook = Codebook(num_codes, code_dim, ema, ema_decay, ema_epsilon)
         self.grid_shape = (height // factor, width // factor)
         options = {"scale": likelihood_scale} if likelihood == "gaussian" else {}
