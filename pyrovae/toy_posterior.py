@@ -291,5 +291,5 @@ def posterior_figure(fits: dict | None = None, x=OBSERVED_X, noise_scale: float 
         ax.set_xlabel("z")
         ax.set_ylabel("density")
         ax.set_xlim(lo, hi)
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper right")
     return fig
