@@ -138,7 +138,7 @@ RELAXATIONS: dict[str, Relaxation] = {
     "step-logistic": Relaxation(
         "step-logistic",
         prior=lambda s, like: dist.Logistic(_like(like, 0.0), _like(like, 1.0)),
-        posterior=lambda s, logits: StepLogistic(2 * torch.sigmoid(logits)),
+        posterior=lambda s, logits: StepLogistic(logits=logits),
         squash="beta"),
     "spike-exp": _smoothing("spike-exp", SpikeAndExponential),
     "spike-power": _smoothing("spike-power", SpikeAndPower),

@@ -33,36 +33,44 @@ def _check_standard_logistic(q):
         )
 
 
-def _bernoulli_kl_of_halves(alpha_p, alpha_q):
-    """KL(Bernoulli(alpha_p / 2) || Bernoulli(alpha_q / 2)), with 0 log 0 = 0."""
-    left_p, left_q = 2 - alpha_p, 2 - alpha_q
-    return (
-        torch.xlogy(alpha_p, alpha_p)
-        - torch.xlogy(alpha_p, alpha_q)
-        + torch.xlogy(left_p, left_p)
-        - torch.xlogy(left_p, left_q)
-    ) / 2
+def _bernoulli_kl_of_halves(p_halves, q_halves):
+    """KL(Bernoulli(alpha_p / 2) || Bernoulli(alpha_q / 2)) from each side's
+    ``(alpha, 2 - alpha, log alpha, log(2 - alpha))`` (:meth:`StepLogistic.halves`), with 0 log 0 = 0."""
+    alpha_p, complement_p, log_alpha_p, log_complement_p = p_halves
+    _, _, log_alpha_q, log_complement_q = q_halves
+
+    def term(weight, log_p, log_q):
+        return torch.where(weight > 0, weight * (log_p - log_q), torch.zeros_like(weight))
+
+    return (term(alpha_p, log_alpha_p, log_alpha_q) + term(complement_p, log_complement_p, log_complement_q)) / 2
+
+
+def _standard_halves(like):
+    one, zero = torch.ones_like(like), torch.zeros_like(like)
+    return one, one, zero, zero
 
 
 @register_kl(StepLogistic, Logistic)
 def _kl_step_logistic_logistic(p, q):
     """Eq. (5.5): [(2 - alpha) log(2 - alpha) + alpha log alpha] / 2, against Logistic(0, 1)."""
     _check_standard_logistic(q)
-    alpha, _ = broadcast_all(p.alpha, q.loc)
-    return _bernoulli_kl_of_halves(alpha, torch.ones_like(alpha))
+    halves = broadcast_all(*p.halves(), q.loc)[:4]
+    return _bernoulli_kl_of_halves(halves, _standard_halves(halves[0]))
 
 
 @register_kl(Logistic, StepLogistic)
 def _kl_logistic_step_logistic(p, q):
     """KL(Logistic(0, 1) || StepLogistic(alpha)) = -[log alpha + log(2 - alpha)] / 2."""
     _check_standard_logistic(p)
-    alpha, _ = broadcast_all(q.alpha, p.loc)
-    return _bernoulli_kl_of_halves(torch.ones_like(alpha), alpha)
+    halves = broadcast_all(*q.halves(), p.loc)[:4]
+    return _bernoulli_kl_of_halves(_standard_halves(halves[0]), halves)
 
 
 @register_kl(StepLogistic, StepLogistic)
 def _kl_step_logistic_step_logistic(p, q):
     """KL(Bernoulli(alpha_p / 2) || Bernoulli(alpha_q / 2))."""
-    alpha_p, alpha_q = broadcast_all(p.alpha, q.alpha)
-    return _bernoulli_kl_of_halves(alpha_p, alpha_q)
+    halves = broadcast_all(*p.halves(), *q.halves())
+    return _bernoulli_kl_of_halves(halves[:4], halves[4:])
+
+
 # --- end StepLogistic ---------------------------------------------------------------------------

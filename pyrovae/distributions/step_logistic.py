@@ -2,12 +2,15 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution, constraints
-from torch.distributions.utils import broadcast_all
+from torch.distributions.utils import broadcast_all, lazy_property
 
 from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.constraints import check_floating_point, open_interval
-from pyrovae.distributions.log_sigmoid import log_logistic_density
+from pyrovae.distributions.log_sigmoid import log_logistic_density, log_sigmoid
 from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
+
+
+_LOG2 = math.log(2)
 
 
 class StepLogistic(TorchDistribution):
@@ -45,22 +48,71 @@ class StepLogistic(TorchDistribution):
     Reference: Sadier-Gane 2020, §5.2, eqs. (5.4)–(5.7), and appendices A.2–A.3 (full entries in
     ``docs/references.md``).
 
+    **Logits, and why the dissertation's 56-D model diverged.** Sadier-Gane (2020, §5.3) found the
+    StepLogistic VAE numerically unstable and left the cause as future work. It is the
+    parameterization: an encoder that outputs :math:`\alpha = 2\sigma(a)` rounds
+    :math:`\alpha` to exactly 2 in float32 once :math:`a \gtrsim 17` (or to 0 far below), and then
+    :math:`\log(2 - \alpha) = -\infty` in the half of the density a sample does not fall in,
+    whose infinite derivative, multiplied by the zero that ``torch.where`` passes to the unused
+    branch, is NaN; the encoder's weights turn NaN within the first epoch on MNIST (step 14 of
+    ``bernoulli-vae/dissertation-8``, with the largest logit at 18.4). Give ``logits`` :math:`a`
+    instead: every quantity is then computed from :math:`2\sigma(\pm a)` and
+    :math:`\log 2 + \log\sigma(\pm a)` (:meth:`halves`), finite for every finite :math:`a`.
+    More units make a saturated one likelier, which is why 56 latents failed before 8.
+
     :param alpha: Twice the probability of a positive sample, in the open interval (0, 2).
+    :param logits: Instead of ``alpha``: :math:`a` with :math:`\alpha = 2\sigma(a)`.
     """
 
-    arg_constraints = {"alpha": open_interval(0.0, 2.0)}
+    arg_constraints = {"alpha": open_interval(0.0, 2.0), "logits": constraints.real}
     support = constraints.real
     has_rsample = True
 
-    def __init__(self, alpha, *, validate_args=None):
-        check_floating_point(alpha=alpha)
-        (self.alpha,) = broadcast_all(alpha)
-        super().__init__(self.alpha.shape, validate_args=validate_args)
+    def __init__(self, alpha=None, logits=None, *, validate_args=None):
+        if (alpha is None) == (logits is None):
+            raise ValueError("StepLogistic takes exactly one of alpha and logits")
+        if logits is not None:
+            check_floating_point(logits=logits)
+            (self.logits,) = broadcast_all(logits)
+            shape = self.logits.shape
+        else:
+            check_floating_point(alpha=alpha)
+            (self.alpha,) = broadcast_all(alpha)
+            shape = self.alpha.shape
+        super().__init__(shape, validate_args=validate_args)
+
+    @property
+    def _parameterized_by_logits(self) -> bool:
+        return "logits" in self.__dict__
+
+    @lazy_property
+    def alpha(self):
+        """Twice the probability of a positive sample, :math:`2\sigma(a)` when built from logits."""
+        return 2 * torch.sigmoid(self.logits)
+
+    @lazy_property
+    def logits(self):
+        """:math:`a = \log(\alpha / (2 - \alpha))`, the log-odds of a positive sample."""
+        return torch.log(self.alpha) - torch.log(2 - self.alpha)
+
+    def halves(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        r"""The scale factors of the two halves and their logs: :math:`(\alpha, 2 - \alpha,
+        \log\alpha, \log(2 - \alpha))`. From logits :math:`a` they are :math:`2\sigma(\pm a)` and
+        :math:`\log 2 + \log\sigma(\pm a)`, finite and accurate for every finite :math:`a`, where
+        :math:`2 - 2\sigma(a)` would round to 0 for :math:`a \gtrsim 17` in float32."""
+        if self._parameterized_by_logits:
+            a = self.logits
+            return (2 * torch.sigmoid(a), 2 * torch.sigmoid(-a), _LOG2 + log_sigmoid(a), _LOG2 + log_sigmoid(-a))
+        alpha = self.alpha
+        return alpha, 2 - alpha, alpha.log(), torch.log(2 - alpha)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(StepLogistic, _instance)
         batch_shape = torch.Size(batch_shape)
-        new.alpha = self.alpha.expand(batch_shape)
+        if self._parameterized_by_logits:
+            new.logits = self.logits.expand(batch_shape)
+        else:
+            new.alpha = self.alpha.expand(batch_shape)
         super(StepLogistic, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -68,7 +120,7 @@ class StepLogistic(TorchDistribution):
     @property
     def bernoulli_probs(self):
         """Probability of a positive sample, the Bernoulli probability being relaxed."""
-        return self.alpha / 2
+        return self.halves()[0] / 2
 
     def hard(self, value):
         """The discrete value a sample stands for: 1.0 where ``value > 0``, else 0.0."""
@@ -77,28 +129,30 @@ class StepLogistic(TorchDistribution):
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
-        log_scale = torch.where(value > 0, self.alpha.log(), torch.log(2 - self.alpha))
-        return log_logistic_density(value) + log_scale
+        _, _, log_alpha, log_complement = self.halves()
+        return log_logistic_density(value) + torch.where(value > 0, log_alpha, log_complement)
 
     def cdf(self, value):
         if self._validate_args:
             self._validate_sample(value)
         # Eq. (5.6) above 0 is a sum of two non-negative terms: accurate even when alpha is
         # near 2 and the cdf just above 0 is tiny, where 1 - alpha * sigmoid(-z) would cancel.
+        alpha, complement, _, _ = self.halves()
         return torch.where(
             value > 0,
-            (2 - self.alpha + self.alpha * torch.tanh(value / 2)) / 2,
-            (2 - self.alpha) * torch.sigmoid(value),
+            (complement + alpha * torch.tanh(value / 2)) / 2,
+            complement * torch.sigmoid(value),
         )
 
     def icdf(self, value):
-        alpha, u = self.alpha, value
+        alpha, complement, _, _ = self.halves()
+        u = value
         v = 1 - u
         # Eq. (5.7) as z = -log1p(e / u) for z <= 0 and z = log1p(e / v) for z > 0, with
         # e = |2u - (2 - alpha)| = |alpha - 2(1 - u)|: its sign picks the branch, and each form
         # is exact in floating point on its side of alpha = 1. Far from 0, where e exceeds the
         # denominator, the equivalent difference of logs avoids overflowing e / u.
-        excess = torch.where(alpha < 1, alpha - 2 * v, 2 * u - (2 - alpha))
+        excess = torch.where(alpha < 1, alpha - 2 * v, 2 * u - complement)
         positive = excess > 0
         # Each branch sees a harmless stand-in where it is not selected, so that torch.where
         # does not pick up a NaN gradient from the unused branch.
@@ -120,11 +174,12 @@ class StepLogistic(TorchDistribution):
 
     def rsample(self, sample_shape=torch.Size()):
         shape = self._extended_shape(sample_shape)
-        return self.icdf(open_uniform(shape, self.alpha))
+        return self.icdf(open_uniform(shape, self.logits if self._parameterized_by_logits else self.alpha))
 
     @property
     def mean(self):
-        return (self.alpha - 1) * (2 * math.log(2))
+        alpha, complement, _, _ = self.halves()
+        return (alpha - complement) * math.log(2)
 
     @property
     def variance(self):
@@ -136,8 +191,10 @@ class StepLogistic(TorchDistribution):
         The log density is the even Logistic(0, 1) log density, whose mean is -2 (the Logistic
         entropy) under either half, plus the log of the half's scale factor.
         """
-        left = 2 - self.alpha
-        return 2 - (torch.xlogy(left, left) + torch.xlogy(self.alpha, self.alpha)) / 2
+        alpha, complement, log_alpha, log_complement = self.halves()
+        if self._parameterized_by_logits:
+            return 2 - (complement * log_complement + alpha * log_alpha) / 2
+        return 2 - (torch.xlogy(complement, complement) + torch.xlogy(alpha, alpha)) / 2
 
 
 @register_bernoulli_view(StepLogistic)
