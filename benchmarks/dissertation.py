@@ -56,14 +56,16 @@ RUNS = {
 
 
 @torch.no_grad()
-def reconstruction_losses(model, guide, images: torch.Tensor, repeats: int = 5) -> list[float]:
-    """Mean over ``repeats`` hard-latent recreations of -log p(x | z_d), z_d ~ Bernoulli(q(x)) (nats)."""
-    losses = []
+def recreations(model, guide, images: torch.Tensor, repeats: int = 5) -> tuple[list[float], torch.Tensor]:
+    """For each image, the mean over ``repeats`` hard-latent recreations of -log p(x | z_d),
+    z_d ~ Bernoulli(q(x)) (nats, Table 5.2), and the recreated mean images ``(images, repeats, D)``."""
+    losses, pictures = [], []
     for image in images:
         x = image.unsqueeze(0).expand(repeats, -1)
         z = torch.bernoulli(bernoulli_view(guide.posterior(x)).probs)
         losses.append(-model.decode(z).log_prob(x).mean().item())
-    return losses
+        pictures.append(model.decode_mean(z))
+    return losses, torch.stack(pictures)
 
 
 def run_one(preset: str, name: str, args) -> dict:
@@ -104,7 +106,10 @@ def run_one(preset: str, name: str, args) -> dict:
     if model.z_dim <= MAX_UNITS:
         result["exact_log_likelihood"] = exact_log_likelihood(model, test).mean().item()
     fours = test.x[test.y == 4][:2] if test.y is not None else test.x[:2]
-    result["reconstruction_loss_of_two_fours"] = reconstruction_losses(model, guide, fours)
+    losses, pictures = recreations(model, guide, fours)
+    result["reconstruction_loss_of_two_fours"] = losses
+    result["two_fours"] = fours.round(decimals=3).tolist()
+    result["recreations_of_two_fours"] = pictures.round(decimals=3).tolist()
     with torch.no_grad():
         result["posterior_means_of_32"] = guide.posterior(test.x[:32]).mean.flatten().tolist()
     return result
@@ -131,6 +136,37 @@ def curves_figure(results: list[dict], preset: str) -> Figure:
     return fig
 
 
+def recreations_figure(results: list[dict], preset: str) -> Figure:
+    """Fig. 5.6: the two 4s and each run's five hard-latent recreations of them, with Table 5.2's losses."""
+    runs = [r for r in results if r["preset"] == preset and "two_fours" in r]
+    fig = Figure(figsize=(7, 1.2 * (len(runs) + 1)))
+    axes = fig.subplots(len(runs) + 1, 2, squeeze=False)
+    side = int(len(runs[0]["two_fours"][0]) ** 0.5)
+    for column in range(2):
+        original = torch.tensor(runs[0]["two_fours"][column]).reshape(1, side, side)
+        rows = [torch.cat([original, torch.zeros(4, side, side)])]
+        rows += [torch.tensor(r["recreations_of_two_fours"][column]).reshape(-1, side, side) for r in runs]
+        for row, images in enumerate(rows):
+            ax = axes[row, column]
+            ax.imshow(torch.cat(list(images), dim=1), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([]), ax.set_yticks([])
+            label = "original" if row == 0 else f"{runs[row - 1]['run']}: {runs[row - 1]['reconstruction_loss_of_two_fours'][column]:.1f} nats"
+            ax.set_title(label, fontsize=7)
+    fig.suptitle(f"bernoulli-vae/{preset}: five hard-latent recreations of two 4s (Fig. 5.6, Table 5.2)", fontsize=8)
+    return fig
+
+
+def posterior_means_figure(results: list[dict], preset: str) -> Figure:
+    """Fig. 5.2: histogram of the guides' posterior means over 32 test images."""
+    runs = [r for r in results if r["preset"] == preset and "posterior_means_of_32" in r]
+    fig = Figure(figsize=(8, 2.5 * len(runs)))
+    for ax, run in zip(fig.subplots(len(runs), 1, squeeze=False)[:, 0], runs):
+        ax.hist(run["posterior_means_of_32"], bins=45)
+        ax.set_title(f"{run['run']}: posterior means of 32 test images", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
@@ -151,6 +187,9 @@ def main() -> None:
             print_table(results[-1:], columns)
             save_results(args.output, {"runs": results, "budget": vars(args), "command": COMMAND})
         save_figure(curves_figure(results, preset), RESULTS / f"{args.output}-{preset}.png")
+        if any("two_fours" in r for r in results if r["preset"] == preset):
+            save_figure(recreations_figure(results, preset), RESULTS / f"{args.output}-{preset}-fours.png")
+            save_figure(posterior_means_figure(results, preset), RESULTS / f"{args.output}-{preset}-means.png")
     print()
     print_table(results, columns)
     print(f"wrote {save_results(args.output, {'runs': results, 'budget': vars(args), 'command': COMMAND})}")
