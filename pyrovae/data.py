@@ -437,3 +437,12 @@ def _load_factor_analysis(name: str, split: str, root, download) -> Dataset:
     x = torch.as_tensor(z[split] @ loading.T + noise[split] * noise_scale)
     truth = {"loading": torch.tensor(FACTOR_ANALYSIS_LOADING), "noise_scale": torch.tensor(FACTOR_ANALYSIS_NOISE_SCALE)}
     return Dataset(name, split, x, None, (1, loading.shape[0]), 0, levels=None, metadata=truth)
+
+
+def as_dataset(data) -> Dataset:
+    """``data`` itself if it is a :class:`Dataset`; a tensor ``x`` becomes ``Dataset.from_tensor(x)``."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, torch.Tensor):
+        return Dataset.from_tensor(data)
+    raise TypeError(f"expected a pyrovae.data.Dataset or a tensor, got {type(data).__name__}")

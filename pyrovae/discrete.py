@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from pyrovae.evaluate import as_dataset
+from pyrovae.data import as_dataset
 from pyrovae.nn.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
 
 #: 2^24 states (16.7 million decoder evaluations per pass over the data) is the most this enumerates.
