@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import pyro
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.infer.util import is_validation_enabled
 from tqdm.auto import tqdm
 
+from pyrovae import distributed
 from pyrovae.checkpoint import (
     METRICS,
     RUN_FILES,
@@ -42,7 +42,6 @@ from pyrovae.checkpoint import (
     rng_state,
     set_rng_state,
 )
-from pyrovae import distributed
 from pyrovae.data import Dataset
 from pyrovae.devices import module_device, resolve_device
 from pyrovae.distributed import DistributedError
@@ -276,7 +275,7 @@ def fit(
     if batch_size % world:
         raise ValueError(f"batch_size {batch_size} is not divisible by the {world} ranks: the global batch is "
                          "split evenly across them")
-    log, owns_log = _open_tensorboard(tensorboard)
+    _check_tensorboard(tensorboard)
     device = resolve_device(device) if device is not None else module_device(model, guide)
     model.to(device), guide.to(device)
     train = train.to(device)
@@ -323,6 +322,7 @@ def fit(
     trained_seconds = sum(row["seconds"] for row in history.rows)
     validation = validate_every_step and is_validation_enabled()
     progress = progress and distributed.is_main()
+    log, owns_log = _open_tensorboard(tensorboard)
     try:
         with pyro.settings.context(pyrovae_check_data=validate_every_step,
                                    pyrovae_register_modules=trainer.needs_registration), \
@@ -366,19 +366,27 @@ def fit(
     return history
 
 
-def _open_tensorboard(tensorboard):
-    """``(log, owned)``: ``fit``'s ``tensorboard`` as a log on rank 0 (``None`` elsewhere, or when not
-    asked for), and whether ``fit`` opened it and so closes it."""
+def _check_tensorboard(tensorboard) -> None:
+    """Refuse a ``tensorboard`` argument that cannot work before anything is written."""
     if tensorboard is None:
-        return None, False
+        return
     from pyrovae.tensorboard import TensorBoardLog, check_available
 
     check_available()
-    if isinstance(tensorboard, TensorBoardLog):
-        return (tensorboard if distributed.is_main() else None), False
-    if not isinstance(tensorboard, (str, Path)):
+    if not isinstance(tensorboard, (str, Path, TensorBoardLog)):
         raise TypeError(f"tensorboard must be a folder or a TensorBoardLog, got {type(tensorboard).__name__}")
-    return (TensorBoardLog(tensorboard), True) if distributed.is_main() else (None, False)
+
+
+def _open_tensorboard(tensorboard):
+    """``(log, owned)``: ``fit``'s ``tensorboard`` as a log on rank 0 (``None`` elsewhere, or when not
+    asked for), and whether ``fit`` opened it and so closes it."""
+    from pyrovae.tensorboard import TensorBoardLog
+
+    if tensorboard is None or not distributed.is_main():
+        return None, False
+    if isinstance(tensorboard, TensorBoardLog):
+        return tensorboard, False
+    return TensorBoardLog(tensorboard), True
 
 
 def _rank_seed(seed: int, epoch: int, rank: int) -> int:

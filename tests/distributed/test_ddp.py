@@ -14,7 +14,7 @@ from pyrovae.checkpoint import Checkpointer
 from pyrovae.data import load_dataset
 from pyrovae.engines import ModuleEngine
 from pyrovae.train import fit
-from tests.distributed.support import SCENARIOS, BATCH_SIZE, digits, free_port, pair, parameters, worker
+from tests.distributed.support import BATCH_SIZE, SCENARIOS, digits, free_port, pair, parameters, worker
 
 WORLD = 2
 

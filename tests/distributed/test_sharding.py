@@ -22,7 +22,7 @@ def test_the_ranks_shards_put_together_are_the_single_process_batches(world):
     shards = [batches(dataset, world, rank) for rank in range(world)]
     per_rank = 10 // world
     assert all(len(s) == len(single) for s in shards)
-    for step, (x, y) in enumerate(single):
+    for step, (_x, y) in enumerate(single):
         kept = len(y) - len(y) % world
         together = torch.cat([shards[r][step][1] for r in range(world)])
         assert torch.equal(together, y[:kept])
