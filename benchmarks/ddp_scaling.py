@@ -1,0 +1,114 @@
+"""Data-parallel scaling on this machine: training samples per second of 1 process x 1 thread against
+2 processes x 1 thread (``torchrun``, gloo), with the same global batch.
+
+The model is the ``vae/burda`` preset (784-200-200-50, tanh, Bernoulli decoder, dynamically binarized
+MNIST from ``$PYROVAE_DATA_DIR``), stepped by pyrovae's own training epoch
+(:func:`pyrovae.train.run_epoch`: sharded batches, the module engine, DDP under ``torchrun``) for
+``--steps`` steps after ``--warmup`` steps, at each ``--batch-sizes`` global batch. The 1- and
+2-process runs alternate ``--repeats`` times so that other load on the machine affects both alike;
+the median is reported, with the ratio (target: at least 1.7x).
+
+    python -m benchmarks.ddp_scaling [--batch-sizes 100 1000] [--steps 300] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def worker(batch_size: int, steps: int, warmup: int, output: str) -> None:
+    """One rank (or the single process): time ``steps`` training steps; rank 0 writes samples/s to ``output``."""
+    import pyro
+    import torch
+
+    from pyrovae import distributed
+    from pyrovae.engines import make_engine
+    from pyrovae.evaluate import input_spec
+    from pyrovae.experiment import Experiment, build
+    from pyrovae.train import run_epoch
+
+    torch.set_num_threads(1)
+    distributed.init_from_env(torch.device("cpu"))
+    experiment = Experiment.resolve({"model": "vae", "preset": "burda", "batch_size": batch_size})
+    train, _, model, guide, objective = build(experiment)
+    engine = make_engine("module", model, guide, objective, lr=1e-3, eps=1e-4)
+    spec = input_spec(model, train)
+    generator = torch.Generator().manual_seed(0)
+    with pyro.settings.context(pyrovae_check_data=False, pyrovae_register_modules=False), \
+            pyro.validation_enabled(False):
+        run_epoch(engine, train.subset(warmup * batch_size), spec, batch_size, generator)
+        measured = train.subset(steps * batch_size)
+        began = time.perf_counter()
+        run_epoch(engine, measured, spec, batch_size, generator)  # ends in an all-reduce: every rank is done
+        seconds = time.perf_counter() - began
+    if distributed.is_main():
+        Path(output).write_text(json.dumps({"seconds": seconds, "samples_per_second": len(measured) / seconds}))
+    distributed.shutdown()
+
+
+def _run(processes: int, batch_size: int, steps: int, warmup: int) -> float:
+    """Samples/s of one run with ``processes`` ranks of one thread each."""
+    with tempfile.TemporaryDirectory() as folder:
+        output = Path(folder) / "result.json"
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        arguments = ["--worker", str(batch_size), str(steps), str(warmup), str(output)]
+        if processes == 1:
+            command = [sys.executable, "-m", "benchmarks.ddp_scaling", *arguments]
+        else:
+            command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                       f"--master_port={_free_port()}", "-m", "benchmarks.ddp_scaling", *arguments]
+        completed = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True)
+        if completed.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-2000:]}")
+        return json.loads(output.read_text())["samples_per_second"]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        batch_size, steps, warmup, output = sys.argv[2:6]
+        worker(int(batch_size), int(steps), int(warmup), output)
+        return
+    from benchmarks.common import print_table, save_results
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000], help="global batch sizes")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for batch_size in args.batch_sizes:
+        # At most 60,000 training images: fewer steps for a large batch.
+        steps = min(args.steps, 60_000 // batch_size)
+        runs = {1: [], 2: []}
+        for _ in range(args.repeats):
+            for processes in (1, 2):
+                runs[processes].append(_run(processes, batch_size, steps, min(args.warmup, steps)))
+        one, two = statistics.median(runs[1]), statistics.median(runs[2])
+        rows.append({"global_batch": batch_size, "steps": steps, "samples_per_s_1x1": one, "samples_per_s_2x1": two,
+                     "speedup": two / one, "runs_1x1": runs[1], "runs_2x1": runs[2]})
+    print_table(rows, ["global_batch", "steps", "samples_per_s_1x1", "samples_per_s_2x1", "speedup"])
+    path = save_results("ddp_scaling", {"rows": rows, "model": "vae/burda", "dataset": "mnist",
+                                        "load_average": os.getloadavg(), "target_speedup": 1.7})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
