@@ -152,10 +152,10 @@ def bernoulli_vae_fit_options(config: BernoulliVAEConfig, model: BernoulliVAE, g
                                                                   max_plate_nesting=model.max_plate_nesting)}}
     if config.beta_start is not None and model.relaxation.anneals:
         def anneal(epoch: int, row: dict) -> None:
+            row["beta"] = model.beta.item()  # the value this epoch trained with
             value = annealed_beta(config, epoch)
             for module in (model, guide):
                 module.beta.fill_(value)
-            row["beta"] = value
 
         options["epoch_callback"] = anneal
     return options

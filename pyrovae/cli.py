@@ -89,7 +89,8 @@ def _add_setting(group, name: str, spec: dataclasses.Field, default) -> None:
         return
     if base.startswith("list["):
         kind = _TYPES[base[5:-1]]
-        group.add_argument(*flags, nargs="+", type=kind, metavar=base[5:-1].upper(), **options)
+        nargs = "*" if spec.metadata.get("allow_empty") else "+"
+        group.add_argument(*flags, nargs=nargs, type=kind, metavar=base[5:-1].upper(), **options)
         return
     kind = _none_or(_TYPES[base]) if optional else _TYPES[base]
     if choices is not None:
@@ -370,12 +371,15 @@ def _train_ranks(args, entry, given: dict, device) -> None:
 
         log = TensorBoardLog(run_dir / TENSORBOARD_FOLDER)
     images = _log_images(log, model, guide, test, run.seed) if log is not None else None
+    # The model's own fit options: diagnostics to log (a relaxed model's true bound), a setting to anneal.
+    options = experiment.entry.training_options(experiment.model, model, guide)
+    callbacks = [c for c in (options.pop("epoch_callback", None), images) if c is not None]
     try:
         fit(model, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
             adam_eps=run.adam_eps,
             seed=run.seed, run_dir=run_dir, resume=args.resume, overwrite=args.force, engine=run.engine,
             config=experiment.to_dict(), progress=not args.quiet, device=device, tensorboard=log,
-            epoch_callback=images)
+            epoch_callback=_chain(callbacks), **options)
     except TrainingDivergedError as error:
         sys.exit(f"pyrovae train: training stopped: {error}")
     finally:
@@ -441,8 +445,21 @@ def _load_run(run: str, data_dir: str | None = None, device: str = "cpu"):
     return run_dir, experiment, model, guide, test
 
 
+def _chain(callbacks):
+    """One ``epoch_callback(epoch, row)`` calling each of ``callbacks`` in turn (``None`` if there are none)."""
+    if not callbacks:
+        return None
+
+    def call_each(epoch, row):
+        for callback in callbacks:
+            callback(epoch, row)
+
+    return call_each
+
+
 def _evaluate(run_dir, model, guide, test, num_samples: int, progress: bool = True) -> dict:
-    from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
+    from pyrovae.discrete import MAX_UNITS
+    from pyrovae.evaluate import exact_log_likelihood, importance_log_likelihood, mean_elbo, reconstruction_error
 
     _say(f"evaluating on {len(test)} test points: ELBO and reconstruction error")
     results = {"test_elbo": mean_elbo(model, guide, test, progress=progress),
@@ -451,6 +468,9 @@ def _evaluate(run_dir, model, guide, test, num_samples: int, progress: bool = Tr
         _say(f"importance-sampled log-likelihood with K={num_samples} (--nll-samples / -K sizes it, 0 skips it)")
         results["test_log_likelihood"] = importance_log_likelihood(model, guide, test, num_samples, progress=progress)
         results["num_importance_samples"] = num_samples
+    if getattr(model, "discrete_prior_probs", None) is not None and model.z_dim <= MAX_UNITS:
+        _say(f"exact log-likelihood of the discrete model: a sum over 2^{model.z_dim} latent states")
+        results["test_exact_log_likelihood"] = exact_log_likelihood(model, test).mean().item()
     write_json(run_dir / RESULTS, results)
     return results
 
@@ -459,7 +479,7 @@ def _objective_label(experiment: Experiment) -> str:
     """The objective as ``Class(K=..., estimator=...)``, the form :func:`pyrovae.plots.describe_objective` reads."""
     names = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "iwae": "ImportanceWeightedELBO",
              "iwae_dreg": "ImportanceWeightedELBO", "variance": "VarianceELBO", "log_variance": "LogVarianceELBO",
-             "enum": "TraceEnum_ELBO"}
+             "enum": "TraceEnum_ELBO", "graph": "TraceGraph_ELBO", "disarm": "DisARM_ELBO"}
     run = experiment.run
     arguments = [f"K={run.num_particles}"] if run.num_particles > 1 else []
     if run.objective == "iwae_dreg":

@@ -251,6 +251,8 @@ def describe_objective(name: str) -> str:
         return "train: ELBO from the variance loss's particles"
     if base == "LogVarianceELBO":
         return "train: ELBO from the log-variance loss's particles"
+    if base == "DisARM_ELBO":
+        return "train ELBO (DisARM pairs)"
     if base == "TrueDiscreteBound":
         return "train: true discrete bound"
     if base == "RelaxedBernoulliELBO":
