@@ -13,6 +13,8 @@ from pyrovae import registry
 from pyrovae.experiment import Experiment, build_objective
 from pyrovae.guides import FullCovarianceNormalGuide, NormalizingFlowGuide
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
+from pyrovae.infer.disarm import DisARM_ELBO
+from pyrovae.infer.score_function import DifferentiableTraceGraph_ELBO
 from tests.cli.invocation import QUICK, assert_one_line_error, checkpoint, refusal, run_main
 
 TRAIN_ERRORS = [
@@ -163,6 +165,8 @@ OBJECTIVES = {
     "variance": (VarianceELBO, None),
     "log_variance": (LogVarianceELBO, None),
     "enum": (TraceEnum_ELBO, None),
+    "graph": (DifferentiableTraceGraph_ELBO, None),
+    "disarm": (DisARM_ELBO, None),
 }
 
 
