@@ -2,6 +2,7 @@
 against brute force and against Pyro's enumeration; objectives chosen per relaxation; bad settings."""
 
 import itertools
+import json
 import math
 
 import pyro
@@ -207,3 +208,16 @@ def test_reinforce_runs_in_pyro_svi():
     x, _ = next(train.batches(32))
     svi = SVI(model, guide, Adam({"lr": 1e-3}), TraceGraph_ELBO())
     assert math.isfinite(svi.step(x))
+
+
+def test_the_cli_logs_the_true_bound_and_reports_the_exact_log_likelihood(tmp_path):
+    from tests.cli.invocation import QUICK, cli_env, run_cli
+
+    result = run_cli("train", "--model", "bernoulli-vae", "--preset", "tiny", "--relaxation", "step-logistic",
+                     "--epochs", "2", "--out", tmp_path / "run", *QUICK, env=cli_env(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [sorted(row) for row in rows] == [["epoch", "seconds", "test_elbo", "train_loss", "true_bound"]] * 2
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    # The exact evidence of the discrete model is above its ELBO, the true bound (up to Monte Carlo noise).
+    assert results["test_exact_log_likelihood"] > rows[-1]["true_bound"] - 0.5
