@@ -338,11 +338,12 @@ def _train(args) -> None:
 
         check_available()
     joined = distributed.launched() and not distributed.active()  # a caller's own group is left to it
-    if distributed.init_from_env(device):
-        signal.signal(signal.SIGTERM, _stopped_by_launcher)
+    previous = signal.signal(signal.SIGTERM, _stopped_by_launcher) if distributed.init_from_env(device) else None
     try:
         _train_ranks(args, entry, given, device)
     finally:
+        if previous is not None:  # a SIGTERM while the process exits ends it quietly
+            signal.signal(signal.SIGTERM, previous)
         if joined:
             distributed.shutdown()
 
