@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 
 import torch
 import torch.distributed as dist
@@ -122,8 +123,10 @@ def is_communication_error(error: BaseException) -> bool:
 
 def lost_rank_error(error: BaseException, where: str) -> DistributedError:
     """The one-line error of a run whose collective failed: ``where`` says what is left (the last checkpoint)."""
+    # gloo's messages start with the C++ source location: "[.../gloo/transport/tcp/pair.cc:545] Read error ..."
+    detail = re.sub(r"^\[[^\]]*\.(cc|cpp|h):\d+\]\s*", "", _first_line(error)).split(". This is typically")[0]
     return DistributedError(f"rank {rank()} of {world_size()}: another rank stopped or did not answer within "
-                            f"the timeout ({_first_line(error)}); {where}")
+                            f"the timeout ({detail}); {where}")
 
 
 def all_reduce(tensor: torch.Tensor, op: str = "mean") -> torch.Tensor:
