@@ -68,7 +68,7 @@ def run_one(architecture: str, relaxation: str, args) -> dict:
         settings["num_particles"] = 2
     experiment = Experiment.resolve(settings)
     train, test, model, guide, objective = build(experiment, args.data_dir)
-    options = get("bernoulli-vae").training_options(experiment.model, model, guide)
+    options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
     start = time.perf_counter()
     history = fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
                   lr=args.lr, seed=args.seed, engine="module", progress=False, **options)

@@ -78,7 +78,7 @@ def run_one(preset: str, name: str, args) -> dict:
             guide.relaxation, posterior=lambda settings, logits: StepLogistic(2 * torch.sigmoid(logits)))
     if bernoulli_elbo:
         objective = RelaxedBernoulliELBO(max_plate_nesting=1, relaxed_value=model.decoder_input)
-    options = get("bernoulli-vae").training_options(experiment.model, model, guide)
+    options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
     rows, model_callback = [], options.pop("epoch_callback", None)
 
     def record(epoch, row):

@@ -146,7 +146,7 @@ def build_bernoulli_vae(config: BernoulliVAEConfig, data) -> BernoulliVAE:
                         config.posterior_temperature)
 
 
-def bernoulli_vae_fit_options(config: BernoulliVAEConfig, model: BernoulliVAE, guide) -> dict:
+def bernoulli_vae_fit_options(config: BernoulliVAEConfig, model: BernoulliVAE, guide, test=None) -> dict:
     """Log the true (discrete) bound on the test set every epoch and anneal ``beta`` between epochs."""
     options = {"diagnostics": {"true_bound": TrueDiscreteBound(num_particles=config.true_bound_particles,
                                                                   max_plate_nesting=model.max_plate_nesting)}}

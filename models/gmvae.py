@@ -59,6 +59,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovae.clustering import cluster_metrics_callback
 from pyrovae.nn import ACTIVATIONS, DecodesThroughLikelihood, decoder_mlp, make_likelihood, open_data_plate
 from pyrovae.nn.initialization import glorot_normal_
 from pyrovae.nn.mixture import ComponentGaussian, relaxed_one_hot_categorical
@@ -203,6 +204,14 @@ class GMVAEConfig:
     glorot_init: bool = field(default=True, metadata={"help": "Glorot-normal weights and zero biases in every linear layer"})
 
 
+def gmvae_fit_options(config: GMVAEConfig, model: GMVAE, guide, test) -> dict:
+    """Cluster accuracy and entropy on a labelled test set every epoch, and for a Gumbel-softmax run
+    the enumerated (true) ELBO, since its test ELBO is the relaxed objective."""
+    if test is None or test.y is None:
+        return {}
+    return {"epoch_callback": cluster_metrics_callback(model, guide, test, elbo=config.estimator != "enumerate")}
+
+
 def build_gmvae(config: GMVAEConfig, data) -> GMVAE:
     """The :class:`GMVAE` of ``config`` for examples of ``data``."""
     model = GMVAE(data.x_dim, config.num_components, config.z_dim, config.hidden_sizes, config.activation,
@@ -216,6 +225,7 @@ register_model(
     build=build_gmvae,
     default_guide="mixture",
     description="Gaussian-mixture VAE: y ~ Cat(C), z | y Gaussian, Bernoulli decoder; y enumerated or Gumbel-softmax",
+    fit_options=lambda config, model, guide, test: gmvae_fit_options(config, model, guide, test),
     presets={
         "tiny": dict(dataset="digits", binarize="dynamic", objective="enum", num_components=10, z_dim=2,
                      hidden_sizes=[16], epochs=1, batch_size=64),

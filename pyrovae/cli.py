@@ -373,7 +373,7 @@ def _train_ranks(args, entry, given: dict, device) -> None:
         log = TensorBoardLog(run_dir / TENSORBOARD_FOLDER)
     images = _log_images(log, model, guide, test, run.seed) if log is not None else None
     # The model's own fit options: diagnostics to log (a relaxed model's true bound), a setting to anneal.
-    options = experiment.entry.training_options(experiment.model, model, guide)
+    options = experiment.entry.training_options(experiment.model, model, guide, test)
     callbacks = [c for c in (options.pop("epoch_callback", None), images) if c is not None]
     try:
         fit(model, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,

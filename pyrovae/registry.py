@@ -99,13 +99,14 @@ class ModelEntry:
     #: ``default_objective(settings) -> name``: the objective used when none is chosen, from the
     #: resolved settings (a Bernoulli-latent model trains DisARM with DisARM); ``None``: RunConfig's.
     default_objective: Callable | None = None
-    #: ``fit_options(config, model, guide) -> dict``: keyword arguments of :func:`pyrovae.train.fit`
-    #: the model needs in every run (``diagnostics`` to log, an ``epoch_callback`` annealing a setting).
+    #: ``fit_options(config, model, guide, test) -> dict``: keyword arguments of :func:`pyrovae.train.fit`
+    #: the model needs in every run (``diagnostics`` to log, an ``epoch_callback`` annealing a setting or
+    #: logging a metric on ``test``, the test :class:`~pyrovae.data.Dataset` or ``None``).
     fit_options: Callable | None = None
 
-    def training_options(self, config, model, guide) -> dict:
+    def training_options(self, config, model, guide, test=None) -> dict:
         """The model's own keyword arguments of :func:`pyrovae.train.fit` (``{}`` if it has none)."""
-        return self.fit_options(config, model, guide) if self.fit_options is not None else {}
+        return self.fit_options(config, model, guide, test) if self.fit_options is not None else {}
 
     def config_fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.config_class)}

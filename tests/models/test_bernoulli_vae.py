@@ -38,7 +38,7 @@ def test_every_relaxation_trains_and_its_true_bound_improves(relaxation):
     experiment, train, test, model, guide, objective = tiny_run(relaxation, lr=3e-3)
     train, test = train.subset(640), test.subset(128)
     before = mean_elbo(Discretized(model), Discretized(guide), test)
-    options = get("bernoulli-vae").training_options(experiment.model, model, guide)
+    options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
     # 300 steps of 64 examples.
     history = fit(model, guide, objective, train, test, epochs=30, batch_size=64, lr=3e-3, progress=False, **options)
     after = history.rows[-1]["true_bound"]
@@ -96,7 +96,7 @@ def test_the_model_rejects_bad_arguments(arguments, message):
 def test_beta_anneals_between_epochs_in_model_and_guide_and_is_checkpointed(tmp_path):
     experiment, train, test, model, guide, objective = tiny_run("spike-exp", beta=8.0, beta_start=2.0, anneal_epochs=2)
     assert model.beta.item() == guide.beta.item() == 2.0
-    options = get("bernoulli-vae").training_options(experiment.model, model, guide)
+    options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
     history = fit(model, guide, objective, train.subset(64), test.subset(32), epochs=3, batch_size=64,
                   progress=False, run_dir=tmp_path, **options)
     assert [row["beta"] for row in history.rows] == [2.0, 5.0, 8.0]

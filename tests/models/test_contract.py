@@ -4,7 +4,8 @@ As Pyro's ``tests/infer/test_valid_models.py`` runs every inference algorithm ov
 of models, this module runs one set of checks over the registry: a model or guide registered
 later is picked up with no edit here. Each pair must
 
-* train: one step of :func:`pyrovae.train.fit` changes the model's and the guide's weights;
+* train: one step of :func:`pyrovae.train.fit`, with the model's own fit options, changes the
+  model's and the guide's weights and logs only finite numbers;
 * agree on sites: every latent of the model is sampled by the guide under the same name and
   shape, the guide samples nothing else, and the observed site ``"x"`` is the batch as the
   model's :class:`~pyrovae.validation.InputSpec` shapes it, with the batch shape of its plates;
@@ -65,10 +66,13 @@ def test_one_training_step_changes_model_and_guide(tiny):
     experiment, train, test, model, guide, objective = tiny
     batch_size = experiment.run.batch_size
     before = {"model": weights(model), "guide": weights(guide)}
-    history = fit(model, guide, objective, train.subset(batch_size), test.subset(BATCH), epochs=1,
-                  batch_size=batch_size, lr=experiment.run.lr, seed=experiment.run.seed, progress=False)
+    test = test.subset(BATCH)
+    # With the model's own fit options (diagnostics, epoch callbacks), as the CLI passes them.
+    options = experiment.entry.training_options(experiment.model, model, guide, test)
+    history = fit(model, guide, objective, train.subset(batch_size), test, epochs=1,
+                  batch_size=batch_size, lr=experiment.run.lr, seed=experiment.run.seed, progress=False, **options)
     row = history.rows[0]
-    assert len(history.rows) == 1 and torch.isfinite(torch.tensor([row["train_loss"], row["test_elbo"]])).all()
+    assert len(history.rows) == 1 and torch.isfinite(torch.tensor([float(v) for v in row.values()])).all(), row
     for owner, module in (("model", model), ("guide", guide)):
         changed = [name for name, value in weights(module).items() if not torch.equal(value, before[owner][name])]
         assert changed, f"one step of {experiment.run.objective} left every {owner} weight unchanged"
