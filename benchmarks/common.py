@@ -14,12 +14,15 @@ from pyrovae.io import write_json
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def machine() -> dict:
+def machine(device: str = "cpu") -> dict:
+    """The machine a benchmark ran on. ``device`` is where it computed: the benchmarks build their models
+    on the CPU and pass no device to ``fit``, so the CPU unless a benchmark says otherwise."""
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "pyro": pyro.__version__,
         "cpu_count": os.cpu_count(),
+        "device": str(device),
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
     }
