@@ -589,7 +589,7 @@ def main(argv=None) -> int:
     print(f"wrote {target}")
     if uncommitted:
         print(f"uncommitted results: {', '.join(uncommitted)}; commit them, then rerun this script so the page "
-              "carries their commit dates", file=sys.stderr)
+              "carries their commit dates (or use --committed to leave them out)", file=sys.stderr)
     return 0
 
 
