@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 
 import numpy as np
@@ -176,13 +177,20 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="dissertation")
+    parser.add_argument("--resume", action="store_true", help="keep the runs already in the output file and skip them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     results = []
+    if args.resume and (RESULTS / f"{args.output}.json").exists():
+        done = json.loads((RESULTS / f"{args.output}.json").read_text())["runs"]
+        results = [r for r in done if r["preset"] in args.presets and r["run"] in args.runs]
+        print(f"resuming: {len(results)} runs already in {args.output}.json")
     columns = ["preset", "run", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",
                "diverged", "minutes"]
     for preset in args.presets:
         for name in args.runs:
+            if any(r["preset"] == preset and r["run"] == name for r in results):
+                continue
             results.append(run_one(preset, name, args))
             print_table(results[-1:], columns)
             save_results(args.output, {"runs": results, "budget": vars(args), "command": COMMAND})
