@@ -399,6 +399,9 @@ register_model(
     build=build_vqvae,
     default_guide="nearest",
     description="VQ-VAE: codebook, nearest-code Delta guide, straight-through gradients, optional EMA codebook",
+    # Reconstruction and codebook perplexity on the test set every epoch (in the CLI too).
+    fit_options=lambda config, model, guide, test: (
+        {} if test is None else {"epoch_callback": codebook_metrics_callback(model, guide, test)}),
     presets={
         "tiny": dict(dataset="digits", num_codes=8, code_dim=4, downsamplings=1, hidden_channels=8,
                      residual_blocks=0, residual_channels=4, epochs=1, batch_size=64),
