@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import torch
 from pyro.distributions import Logistic
+from torch.nn import functional as F
 from pyro.distributions.torch_distribution import ExpandedDistribution
 
 from pyrovae.distributions.uniform_noise import hard_threshold
@@ -53,6 +54,15 @@ class BernoulliView(NamedTuple):
 
     probs: torch.Tensor
     hard: Callable[[torch.Tensor], torch.Tensor]
+    #: :math:`\log(\lambda / (1 - \lambda))` when the distribution has it exactly; ``probs`` rounds to
+    #: 0 or 1 in float32 beyond about :math:`\pm 17`, where these logits stay finite.
+    logits: torch.Tensor | None = None
+
+    def log_probs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """:math:`(\log\lambda, \log(1 - \lambda))`, from the logits when the view has them."""
+        if self.logits is not None:
+            return F.logsigmoid(self.logits), F.logsigmoid(-self.logits)
+        return torch.log(self.probs), torch.log1p(-self.probs)
 
 
 @functools.singledispatch
@@ -88,17 +98,18 @@ def bernoulli_view(fn) -> BernoulliView | None:
 
 @register_bernoulli_view(torch.distributions.Bernoulli)
 def _view_bernoulli(fn):
-    return BernoulliView(fn.probs, lambda value: value)
+    return BernoulliView(fn.probs, lambda value: value, fn.logits)
 
 
 @register_bernoulli_view(torch.distributions.RelaxedBernoulli)
 def _view_relaxed_bernoulli(fn):
-    return BernoulliView(fn.probs, functools.partial(hard_threshold, at=0.5))
+    return BernoulliView(fn.probs, functools.partial(hard_threshold, at=0.5), fn.logits)
 
 
 @register_bernoulli_view(Logistic)
 def _view_logistic(fn):
-    return BernoulliView(torch.sigmoid(fn.loc / fn.scale), functools.partial(hard_threshold, at=0.0))
+    logits = fn.loc / fn.scale
+    return BernoulliView(torch.sigmoid(logits), functools.partial(hard_threshold, at=0.0), logits)
 
 
 @register_bernoulli_view(torch.distributions.Independent)
@@ -124,4 +135,4 @@ def _view_transformed(fn):
             value = transform.inv(value)
         return base.hard(value)
 
-    return BernoulliView(base.probs, hard)
+    return BernoulliView(base.probs, hard, base.logits)

@@ -23,5 +23,6 @@ class GaussianRelaxation(Normal):
 
 @register_bernoulli_view(GaussianRelaxation)
 def _view_gaussian_relaxation(fn):
-    probs = torch.special.ndtr(fn.loc / fn.scale)
-    return BernoulliView(probs, functools.partial(hard_threshold, at=0.0))
+    x = fn.loc / fn.scale
+    logits = torch.special.log_ndtr(x) - torch.special.log_ndtr(-x)
+    return BernoulliView(torch.special.ndtr(x), functools.partial(hard_threshold, at=0.0), logits)

@@ -199,4 +199,4 @@ class StepLogistic(TorchDistribution):
 
 @register_bernoulli_view(StepLogistic)
 def _view_step_logistic(fn):
-    return BernoulliView(fn.bernoulli_probs, fn.hard)
+    return BernoulliView(fn.bernoulli_probs, fn.hard, fn.logits)

@@ -57,8 +57,9 @@ class HardRelaxed(dist.TorchDistribution):
     arg_constraints = {"probs": dist.constraints.unit_interval}
     support = dist.constraints.real
 
-    def __init__(self, probs, low, high, validate_args=None):
+    def __init__(self, probs, low, high, log_probs=None, validate_args=None):
         self.probs, self.low, self.high = probs, low, high
+        self.log_probs = log_probs if log_probs is not None else (torch.log(probs), torch.log1p(-probs))
         super().__init__(probs.shape, validate_args=False)
 
     def sample(self, sample_shape=torch.Size()):
@@ -68,14 +69,15 @@ class HardRelaxed(dist.TorchDistribution):
             return torch.where(ones, self.high, self.low).to(self.probs.dtype)
 
     def log_prob(self, value):
-        ones = (value == self.high).to(self.probs.dtype)
-        return torch.xlogy(ones, self.probs) + torch.xlogy(1 - ones, 1 - self.probs)
+        ones = value == self.high
+        return torch.where(ones, self.log_probs[0], self.log_probs[1])
 
 
 def _discrete_bernoulli(fn, view: BernoulliView):
     shape = fn.batch_shape + fn.event_shape
     low, high = hard_points(fn, view, view.probs)
-    return HardRelaxed(view.probs.expand(shape), low, high).to_event(len(fn.event_shape))
+    log_probs = tuple(log.expand(shape) for log in view.log_probs())
+    return HardRelaxed(view.probs.expand(shape), low, high, log_probs).to_event(len(fn.event_shape))
 
 
 class DiscreteBernoulliMessenger(Messenger):
@@ -253,7 +255,8 @@ class RelaxedBernoulliELBO(ParticleObjective):
             value = site["value"]
             if not _is_unit_interval(site["fn"].support):
                 value = self.relaxed_value(value)
-            log_mass = torch.xlogy(value, view.probs) + torch.xlogy(1 - value, 1 - view.probs)
+            log_probs, log_complements = view.log_probs()
+            log_mass = value * log_probs + (1 - value) * log_complements
             event_dim = len(site["fn"].event_shape)
             return log_mass.sum(list(range(-event_dim, 0))) if event_dim else log_mass
 

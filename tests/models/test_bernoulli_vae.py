@@ -221,3 +221,23 @@ def test_the_cli_logs_the_true_bound_and_reports_the_exact_log_likelihood(tmp_pa
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     # The exact evidence of the discrete model is above its ELBO, the true bound (up to Monte Carlo noise).
     assert results["test_exact_log_likelihood"] > rows[-1]["true_bound"] - 0.5
+
+
+@pytest.mark.parametrize("relaxation", ["logistic", "concrete", "step-logistic", "gaussian-sigmoid"])
+def test_saturated_encoder_logits_keep_the_bernoulli_elbo_and_true_bound_finite(relaxation):
+    # An encoder output of 30 rounds sigmoid(30) to 1 in float32: the Bernoulli log-masses must come
+    # from the logits (BernoulliView.log_probs), or log(1 - lambda) = -inf turns the gradients NaN.
+    from pyrovae.infer import RelaxedBernoulliELBO
+
+    _, train, _, model, guide, _ = tiny_run(relaxation)
+    with torch.no_grad():
+        head = guide.encoder.head
+        (head.loc if relaxation == "gaussian-sigmoid" else head.logits).bias.fill_(30.0)
+    x, _ = next(train.batches(16))
+    with pytest.warns(UserWarning, match="not a lower bound"):
+        objective = RelaxedBernoulliELBO(max_plate_nesting=1, relaxed_value=model.decoder_input)
+    loss = objective.differentiable_loss(model, guide, x)
+    loss.backward()
+    gradients = [p.grad for p in [*model.parameters(), *guide.parameters()] if p.grad is not None]
+    assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in gradients)
+    assert math.isfinite(TrueDiscreteBound(num_particles=1, max_plate_nesting=1).loss(model, guide, x))
