@@ -12,6 +12,7 @@ from functools import lru_cache
 
 import pyro
 import torch
+from pyro.params import param_with_module_name
 
 from pyrovae import settings
 
@@ -52,5 +53,26 @@ def open_data_plate(owner, x: torch.Tensor, y: torch.Tensor | None = None, num_d
     if settings.check_data():
         owner.inputs.check(x, y)
     if settings.register_modules():
+        take_over_name(owner)
         pyro.module(owner.name, owner)
     return data_plate(x.shape[0], num_data, x.device)
+
+
+def take_over_name(owner) -> None:
+    """Make ``owner`` the module Pyro's parameter store holds under ``owner.name``.
+
+    ``pyro.module(name, module)`` keeps the tensors it first saw under ``name``: a second model built
+    with the same name (a notebook comparing two relaxations, a model rebuilt to load a checkpoint)
+    would compute with its own weights while ``SVI`` updated the first one's, and never train. So the
+    module being called takes the name over: the other module's entries are dropped before it
+    registers. One dictionary lookup per call when nothing is shadowed.
+    """
+    first = next(iter(owner.named_parameters()), None)
+    if first is None:
+        return
+    store = pyro.get_param_store()
+    key = param_with_module_name(owner.name, first[0])
+    if key in store and store[key] is not first[1]:
+        prefix = param_with_module_name(owner.name, "")
+        for name in [name for name in store.keys() if name.startswith(prefix)]:
+            del store[name]
