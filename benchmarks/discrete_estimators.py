@@ -32,6 +32,7 @@ import time
 import torch
 
 from benchmarks.common import RESULTS, print_table, save_results
+from pyrovae.checkpoint import TrainingDivergedError
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
 from pyrovae.experiment import Experiment, build
 from pyrovae.infer import TrueDiscreteBound, gradient_statistics
@@ -71,8 +72,13 @@ def run_one(architecture: str, relaxation: str, args) -> dict:
     train, test, model, guide, objective = build(experiment, args.data_dir)
     options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
     start = time.perf_counter()
-    history = fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
-                  lr=args.lr, seed=args.seed, engine="module", progress=False, **options)
+    try:
+        history = fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
+                      lr=args.lr, seed=args.seed, engine="module", progress=False, **options)
+    except TrainingDivergedError as error:
+        return {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
+                "epochs": 0, "diverged": str(error), "paper": PAPER_ROW.get(relaxation),
+                "paper_nll": ANCHORS[architecture].get(PAPER_ROW.get(relaxation))}
     minutes = (time.perf_counter() - start) / 60
     steps = -(-len(train) // experiment.run.batch_size)
     model.eval(), guide.eval()
@@ -129,7 +135,7 @@ def main() -> None:
     print(f"wrote {path}")
 
 
-COLUMNS = ["model", "relaxation", "epochs", "true_bound", "nll_subset_true_bound", "nll", "paper", "paper_nll", "encoder_snr",
+COLUMNS = ["model", "relaxation", "diverged", "epochs", "true_bound", "nll_subset_true_bound", "nll", "paper", "paper_nll", "encoder_snr",
            "encoder_variance", "ms_per_step", "minutes"]
 COMMAND = "python -m benchmarks.discrete_estimators"
 
