@@ -266,6 +266,11 @@ def _discrete_estimators(data: dict) -> list[str]:
     budget, anchors = data.get("budget") or {}, data["anchors"]
     rows = []
     for row in data["rows"]:
+        if row.get("diverged"):
+            rows.append([cell(row["model"]), cell(row["relaxation"]), cell(row.get("objective")), "0",
+                         f"diverged: {row['diverged']}", "-", "-", cell(row.get("paper")), number(row.get("paper_nll")),
+                         "-", "-", "-"])
+            continue
         rows.append([cell(row["model"]), cell(row["relaxation"]), cell(row.get("objective")), number(row.get("epochs")),
                      number(row.get("true_bound")), number(row.get("nll_subset_true_bound")), number(row["nll"]),
                      cell(row.get("paper")), number(row.get("paper_nll")), difference(row["nll"], row.get("paper_nll")),
