@@ -30,12 +30,21 @@ def test_the_ranks_shards_put_together_are_the_single_process_batches(world):
             assert all(len(shards[r][step][1]) == per_rank for r in range(world))
 
 
-def test_dynamic_binarization_draws_the_single_process_noise_on_every_rank():
+def test_dynamic_binarization_draws_noise_for_the_rank_s_own_part_reproducibly():
     dataset = load_dataset("digits", "train", binarize="dynamic").subset(64)
+    intensities = load_dataset("digits", "train").subset(64).x
     single = batches(dataset, 1, 0, seed=4, batch_size=32)
     shards = [batches(dataset, 2, rank, seed=4, batch_size=32) for rank in range(2)]
+    again = batches(dataset, 2, 1, seed=4, batch_size=32)
     for step, (x, _) in enumerate(single):
-        assert torch.equal(torch.cat([shards[0][step][0], shards[1][step][0]]), x)
+        together = torch.cat([shards[0][step][0], shards[1][step][0]])
+        assert together.shape == x.shape and set(together.unique().tolist()) <= {0.0, 1.0}
+        assert torch.equal(again[step][0], shards[1][step][0])
+    # Each rank binarizes its own examples: black pixels stay 0 and white ones 1.
+    order = torch.cat([shards[0][0][0], shards[1][0][0]])
+    rows = torch.randperm(64, generator=torch.Generator().manual_seed(4))[:32]
+    assert torch.equal(order[intensities[rows] == 0], torch.zeros_like(order[intensities[rows] == 0]))
+    assert torch.equal(order[intensities[rows] == 1], torch.ones_like(order[intensities[rows] == 1]))
 
 
 def test_a_shard_outside_the_ranks_is_refused():
