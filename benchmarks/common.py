@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 from pathlib import Path
@@ -43,3 +44,13 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
 
 def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def finished_runs(name: str, key: str, keep) -> list[dict]:
+    """The runs already in ``results/<name>.json`` under ``key`` for which ``keep(run)`` holds (``--resume``)."""
+    path = RESULTS / f"{name}.json"
+    if not path.exists():
+        return []
+    runs = [run for run in json.loads(path.read_text())[key] if keep(run)]
+    print(f"resuming: {len(runs)} runs already in {path.name}")
+    return runs

@@ -25,13 +25,12 @@ of epochs); the budget here is far smaller, and the table says so.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import torch
 
-from benchmarks.common import RESULTS, print_table, save_results
+from benchmarks.common import finished_runs, print_table, save_results
 from pyrovae.checkpoint import TrainingDivergedError
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
 from pyrovae.experiment import Experiment, build
@@ -117,11 +116,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the output file and skip them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = []
-    if args.resume and (RESULTS / f"{args.output}.json").exists():
-        done = json.loads((RESULTS / f"{args.output}.json").read_text())["rows"]
-        rows = [r for r in done if r["model"] in args.models and r["relaxation"] in args.relaxations]
-        print(f"resuming: {len(rows)} runs already in {args.output}.json")
+    rows = finished_runs(args.output, "rows", lambda r: r["model"] in args.models
+                         and r["relaxation"] in args.relaxations) if args.resume else []
     for architecture in args.models:
         for relaxation in args.relaxations:
             if any(r["model"] == architecture and r["relaxation"] == relaxation for r in rows):

@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import time
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from benchmarks.common import RESULTS, print_table, save_results
+from benchmarks.common import RESULTS, finished_runs, print_table, save_results
 from pyrovae.checkpoint import TrainingDivergedError
 from pyrovae.discrete import MAX_UNITS, exact_log_likelihood
 from pyrovae.distributions import StepLogistic
@@ -180,11 +179,8 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the output file and skip them")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = []
-    if args.resume and (RESULTS / f"{args.output}.json").exists():
-        done = json.loads((RESULTS / f"{args.output}.json").read_text())["runs"]
-        results = [r for r in done if r["preset"] in args.presets and r["run"] in args.runs]
-        print(f"resuming: {len(results)} runs already in {args.output}.json")
+    results = finished_runs(args.output, "runs", lambda r: r["preset"] in args.presets
+                            and r["run"] in args.runs) if args.resume else []
     columns = ["preset", "run", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",
                "diverged", "minutes"]
     for preset in args.presets:

@@ -77,8 +77,11 @@ def exact_log_likelihood(model, data, batch_size: int = 100, max_rows: int = 1 <
     probs = model.discrete_prior_probs
     num_states = 1 << model.z_dim
     results = []
+    spec = getattr(model, "inputs", None)
     for x, _ in dataset.batches(batch_size, shuffle=False):
         x = x.to(probs.device)
+        if spec is not None:
+            spec.check(x)  # shape, NaN, support: one line naming the problem
         chunk = max(1, min(num_states, max_rows // x.shape[0]))
         parts = []
         for start in range(0, num_states, chunk):

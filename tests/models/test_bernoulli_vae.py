@@ -241,3 +241,14 @@ def test_saturated_encoder_logits_keep_the_bernoulli_elbo_and_true_bound_finite(
     gradients = [p.grad for p in [*model.parameters(), *guide.parameters()] if p.grad is not None]
     assert torch.isfinite(loss) and all(torch.isfinite(g).all() for g in gradients)
     assert math.isfinite(TrueDiscreteBound(num_particles=1, max_plate_nesting=1).loss(model, guide, x))
+
+
+@pytest.mark.parametrize("x, message", [
+    (torch.full((3, 10), 0.5), "must be binary"),
+    (torch.zeros(3, 7), "must have shape"),
+    (torch.full((3, 10), float("nan")), "NaN"),
+])
+def test_exact_log_likelihood_rejects_bad_data_in_one_line(small_models, x, message):
+    model, _ = small_models["bernoulli"]
+    with pytest.raises(ValueError, match=message):
+        exact_log_likelihood(model, x)
