@@ -46,11 +46,14 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def finished_runs(name: str, key: str, keep) -> list[dict]:
-    """The runs already in ``results/<name>.json`` under ``key`` for which ``keep(run)`` holds (``--resume``)."""
+def finished_runs(name: str, key: str, retry=lambda run: False) -> list[dict]:
+    """Every run already in ``results/<name>.json`` under ``key`` (``--resume``), whatever the
+    selection of this invocation, so that saving the file again loses none; runs for which
+    ``retry(run)`` holds are left out, to be run again."""
     path = RESULTS / f"{name}.json"
     if not path.exists():
         return []
-    runs = [run for run in json.loads(path.read_text())[key] if keep(run)]
-    print(f"resuming: {len(runs)} runs already in {path.name}")
-    return runs
+    runs = json.loads(path.read_text())[key]
+    kept = [run for run in runs if not retry(run)]
+    print(f"resuming: {len(kept)} runs already in {path.name}" + (f"; {len(runs) - len(kept)} to run again" if len(kept) < len(runs) else ""))
+    return kept

@@ -90,7 +90,7 @@ def run_one(architecture: str, relaxation: str, args) -> dict:
     paper = PAPER_ROW.get(relaxation)
     return {
         "model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
-        "epochs": len(history.rows), "minutes": minutes,
+        "epochs": len(history.rows), "minutes": minutes, "nll_budget": f"K={args.nll_samples}, first {len(subset)} test images",
         "ms_per_step": 1e3 * statistics.median(row["seconds"] for row in history.rows) / steps,
         "train_objective": -last["train_loss"], "test_objective": last["test_elbo"],
         "true_bound": last["true_bound"], "nll": nll, "nll_subset_true_bound": subset_bound,
@@ -114,10 +114,10 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="discrete_estimators", help="results/<name>.json")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the output file and skip them")
+    parser.add_argument("--retry-diverged", action="store_true", help="with --resume, run the diverged runs again")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = finished_runs(args.output, "rows", lambda r: r["model"] in args.models
-                         and r["relaxation"] in args.relaxations) if args.resume else []
+    rows = finished_runs(args.output, "rows", lambda r: args.retry_diverged and "diverged" in r) if args.resume else []
     for architecture in args.models:
         for relaxation in args.relaxations:
             if any(r["model"] == architecture and r["relaxation"] == relaxation for r in rows):

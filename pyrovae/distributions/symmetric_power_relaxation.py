@@ -47,6 +47,13 @@ class SymmetricPowerRelaxation(SmoothedBernoulli):
     equal :math:`\beta` the log-ratio is the Bernoulli one and the KL divergence is the
     Bernoulli KL; in general it adds :math:`\log(\beta_q/\beta_p) - 1 + \beta_p/\beta_q`.
 
+    Train it with the KL in closed form (``TraceMeanField_ELBO``), not with ``Trace_ELBO``: with
+    :math:`\beta = 10` one sample in a few thousand lands within :math:`10^{-36}` of 0, where
+    :math:`\partial \log p / \partial \zeta = (1/\beta - 1)/\zeta` exceeds :math:`10^{36}`;
+    the prior's and the guide's terms cancel exactly, but ``Trace_ELBO`` scales each by
+    ``num_data / batch_size`` first, and in float32 that overflows to :math:`\infty - \infty`, a NaN
+    gradient.
+
     **References** (full entries in ``docs/references.md``): Anonymous n.d., lecture notes
     "Variational Autoencoders", §2.3, :math:`f_3`; after the exponential and power-function
     smoothings of Vahdat et al. 2018.
