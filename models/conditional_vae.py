@@ -181,6 +181,8 @@ register_model(
         "bernoulli": dict(dataset="mnist", binarize="dynamic", likelihood="bernoulli", z_dim=20,
                           hidden_sizes=[500, 500], activation="relu", batch_size=100, lr=3e-4, epochs=70),
     },
+    figures={"samples-by-class.png": lambda model, test, title, generator: class_conditional_grid(
+        model, test.image_shape, generator=generator, title=f"samples E[x | y, z], z ~ p(z | y), one row per class\n{title}")},
     references={
         "yang": {"metric": "test_elbo", "value": 1820.10,
                  "source": "Yang 2022, §5.4.4 (aevb-tutorial 03_cvae/test_elbos: epoch 69)"},

@@ -186,6 +186,29 @@ class VRNN(nn.Module):
         return torch.stack(rows, dim=1).reshape(num_samples, -1)
 
 
+def generation_figure(model: VRNN, image_shape, num_samples: int = 6, steps: int = 7,
+                      generator: torch.Generator | None = None, title: str | None = None):
+    """Row-by-row generation (Yang 2022, Fig. 12): one row of panels per generated image
+    (:meth:`VRNN.sample_images`), showing it after ``steps`` evenly spaced numbers of generated rows
+    ``t``, up to all ``T``; rows not generated yet are left blank (0). Returns the ``Figure``."""
+    from pyrovae import plots  # matplotlib: only when a figure is drawn
+
+    if not 1 <= steps <= model.seq_len:
+        raise ValueError(f"steps must be between 1 and the sequence length {model.seq_len}, got {steps}")
+    images = model.sample_images(num_samples, generator).reshape(num_samples, model.seq_len, model.x_dim).cpu()
+    shown = torch.linspace(model.seq_len / steps, model.seq_len, steps).round().long().tolist()
+    panels = []
+    for image in images:
+        for t in shown:
+            partial = image.clone()
+            partial[t:] = 0
+            panels.append(partial.reshape(-1))
+    caption = f"each row one image, after t = {', '.join(map(str, shown))} of its {model.seq_len} rows"
+    return plots.labelled_grid(torch.stack(panels), torch.arange(num_samples).repeat_interleave(steps), image_shape,
+                               columns=steps, title=f"{title}\n{caption}" if title else caption,
+                               row_axis_label="sample")
+
+
 @dataclass
 class VRNNConfig:
     """Hyperparameters of :class:`VRNN` and :class:`~pyrovae.guides.VRNNGuide`; the defaults are the
@@ -228,6 +251,8 @@ register_model(
         "yang": dict(dataset="mnist", binarize="threshold", objective="meanfield", z_dim=2, hidden_dim=256,
                      num_layers=2, hidden_sizes=[500, 500], activation="relu", batch_size=100, lr=1e-3, epochs=7),
     },
+    figures={"generation.png": lambda model, test, title, generator: generation_figure(
+        model, test.image_shape, generator=generator, title=f"row-by-row generation\n{title}")},
     references={
         # The tutorial's code draws z_t with .sample() (reparameterize=False here); see pyrovae.guides.vrnn.
         "yang": {"metric": "test_elbo", "value": -78.47,

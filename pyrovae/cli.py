@@ -315,7 +315,8 @@ def _prepare(args, experiment: Experiment, run_dir: Path | None) -> Path:
     if run_dir is None:
         run_dir = _new_run_dir(experiment)
     elif not args.resume:
-        for name in (RESULTS, *PLOTS):  # a replaced run's outputs (fit removes its records)
+        figures = registry.get(experiment.run.model).figures
+        for name in (RESULTS, *PLOTS, *figures):  # a replaced run's outputs (fit removes its records)
             (run_dir / name).unlink(missing_ok=True)
     # Before training, so that `train --resume` finds a run that was killed or stopped.
     _point_latest(run_dir)
@@ -400,14 +401,14 @@ def _train_ranks(args, entry, given: dict, device) -> None:
 def _log_images(log, model, guide, test, seed: int):
     """An epoch callback that adds a sample grid and reconstructions to the TensorBoard ``log``."""
     from pyrovae import plots
+    from pyrovae.evaluate import reconstructions
 
     def callback(epoch: int, row: dict) -> None:
         samples = _samples(model, 64, seed)
         if samples is not None:
             log.image("samples", plots.image_grid(samples, test.image_shape, columns=8), epoch)
-        pair = _reconstructions(model, guide, test.x[:16])
-        if pair is not None:
-            log.image("reconstructions", plots.reconstructions(*pair, test.image_shape, columns=8), epoch)
+        x, reconstruction, how = reconstructions(model, guide, test, 16)
+        log.image("reconstructions", plots.reconstructions(x, reconstruction, test.image_shape, columns=8, title=how), epoch)
 
     return callback
 
@@ -419,15 +420,6 @@ def _samples(model, count: int, seed: int) -> torch.Tensor | None:
         return None
     generator = torch.Generator(device=module_device(model)).manual_seed(seed)
     return model.sample_images(count, generator).cpu()
-
-
-@torch.no_grad()
-def _reconstructions(model, guide, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(x, E[x | E_q[z | x]])`` on the CPU, or ``None`` for a pair that cannot reconstruct."""
-    if not (hasattr(model, "decode_mean") and hasattr(guide, "encode")):
-        return None
-    reconstruction = model.decode_mean(guide.encode(x.to(module_device(model, guide))))
-    return x.cpu(), reconstruction.cpu()
 
 
 def _load_run(run: str, data_dir: str | None = None, device: str = "cpu"):
@@ -480,7 +472,7 @@ def _objective_label(experiment: Experiment) -> str:
     """The objective as ``Class(K=..., estimator=...)``, the form :func:`pyrovae.plots.describe_objective` reads."""
     names = {"trace": "Trace_ELBO", "meanfield": "TraceMeanField_ELBO", "iwae": "ImportanceWeightedELBO",
              "iwae_dreg": "ImportanceWeightedELBO", "variance": "VarianceELBO", "log_variance": "LogVarianceELBO",
-             "enum": "TraceEnum_ELBO", "graph": "TraceGraph_ELBO", "disarm": "DisARM_ELBO"}
+             "enum": "TraceEnum_ELBO", "enum_meanfield": "TraceEnumMeanField_ELBO", "graph": "TraceGraph_ELBO", "disarm": "DisARM_ELBO"}
     run = experiment.run
     arguments = [f"K={run.num_particles}"] if run.num_particles > 1 else []
     if run.objective == "iwae_dreg":
@@ -491,6 +483,7 @@ def _objective_label(experiment: Experiment) -> str:
 
 def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points: int = 2000) -> list[Path]:
     from pyrovae import plots
+    from pyrovae.evaluate import input_spec, reconstructions
 
     rows = read_jsonl(run_dir / METRICS)
     run = experiment.run
@@ -502,20 +495,22 @@ def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points
     if samples is not None:
         figure = plots.image_grid(samples, shape, title=f"samples E[x | z], z ~ p(z)\n{title}")
         written.append(plots.save_figure(figure, run_dir / "samples.png"))
-    pair = _reconstructions(model, guide, test.x[:30])
-    if pair is not None:
-        written.append(plots.save_figure(plots.reconstructions(*pair, shape, title=title),
-                                         run_dir / "reconstructions.png"))
-        if tsne_points > 0:
-            _say(f"latent plot of {min(tsne_points, len(test))} test points (t-SNE when the latent has more than 2 "
-                 "dimensions; --tsne-points 0 skips it)")
-            with torch.no_grad():
-                z = guide.encode(test.x[:tsne_points].to(module_device(guide))).cpu()
-            labels = None if test.y is None else test.y[:tsne_points]
-            figure = plots.latent_scatter(z, labels, seed=run.seed, title=f"posterior means E_q[z | x]\n{title}")
-            written.append(plots.save_figure(figure, run_dir / "latents.png"))
+    x, reconstruction, how = reconstructions(model, guide, test, 30)
+    written.append(plots.save_figure(plots.reconstructions(x, reconstruction, shape, title=f"{how}\n{title}"),
+                                     run_dir / "reconstructions.png"))
+    if tsne_points > 0 and hasattr(guide, "encode") and not input_spec(model, test).takes_labels:
+        _say(f"latent plot of {min(tsne_points, len(test))} test points (t-SNE when the latent has more than 2 "
+             "dimensions; --tsne-points 0 skips it)")
+        with torch.no_grad():
+            z = guide.encode(test.x[:tsne_points].to(module_device(guide))).cpu()
+        labels = None if test.y is None else test.y[:tsne_points]
+        figure = plots.latent_scatter(z, labels, seed=run.seed, title=f"posterior means E_q[z | x]\n{title}")
+        written.append(plots.save_figure(figure, run_dir / "latents.png"))
     figure = plots.training_curves(rows, title=title, objective=_objective_label(experiment))
     written.append(plots.save_figure(figure, run_dir / "curves.png"))
+    for name, draw in registry.get(run.model).figures.items():
+        generator = torch.Generator(device=module_device(model)).manual_seed(run.seed)
+        written.append(plots.save_figure(draw(model, test, title, generator), run_dir / name))
     return written
 
 

@@ -219,6 +219,16 @@ def importance_log_likelihood(
     return log_px if per_example else log_px.mean().item()
 
 
+def _replayed_mean(model, guide, args, observed_site: str = "x") -> torch.Tensor:
+    """``E[x | z]`` at ``observed_site`` with one ``z ~ q(z | x)`` (the model replayed against a guide trace)."""
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args)
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
+    if observed_site not in model_trace.nodes:
+        raise ValueError(f"the model has no site {observed_site!r}")
+    return model_trace.nodes[observed_site]["fn"].mean
+
+
 @torch.no_grad()
 def reconstruction_error(model, guide, data, batch_size: int = 1000, observed_site: str = "x",
                          device=None) -> float:
@@ -229,12 +239,22 @@ def reconstruction_error(model, guide, data, batch_size: int = 1000, observed_si
     dataset = on_device(model, guide, data, device)
     total = torch.zeros((), dtype=torch.float64, device=dataset.x.device)
     for args, _ in _batches(model, dataset, batch_size):
-        with poutine.block():
-            guide_trace = poutine.trace(guide).get_trace(*args)
-            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args)
-        if observed_site not in model_trace.nodes:
-            raise ValueError(f"the model has no site {observed_site!r}")
-        x = args[0]
-        mean = model_trace.nodes[observed_site]["fn"].mean
-        total += ((x - mean) ** 2).sum()
+        total += ((args[0] - _replayed_mean(model, guide, args, observed_site)) ** 2).sum()
     return float(total) / len(dataset)
+
+
+@torch.no_grad()
+def reconstructions(model, guide, data, count: int, observed_site: str = "x") -> tuple[torch.Tensor, torch.Tensor, str]:
+    """``(x, reconstruction, how)`` for the first ``count`` examples of ``data``, both ``(count, size)`` on
+    the CPU: ``E[x | z]`` at the posterior mean ``z = E_q[z | x]`` when the guide has ``encode(x)`` and
+    the model ``decode_mean(z)``, else (a guide that also reads labels, a sequence model) at one
+    ``z ~ q(z | x)``; ``how`` says which, for a figure's title."""
+    dataset = as_dataset(data)
+    dataset = on_device(model, guide, dataset.subset(min(count, len(dataset))))
+    x, y = dataset.x, dataset.y
+    spec = input_spec(model, dataset)
+    if hasattr(model, "decode_mean") and hasattr(guide, "encode") and not spec.takes_labels:
+        mean, how = model.decode_mean(guide.encode(spec.shape_batch(x))), "E[x | z] at z = E_q[z | x]"
+    else:
+        mean, how = _replayed_mean(model, guide, spec.arguments(x, y), observed_site), "E[x | z], one z ~ q(z | x)"
+    return x.cpu(), mean.reshape(x.shape[0], -1).cpu(), how

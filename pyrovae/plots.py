@@ -243,7 +243,7 @@ def describe_objective(name: str) -> str:
     base, params = _parse_objective(name)
     particles = next((params[k] for k in _PARTICLES if k in params), None)
     if base in {"Trace_ELBO", "TraceMeanField_ELBO", "TraceGraph_ELBO", "TraceEnum_ELBO",
-                "JitTrace_ELBO", "JitTraceMeanField_ELBO", "JitTraceGraph_ELBO", "JitTraceEnum_ELBO"}:
+                "TraceEnumMeanField_ELBO", "JitTrace_ELBO", "JitTraceMeanField_ELBO", "JitTraceGraph_ELBO", "JitTraceEnum_ELBO"}:
         return "train ELBO"
     if base == "ImportanceWeightedELBO":
         return "train: IWAE bound" + (f", K={particles}" if particles else "")

@@ -30,7 +30,14 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from pyrovae.data import BINARIZATIONS, DATASETS
 from pyrovae.engines import ENGINES
-from pyrovae.infer import DifferentiableTraceGraph_ELBO, DisARM_ELBO, ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
+from pyrovae.infer import (
+    DifferentiableTraceGraph_ELBO,
+    DisARM_ELBO,
+    ImportanceWeightedELBO,
+    LogVarianceELBO,
+    TraceEnumMeanField_ELBO,
+    VarianceELBO,
+)
 
 TINY_PRESET = "tiny"
 
@@ -48,6 +55,9 @@ OBJECTIVES = {
     "disarm": lambda s, n: DisARM_ELBO(num_particles=s, max_plate_nesting=n),
     # Discrete latents marked for enumeration (config_enumerate in the guide) are summed out exactly.
     "enum": lambda s, n: TraceEnum_ELBO(num_particles=s, vectorize_particles=s > 1, max_plate_nesting=n),
+    # The same, with each continuous latent's KL divergence in closed form (Yang 2022's GMVAE bound).
+    "enum_meanfield": lambda s, n: TraceEnumMeanField_ELBO(num_particles=s, vectorize_particles=s > 1,
+                                                           max_plate_nesting=n),
 }
 
 
@@ -103,6 +113,10 @@ class ModelEntry:
     #: the model needs in every run (``diagnostics`` to log, an ``epoch_callback`` annealing a setting or
     #: logging a metric on ``test``, the test :class:`~pyrovae.data.Dataset` or ``None``).
     fit_options: Callable | None = None
+    #: ``{file name: draw}``, ``draw(model, test, title, generator) -> matplotlib Figure``: the model's
+    #: own figures, drawn by ``pyrovae train`` and ``pyrovae plot`` beside the samples, reconstructions
+    #: and curves every model gets (samples per class or per cluster, row-by-row generation).
+    figures: dict[str, Callable] = field(default_factory=dict)
 
     def training_options(self, config, model, guide, test=None) -> dict:
         """The model's own keyword arguments of :func:`pyrovae.train.fit` (``{}`` if it has none)."""
@@ -119,11 +133,12 @@ _RESERVED = set(RUN_FIELDS)
 
 def register_model(name: str, config_class: type, build: Callable, presets: dict[str, dict], description: str,
                    default_guide: str, references: dict[str, dict] | None = None,
-                   default_objective: Callable | None = None, fit_options: Callable | None = None) -> None:
+                   default_objective: Callable | None = None, fit_options: Callable | None = None,
+                   figures: dict[str, Callable] | None = None) -> None:
     """Register a model. ``presets`` must include ``tiny``; their keys must be run or model settings.
     ``default_guide`` names the guide used when none is chosen (registered by a guide file);
-    ``references`` gives, per preset, the published number it reproduces; ``default_objective`` and
-    ``fit_options`` are described in :class:`ModelEntry`."""
+    ``references`` gives, per preset, the published number it reproduces; ``default_objective``,
+    ``fit_options`` and ``figures`` are described in :class:`ModelEntry`."""
     if not dataclasses.is_dataclass(config_class):
         raise TypeError(f"{name}: the config must be a dataclass, got {config_class!r}")
     if name in _MODELS:
@@ -146,7 +161,7 @@ def register_model(name: str, config_class: type, build: Callable, presets: dict
             raise ValueError(f"{name}/{preset}: the reference lacks {sorted(missing)}")
     _MODELS[name] = ModelEntry(name, config_class, build, dict(presets), description, default_guide,
                                references=dict(references or {}), default_objective=default_objective,
-                               fit_options=fit_options)
+                               fit_options=fit_options, figures=dict(figures or {}))
 
 
 def register_guide(model: str, name: str, build: Callable) -> None:

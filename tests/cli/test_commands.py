@@ -70,3 +70,15 @@ def test_the_curves_title_names_data_model_objective_and_epochs(tmp_path, monkey
     assert axes.get_title() == f"digits · vae (diagonal guide) · {label} · 3 epochs"
     assert legend in [text.get_text() for text in axes.get_legend().get_texts()]
     assert "latents.png" not in figures  # --tsne-points 0
+
+
+@pytest.mark.parametrize("model", ["cvae", "gmvae", "mixture-vae", "vrnn"])
+def test_a_model_draws_its_own_figures_and_reconstructions_even_when_its_guide_reads_labels(model, tmp_path):
+    from pyrovae import registry
+
+    run_main("train", "--model", model, "--preset", "tiny", "--epochs", "1", "--out", tmp_path / "run",
+             "--nll-samples", "0", "--tsne-points", "0", "--quiet")
+    figures = registry.get(model).figures
+    assert figures, f"{model} registers no figures of its own"
+    for name in ("reconstructions.png", *figures):
+        assert min(Image.open(tmp_path / "run" / name).size) > 50, name

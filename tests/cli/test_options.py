@@ -12,7 +12,7 @@ import pyrovae.cli
 from pyrovae import registry
 from pyrovae.experiment import Experiment, build_objective
 from pyrovae.guides import FullCovarianceNormalGuide, NormalizingFlowGuide
-from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO
+from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, TraceEnumMeanField_ELBO, VarianceELBO
 from pyrovae.infer.disarm import DisARM_ELBO
 from pyrovae.infer.score_function import DifferentiableTraceGraph_ELBO
 from tests.cli.invocation import QUICK, assert_one_line_error, checkpoint, refusal, run_main
@@ -165,6 +165,7 @@ OBJECTIVES = {
     "variance": (VarianceELBO, None),
     "log_variance": (LogVarianceELBO, None),
     "enum": (TraceEnum_ELBO, None),
+    "enum_meanfield": (TraceEnumMeanField_ELBO, None),
     "graph": (DifferentiableTraceGraph_ELBO, None),
     "disarm": (DisARM_ELBO, None),
 }

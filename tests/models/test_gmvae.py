@@ -226,7 +226,7 @@ def test_fifteen_samples_per_cluster():
 def test_yang_preset_is_the_tutorial_network():
     experiment = Experiment.resolve({"model": "gmvae", "preset": "yang"})
     run, config = experiment.run, experiment.model
-    assert (run.dataset, run.binarize, run.objective, run.batch_size, run.lr) == ("mnist", "threshold", "enum", 100, 1e-3)
+    assert (run.dataset, run.binarize, run.objective, run.batch_size, run.lr) == ("mnist", "threshold", "enum_meanfield", 100, 1e-3)
     assert (config.num_components, config.z_dim, config.hidden_sizes, config.glorot_init) == (10, 64, [512, 512], True)
     shape_only = Dataset.from_tensor(torch.zeros(1, 784))
     model = build_gmvae(config, shape_only)
