@@ -1,0 +1,177 @@
+"""Per-step cost of the GMVAE with ``y`` enumerated, against the same marginalised bound written in PyTorch.
+
+The Gaussian-mixture VAE of the preset ``gmvae/yang`` (Yang 2022, §5.5: C = 10, z = 64, 512-512 ReLU
+networks, batch 100) trained on the bound
+
+    sum_y q(y|x) [log p(x|z_y) + log p(z_y|y) - log q(z_y|x,y)] - KL(q(y|x) || p(y)),   z_y ~ q(z|x,y),
+
+(a) by pyrovae: ``TraceEnum_ELBO`` (objective ``enum``, the z terms from one sample) and
+    ``TraceEnumMeanField_ELBO`` (``enum_meanfield``, the z terms as a closed-form KL), each through
+    the training engine ``pyrovae train`` uses (``engine="auto"``, which tries to capture and compile
+    the loss and falls back to the eager module engine when capture fails: Pyro's enumeration reads
+    a tensor's value in ``pyro/infer/util.py``) and through the eager module engine;
+(b) by a hand-written PyTorch loss of the same two estimators, with the same networks (its
+    ``q(z|x,y)`` computes the image's share of the first layer once for all ten values of ``y``, as
+    pyrovae's :class:`~pyrovae.nn.mixture.ConditionedEncoder` does), eager and under ``torch.compile``.
+All use Adam's fused kernel. Steps alternate between the contenders in one process; the median
+ms/step and its ratio to the hand-written loss of the same estimator are reported. Target (the
+compiled-engine issue): at most 1.05x.
+
+    python -m benchmarks.enumeration_step [--threads 1 2] [--steps 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+import warnings
+
+import pyro
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmarks.common import print_table, save_results
+from pyrovae.data import Dataset
+from pyrovae.engines import make_engine, resolve_engine
+from pyrovae.experiment import Experiment, build_model_and_guide, build_objective
+from pyrovae.nn import mlp
+
+X_DIM, NUM_DATA = 784, 60000
+
+
+class PlainGMVAE(nn.Module):
+    """The GMVAE's networks and bound written directly in PyTorch."""
+
+    def __init__(self, num_components: int, z_dim: int, hidden: list[int]):
+        super().__init__()
+        self.num_components = num_components
+        self.classifier = mlp([X_DIM, *hidden, num_components], "relu")
+        self.first = nn.Linear(X_DIM + num_components, hidden[0])
+        self.body = mlp(hidden, "relu", activate_last=True) if len(hidden) > 1 else nn.Identity()
+        self.loc, self.raw_scale = nn.Linear(hidden[-1], z_dim), nn.Linear(hidden[-1], z_dim)
+        self.prior_loc, self.prior_raw_scale = nn.Linear(num_components, z_dim), nn.Linear(num_components, z_dim)
+        self.decoder = mlp([z_dim, *hidden, X_DIM], "relu")
+
+    def loss(self, x: torch.Tensor, closed_form_kl: bool) -> torch.Tensor:
+        C = self.num_components
+        log_q_y = F.log_softmax(self.classifier(x), -1)  # (B, C)
+        weight = self.first.weight
+        # [x; e_y] W^T + b = x W_x^T + b + (column y of W_y): one (B, H) product for all C values.
+        h = F.linear(x, weight[:, :X_DIM], self.first.bias) + weight[:, X_DIM:].T[:, None, :]  # (C, B, H)
+        h = self.body(F.relu(h))
+        loc, scale = self.loc(h), F.softplus(self.raw_scale(h)) + 1e-4
+        eps = torch.randn_like(loc)
+        z = loc + scale * eps
+        eye = torch.eye(C, dtype=x.dtype, device=x.device)[:, None, :]
+        prior_loc, prior_scale = self.prior_loc(eye), F.softplus(self.prior_raw_scale(eye)) + 1e-4  # (C, 1, L)
+        log_px = -F.binary_cross_entropy_with_logits(self.decoder(z), x.expand(C, -1, -1), reduction="none").sum(-1)
+        if closed_form_kl:
+            ratio = scale / prior_scale
+            kl = 0.5 * (ratio ** 2 + ((loc - prior_loc) / prior_scale) ** 2 - 1) - ratio.log()
+            z_terms = -kl.sum(-1)
+        else:
+            log_pz = -0.5 * ((z - prior_loc) / prior_scale) ** 2 - prior_scale.log()
+            log_qz = -0.5 * eps ** 2 - scale.log()  # the 2*pi terms cancel
+            z_terms = (log_pz - log_qz).sum(-1)
+        q_y = log_q_y.exp()
+        elbo = (q_y * (log_px + z_terms).T).sum(-1) - (q_y * (log_q_y + math.log(C))).sum(-1)
+        return -elbo.sum() * (NUM_DATA / x.shape[0])
+
+
+def plain_step(experiment, closed_form_kl: bool, compiled: bool = False):
+    config = experiment.model
+    model = PlainGMVAE(config.num_components, config.z_dim, config.hidden_sizes)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
+
+    def loss(x):
+        return model.loss(x, closed_form_kl)
+
+    loss_fn = torch.compile(loss) if compiled else loss
+
+    def step(x):
+        optimizer.zero_grad(set_to_none=True)
+        value = loss_fn(x)
+        value.backward()
+        optimizer.step()
+        return value.item()
+
+    return step
+
+
+def pyrovae_step(experiment, data, engine, name):
+    model, guide = build_model_and_guide(experiment, data)
+    model.name, guide.name = f"{name}_model", f"{name}_guide"
+    trainer = make_engine(engine, model, guide, build_objective(experiment, model), 1e-3)
+
+    def step(x):
+        with pyro.settings.context(pyrovae_register_modules=trainer.needs_registration):
+            return trainer.step((x,), NUM_DATA)[0].item()
+
+    return step
+
+
+def measure(threads: int, steps: int, warmup: int) -> list[dict]:
+    torch.set_num_threads(threads)
+    pyro.clear_param_store()
+    generator = torch.Generator().manual_seed(0)
+    rows, contenders, baseline_of = [], {}, {}
+    for objective, closed_form in (("enum", False), ("enum_meanfield", True)):
+        experiment = Experiment.resolve({"model": "gmvae", "preset": "yang", "objective": objective})
+        batches = [torch.bernoulli(torch.rand(experiment.run.batch_size, X_DIM, generator=generator)) for _ in range(8)]
+        data = Dataset.from_tensor(torch.cat(batches))
+        default = resolve_engine("auto", experiment.run.epochs * (NUM_DATA // experiment.run.batch_size))
+        kl = "closed-form" if closed_form else "one-sample"
+        plain, plain_compiled = f"pytorch eager ({kl} KL)", f"pytorch compiled ({kl} KL)"
+        contenders[plain] = plain_step(experiment, closed_form)
+        contenders[plain_compiled] = plain_step(experiment, closed_form, compiled=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            default_step = pyrovae_step(experiment, data, default, f"{objective}_default")
+            default_step(batches[0])  # the first step tries the capture and, failing, warns
+        fallback = next((str(w.message) for w in caught if "runs eagerly instead" in str(w.message)), None)
+        label = f"pyrovae {objective} default (auto: {default}{', fell back to eager' if fallback else ''})"
+        module = f"pyrovae {objective} module (eager)"
+        contenders[label] = default_step
+        contenders[module] = pyrovae_step(experiment, data, "module", f"{objective}_module")
+        baseline_of.update(dict.fromkeys((plain, plain_compiled, label, module), plain))
+        if fallback:
+            print(f"{objective}: {fallback}")
+    times = {name: [] for name in contenders}
+    with pyro.settings.context(pyrovae_check_data=False):
+        for i in range(warmup + steps):
+            x = batches[i % len(batches)]
+            for name, step in contenders.items():
+                began = time.perf_counter()
+                step(x)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - began)
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        rows.append({"threads": threads, "contender": name, "ms_per_step": median * 1e3,
+                     "p90_ms": statistics.quantiles(samples, n=10)[-1] * 1e3,
+                     "ratio_to_pytorch_eager": median / statistics.median(times[baseline_of[name]])})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--warmup", type=int, default=10)
+    args = parser.parse_args()
+    pyro.enable_validation(False)  # as fit() does after validating the first batch
+    rows = [row for threads in args.threads for row in measure(threads, args.steps, args.warmup)]
+    print_table(rows, ["threads", "contender", "ms_per_step", "p90_ms", "ratio_to_pytorch_eager"])
+    defaults = [r for r in rows if "default" in r["contender"]]
+    met = all(r["ratio_to_pytorch_eager"] <= 1.05 for r in defaults)
+    print(f"target (pyrovae's default step <= 1.05x the hand-written loss of the same estimator): {'met' if met else 'NOT met'}")
+    path = save_results("enumeration_step", {"rows": rows, "steps": args.steps, "warmup": args.warmup,
+                                             "target_ratio": 1.05, "target_met": met})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
