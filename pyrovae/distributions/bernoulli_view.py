@@ -38,8 +38,8 @@ from typing import NamedTuple
 
 import torch
 from pyro.distributions import Logistic
-from torch.nn import functional as F
 from pyro.distributions.torch_distribution import ExpandedDistribution
+from torch.nn import functional as F
 
 from pyrovae.distributions.uniform_noise import hard_threshold
 
@@ -59,7 +59,7 @@ class BernoulliView(NamedTuple):
     logits: torch.Tensor | None = None
 
     def log_probs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """:math:`(\log\lambda, \log(1 - \lambda))`, from the logits when the view has them."""
+        r""":math:`(\log\lambda, \log(1 - \lambda))`, from the logits when the view has them."""
         if self.logits is not None:
             return F.logsigmoid(self.logits), F.logsigmoid(-self.logits)
         return torch.log(self.probs), torch.log1p(-self.probs)

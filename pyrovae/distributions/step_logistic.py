@@ -9,7 +9,6 @@ from pyrovae.distributions.constraints import check_floating_point, open_interva
 from pyrovae.distributions.log_sigmoid import log_logistic_density, log_sigmoid
 from pyrovae.distributions.uniform_noise import hard_threshold, open_uniform
 
-
 _LOG2 = math.log(2)
 
 
@@ -87,12 +86,12 @@ class StepLogistic(TorchDistribution):
 
     @lazy_property
     def alpha(self):
-        """Twice the probability of a positive sample, :math:`2\sigma(a)` when built from logits."""
+        r"""Twice the probability of a positive sample, :math:`2\sigma(a)` when built from logits."""
         return 2 * torch.sigmoid(self.logits)
 
     @lazy_property
     def logits(self):
-        """:math:`a = \log(\alpha / (2 - \alpha))`, the log-odds of a positive sample."""
+        r""":math:`a = \log(\alpha / (2 - \alpha))`, the log-odds of a positive sample."""
         return torch.log(self.alpha) - torch.log(2 - self.alpha)
 
     def halves(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

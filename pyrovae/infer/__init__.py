@@ -1,8 +1,8 @@
 """Objectives for training and evaluating pyrovae models, each a :class:`pyro.infer.ELBO`."""
 
 from pyrovae.distributions.bernoulli_view import BernoulliView, bernoulli_view
-from pyrovae.infer.discrete_bound import RelaxedBernoulliELBO, TrueDiscreteBound
 from pyrovae.infer.disarm import DisARM_ELBO
+from pyrovae.infer.discrete_bound import RelaxedBernoulliELBO, TrueDiscreteBound
 from pyrovae.infer.enum_mean_field import TraceEnumMeanField_ELBO
 from pyrovae.infer.gradient_statistics import gradient_statistics
 from pyrovae.infer.importance_weighted import ImportanceWeightedELBO

@@ -1,6 +1,12 @@
 """Building blocks every model and guide shares: networks, heads, likelihoods and the data plate."""
 
-from pyrovae.nn.convolutional import ImageLayers, ResidualBlock, convolutional_decoder, convolutional_encoder, residual_stack
+from pyrovae.nn.convolutional import (
+    ImageLayers,
+    ResidualBlock,
+    convolutional_decoder,
+    convolutional_encoder,
+    residual_stack,
+)
 from pyrovae.nn.heads import LocScaleHead, LogitsHead, SharedTriangularHead, TriangularHead
 from pyrovae.nn.likelihoods import LIKELIHOODS, DecodesThroughLikelihood, make_likelihood
 from pyrovae.nn.networks import ACTIVATIONS, Encoder, activation_module, decoder_mlp, mlp

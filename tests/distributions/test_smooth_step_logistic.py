@@ -22,7 +22,6 @@ from pyrovae.distributions.constraints import open_interval
 from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
 from pyrovae.distributions.step_logistic import StepLogistic
 from tests.support.distribution_checks import (
-    aten_op_counts,
     assert_cdf_is_integral_of_density,
     assert_density_integrates_to_one,
     assert_finite,
@@ -32,6 +31,7 @@ from tests.support.distribution_checks import (
     assert_real_line_limits,
     assert_rsample_grad_matches_finite_difference,
     assert_samples_match_cdf,
+    aten_op_counts,
     density,
     moments_by_quadrature,
     parameter_grid,

@@ -6,9 +6,9 @@ import math
 import pytest
 import scipy.integrate
 import torch
+from pyro.distributions import Logistic
 from torch.distributions import kl_divergence
 
-from pyro.distributions import Logistic
 from pyrovae.distributions import StepLogistic
 
 LOGITS = torch.tensor([-3.0, -0.4, 0.0, 1.1, 4.0], dtype=torch.float64)

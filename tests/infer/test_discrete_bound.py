@@ -23,8 +23,8 @@ from pyrovae.distributions import (
     register_bernoulli_view,
 )
 from pyrovae.distributions.uniform_noise import hard_threshold
-from pyrovae.infer.discrete_bound import hard_points
 from pyrovae.infer import RelaxedBernoulliELBO, TrueDiscreteBound, bernoulli_view
+from pyrovae.infer.discrete_bound import hard_points
 
 pytestmark = pytest.mark.usefixtures("float64")
 
