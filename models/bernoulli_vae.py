@@ -18,13 +18,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
 from pyrovae.infer import TrueDiscreteBound
-from pyrovae.nn import ACTIVATIONS, LIKELIHOODS, DecodesThroughLikelihood, decoder_mlp, make_likelihood, open_data_plate
+from pyrovae.nn import (
+    ACTIVATIONS,
+    LIKELIHOODS,
+    DecodesThroughLikelihood,
+    PriorThenLikelihood,
+    decoder_mlp,
+    make_likelihood,
+)
 from pyrovae.registry import register_model
 from pyrovae.relaxations import RELAXATIONS, RelaxationSettings, get_relaxation
 from pyrovae.validation import InputSpec
@@ -40,7 +46,7 @@ def check_relaxation_settings(z_dim: int, beta: float, prior_temperature: float,
             raise ValueError(f"{name} must be positive, got {value}")
 
 
-class BernoulliVAE(DecodesThroughLikelihood, nn.Module):
+class BernoulliVAE(PriorThenLikelihood, DecodesThroughLikelihood, nn.Module):
     """The model: ``forward(x, num_data=None)`` is the Pyro model.
 
     Args:
@@ -82,12 +88,6 @@ class BernoulliVAE(DecodesThroughLikelihood, nn.Module):
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
         """What the decoder sees of a latent sample (a hard sample gives exactly 0 or 1)."""
         return self.relaxation.decoder_input(z, self.beta)
-
-    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
-        with open_data_plate(self, x, num_data=num_data):
-            z = pyro.sample("z", self.prior(x.shape[0]))
-            pyro.sample("x", self.decode(self.decoder_input(z)), obs=x)
-        return z
 
     @property
     def discrete_prior_probs(self) -> torch.Tensor:

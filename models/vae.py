@@ -16,17 +16,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
 
-from pyrovae.nn import ACTIVATIONS, LIKELIHOODS, DecodesThroughLikelihood, decoder_mlp, make_likelihood, open_data_plate
+from pyrovae.nn import (
+    ACTIVATIONS,
+    LIKELIHOODS,
+    DecodesThroughLikelihood,
+    PriorThenLikelihood,
+    decoder_mlp,
+    make_likelihood,
+)
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec
 
 
-class VAE(DecodesThroughLikelihood, nn.Module):
+class VAE(PriorThenLikelihood, DecodesThroughLikelihood, nn.Module):
     """A VAE model: ``forward(x, num_data=None)`` is the Pyro model.
 
     Args:
@@ -68,12 +74,6 @@ class VAE(DecodesThroughLikelihood, nn.Module):
     def prior(self, batch_size: int) -> dist.TorchDistribution:
         """``p(z) = N(0, I_L)`` for a batch."""
         return dist.Normal(self.prior_loc, self.prior_scale).expand([batch_size, self.z_dim]).to_event(1)
-
-    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
-        with open_data_plate(self, x, num_data=num_data):
-            z = pyro.sample("z", self.prior(x.shape[0]))
-            pyro.sample("x", self.decode(z), obs=x)
-        return z
 
     @torch.no_grad()
     def sample_images(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -49,7 +49,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-import pyro
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
@@ -57,7 +56,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyrovae.evaluate import as_dataset, input_spec
-from pyrovae.nn import LIKELIHOODS, convolutional_decoder, make_likelihood, open_data_plate
+from pyrovae.nn import LIKELIHOODS, PriorThenLikelihood, convolutional_decoder, make_likelihood
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec
 
@@ -213,7 +212,7 @@ def image_shape(shape) -> tuple[int, int, int]:
     raise ValueError(f"the VQ-VAE takes images (H, W) or (C, H, W); got examples of shape {shape}")
 
 
-class VQVAE(nn.Module):
+class VQVAE(PriorThenLikelihood, nn.Module):
     """The VQ-VAE's generative model: ``forward(x, num_data=None)`` is the Pyro model (see the module docstring).
 
     Args:
@@ -292,12 +291,6 @@ class VQVAE(nn.Module):
     def prior(self, batch_size: int) -> UniformCodes:
         """``p(z)``, uniform over the ``M^(hw)`` grids of codes, for a batch."""
         return UniformCodes(self.codebook.vectors, self.grid_shape, (batch_size,))
-
-    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
-        with open_data_plate(self, x, num_data=num_data):
-            z = pyro.sample("z", self.prior(x.shape[0]))
-            pyro.sample("x", self.decode(z), obs=x)
-        return z
 
     @torch.no_grad()
     def sample_images(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:

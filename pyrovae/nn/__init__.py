@@ -10,7 +10,7 @@ from pyrovae.nn.convolutional import (
 from pyrovae.nn.heads import LocScaleHead, LogitsHead, SharedTriangularHead, TriangularHead
 from pyrovae.nn.likelihoods import LIKELIHOODS, DecodesThroughLikelihood, make_likelihood
 from pyrovae.nn.networks import ACTIVATIONS, Encoder, activation_module, decoder_mlp, mlp
-from pyrovae.nn.plates import DATA_PLATE, data_plate, open_data_plate
+from pyrovae.nn.plates import DATA_PLATE, PriorThenLikelihood, data_plate, open_data_plate
 
 __all__ = [
     "ACTIVATIONS",
@@ -32,5 +32,6 @@ __all__ = [
     "make_likelihood",
     "mlp",
     "open_data_plate",
+    "PriorThenLikelihood",
     "residual_stack",
 ]

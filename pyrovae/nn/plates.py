@@ -76,3 +76,20 @@ def take_over_name(owner) -> None:
         prefix = param_with_module_name(owner.name, "")
         for name in [name for name in store.keys() if name.startswith(prefix)]:
             del store[name]
+
+
+class PriorThenLikelihood:
+    """``forward(x, num_data=None)`` of a model with one latent site: in the data plate,
+    ``z ~ self.prior(B)`` (site ``"z"``), then ``x ~ self.decode(self.decoder_input(z))`` observed
+    (site ``"x"``); returns ``z``. A mixin for a model with ``prior(batch_size)`` and ``decode(z)``;
+    ``decoder_input`` (the identity here) is what the decoder reads of a sample, e.g. sigmoid(beta z)
+    for a relaxed Bernoulli latent."""
+
+    def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
+    def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        with open_data_plate(self, x, num_data=num_data):
+            z = pyro.sample("z", self.prior(x.shape[0]))
+            pyro.sample("x", self.decode(self.decoder_input(z)), obs=x)
+        return z
