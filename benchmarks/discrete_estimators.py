@@ -117,7 +117,9 @@ def main() -> None:
     parser.add_argument("--retry-diverged", action="store_true", help="with --resume, run the diverged runs again")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = finished_runs(args.output, "rows", lambda r: args.retry_diverged and "diverged" in r) if args.resume else []
+    selected = lambda r: r["model"] in args.models and r["relaxation"] in args.relaxations  # noqa: E731
+    rows = finished_runs(args.output, "rows", lambda r: args.retry_diverged and "diverged" in r and selected(r)) \
+        if args.resume else []
     for architecture in args.models:
         for relaxation in args.relaxations:
             if any(r["model"] == architecture and r["relaxation"] == relaxation for r in rows):

@@ -180,7 +180,9 @@ def main() -> None:
     parser.add_argument("--retry-diverged", action="store_true", help="with --resume, run the diverged runs again")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    results = finished_runs(args.output, "runs", lambda r: args.retry_diverged and "diverged" in r) if args.resume else []
+    selected = lambda r: r["preset"] in args.presets and r["run"] in args.runs  # noqa: E731
+    results = finished_runs(args.output, "runs", lambda r: args.retry_diverged and "diverged" in r and selected(r)) \
+        if args.resume else []
     columns = ["preset", "run", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",
                "diverged", "minutes"]
     for preset in args.presets:
