@@ -72,7 +72,10 @@ def main() -> None:
     torch.set_num_threads(args.eval_threads)
     began = time.perf_counter()
     elbo = mean_elbo(model, guide, test)
-    nll = -importance_log_likelihood(model, guide, test, args.num_samples, chunk_size=1000, batch_size=50)
+    # 100 samples of 50 images per pass (the function's default): 5,000 decoder rows keep each intermediate
+    # near 16 MB; 1,000 samples per pass (50,000 rows) took 1.65x as long (26.7 against 16.2 minutes per
+    # 10,000 images on one thread of this machine, python -m benchmarks.evaluation_speed).
+    nll = -importance_log_likelihood(model, guide, test, args.num_samples, chunk_size=100, batch_size=50)
     eval_seconds = time.perf_counter() - began
     row = {
         "epochs": checkpoint["epoch"],
