@@ -60,7 +60,7 @@ def main() -> None:
     for name in names:
         for preset, reference in registry.get(name).references.items():
             rows.append(run_reference(name, preset, reference, args.minutes, args.data_dir, args.seed))
-            print_table(rows[-1:], list(rows[-1]))
+            print_table(rows[-1:], ["model", "preset", "metric", "pyrovae", "reference", "epochs", "minutes"])
     print_table(rows, ["model", "preset", "metric", "pyrovae", "reference", "epochs", "minutes", "source"])
     path = save_results("zoo", {"rows": rows, "minutes_per_run": args.minutes, "threads": args.threads})
     print(f"wrote {path}")
