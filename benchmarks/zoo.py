@@ -61,6 +61,8 @@ def main() -> None:
         for preset, reference in registry.get(name).references.items():
             rows.append(run_reference(name, preset, reference, args.minutes, args.data_dir, args.seed))
             print_table(rows[-1:], ["model", "preset", "metric", "pyrovae", "reference", "epochs", "minutes"])
+            # After every run, so that a run stopped later keeps the finished ones.
+            save_results("zoo", {"rows": rows, "minutes_per_run": args.minutes, "threads": args.threads})
     print_table(rows, ["model", "preset", "metric", "pyrovae", "reference", "epochs", "minutes", "source"])
     path = save_results("zoo", {"rows": rows, "minutes_per_run": args.minutes, "threads": args.threads})
     print(f"wrote {path}")
