@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import pyro
@@ -57,3 +58,19 @@ def finished_runs(name: str, key: str, retry=lambda run: False) -> list[dict]:
     kept = [run for run in runs if not retry(run)]
     print(f"resuming: {len(kept)} runs already in {path.name}" + (f"; {len(runs) - len(kept)} to run again" if len(kept) < len(runs) else ""))
     return kept
+
+
+def alternating_step_times(contenders: dict, batches: list, steps: int, warmup: int) -> dict[str, list[float]]:
+    """Seconds of each of ``steps`` calls ``contenders[name](x)`` after ``warmup`` untimed ones, the
+    contenders taking turns on each batch (cycling through ``batches``) so that machine load affects
+    them alike; pyrovae's per-batch data checks are off, as in training after the first batch."""
+    times = {name: [] for name in contenders}
+    with pyro.settings.context(pyrovae_check_data=False):
+        for i in range(warmup + steps):
+            x = batches[i % len(batches)]
+            for name, step in contenders.items():
+                began = time.perf_counter()
+                step(x)
+                if i >= warmup:
+                    times[name].append(time.perf_counter() - began)
+    return times

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
-import time
 import warnings
 
 import pyro
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.common import print_table, save_results
+from benchmarks.common import alternating_step_times, print_table, save_results
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
 from pyrovae.experiment import Experiment, build_model_and_guide, build_objective
@@ -139,15 +138,7 @@ def measure(threads: int, steps: int, warmup: int) -> list[dict]:
         baseline_of.update(dict.fromkeys((plain, plain_compiled, label, module), plain))
         if fallback:
             print(f"{objective}: {fallback}")
-    times = {name: [] for name in contenders}
-    with pyro.settings.context(pyrovae_check_data=False):
-        for i in range(warmup + steps):
-            x = batches[i % len(batches)]
-            for name, step in contenders.items():
-                began = time.perf_counter()
-                step(x)
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - began)
+    times = alternating_step_times(contenders, batches, steps, warmup)
     for name, samples in times.items():
         median = statistics.median(samples)
         rows.append({"threads": threads, "contender": name, "ms_per_step": median * 1e3,

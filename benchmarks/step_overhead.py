@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import pyro
 import pyro.optim
@@ -30,7 +29,7 @@ from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.common import print_table, save_results
+from benchmarks.common import alternating_step_times, print_table, save_results
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
 from pyrovae.experiment import Experiment, build_model_and_guide
@@ -113,15 +112,7 @@ def measure(preset: str, threads: int, steps: int, warmup: int) -> list[dict]:
             experiment, data, "module", JitTrace_ELBO(ignore_jit_warnings=True, max_plate_nesting=1), "jit"),
         "pyro SVI": pyrovae_step(experiment, data, "svi", Trace_ELBO(max_plate_nesting=1), "svi"),
     }
-    times = {name: [] for name in engines}
-    with pyro.settings.context(pyrovae_check_data=False):
-        for i in range(warmup + steps):
-            x = batches[i % len(batches)]
-            for name, step in engines.items():
-                began = time.perf_counter()
-                step(x)
-                if i >= warmup:
-                    times[name].append(time.perf_counter() - began)
+    times = alternating_step_times(engines, batches, steps, warmup)
     eager = statistics.median(times["pytorch eager"])
     compiled = statistics.median(times["pytorch compiled"])
     rows = []
