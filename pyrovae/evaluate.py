@@ -249,6 +249,8 @@ def reconstructions(model, guide, data, count: int, observed_site: str = "x") ->
     the CPU: ``E[x | z]`` at the posterior mean ``z = E_q[z | x]`` when the guide has ``encode(x)`` and
     the model ``decode_mean(z)``, else (a guide that also reads labels, a sequence model) at one
     ``z ~ q(z | x)``; ``how`` says which, for a figure's title."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"count must be a positive integer, got {count!r}")
     dataset = as_dataset(data)
     dataset = on_device(model, guide, dataset.subset(min(count, len(dataset))))
     x, y = dataset.x, dataset.y

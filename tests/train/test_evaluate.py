@@ -123,3 +123,13 @@ def test_evaluators_take_a_plain_tensor(linear_gaussian):
     from_tensor = reconstruction_error(model, guide, data.x)
     pyro.set_rng_seed(3)
     assert from_tensor == reconstruction_error(model, guide, data)
+
+
+def test_reconstructions_reject_a_non_positive_count():
+    import pytest
+    import torch
+
+    from pyrovae.evaluate import reconstructions
+
+    with pytest.raises(ValueError, match="count must be a positive integer"):
+        reconstructions(None, None, torch.zeros(2, 4), 0)
