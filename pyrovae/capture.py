@@ -8,8 +8,11 @@ buffers and inputs, through :func:`torch.func.functional_call`) and then calls t
 which holds only tensor operations (traced with ``pre_dispatch=True``, which keeps ``detach``: the
 stop-gradients of surrogate losses and of the variance loss's samples). The noise draws are operations of the graph, so every call
 draws fresh noise from torch's generator: run uncompiled, the graph gives exactly the eager loss
-and gradients under the same seed. :func:`torch.compile` then fuses the graph (the compiled graph
-draws from its own random stream, reproducibly under a seed).
+and gradients under the same seed. :func:`torch.compile` then fuses the graph. Its noise draws stay
+torch's own kernels (inductor's ``fallback_random``), so the compiled graph draws the same noise as
+eager code under the same seed, and draws it fast: inductor's in-kernel Gaussian sampler is scalar,
+and on ``vae/burda``'s K = 5000 evaluation its 250,000 draws per pass took 23.5 of 71 ms, against
+under 2 ms for torch's vectorised ``normal_``.
 
 An objective whose gradient relies on autograd hooks (DReG) says so in ``capture_blocker`` and is
 not captured: a graph replays the forward operations, not hooks on intermediate tensors.
@@ -153,7 +156,7 @@ class CapturedModule:
             except Exception as error:  # make_fx raises many types; the message names the cause and the line
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise CaptureError(f"{self.name} could not be captured at {_where(error)}: {first[:160]}") from error
-        return torch.compile(graph, dynamic=False) if self.compile else graph
+        return torch.compile(graph, dynamic=False, options={"fallback_random": True}) if self.compile else graph
 
     def __call__(self, *args, **options):
         key = (tuple(sorted(options.items())),
