@@ -1,4 +1,5 @@
-"""Relaxations of Bernoulli variables as Pyro distributions.
+"""Relaxations of Bernoulli variables as Pyro distributions, and :class:`BernoulliLogits`, the
+Bernoulli likelihood of pyrovae's decoders.
 
 Importing this package registers their closed-form KL divergences with ``kl_divergence``, so
 ``TraceMeanField_ELBO`` uses them, and their Bernoulli views with :func:`register_bernoulli_view`
@@ -6,6 +7,7 @@ Importing this package registers their closed-form KL divergences with ``kl_dive
 """
 
 from pyrovae.distributions import kl  # noqa: F401  (registers the closed-form KLs)
+from pyrovae.distributions.bernoulli_logits import BernoulliLogits
 from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.gaussian_relaxation import GaussianRelaxation
 from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
@@ -16,6 +18,7 @@ from pyrovae.distributions.straight_through import StraightThroughBernoulli
 from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
 
 __all__ = [
+    "BernoulliLogits",
     "BernoulliView",
     "GaussianRelaxation",
     "SmoothStepLogistic",

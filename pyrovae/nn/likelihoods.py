@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyrovae.distributions import BernoulliLogits
+
 
 def _as_shape(event_shape) -> tuple[int, ...]:
     return (int(event_shape),) if isinstance(event_shape, int) else tuple(int(s) for s in event_shape)
@@ -29,7 +31,7 @@ class BernoulliLikelihood(nn.Module):
         self.event_shape = _as_shape(event_shape)
 
     def distribution(self, output: torch.Tensor) -> dist.TorchDistribution:
-        return dist.Bernoulli(logits=output, validate_args=False).to_event(len(self.event_shape))
+        return BernoulliLogits(logits=output, validate_args=False).to_event(len(self.event_shape))
 
     def mean(self, output: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(output)
