@@ -13,7 +13,7 @@ half the batch each, run at the same time with no communication, their samples/s
 loses below that ceiling is its synchronisation; what the ceiling loses below 2x is the machine's
 (two busy cores share caches, memory bandwidth and whatever else runs on the host).
 
-    python -m benchmarks.ddp_scaling [--batch-sizes 100 1000] [--steps 300] [--repeats 3]
+    python -m benchmarks.ddp_scaling [--batch-sizes 100 1000] [--steps 300] [--min-samples 0] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -63,13 +63,17 @@ def worker(batch_size: int, steps: int, warmup: int, output: str, start_at: floa
     with pyro.settings.context(pyrovae_check_data=False, pyrovae_register_modules=False), \
             pyro.validation_enabled(False):
         run_epoch(engine, train.subset(warmup * batch_size), spec, batch_size, generator)
-        measured = train.subset(steps * batch_size)
+        # More steps than one pass over the 60,000 images: several passes.
+        per_pass = min(steps, len(train) // batch_size)
+        passes = -(-steps // per_pass)
+        measured = train.subset(per_pass * batch_size)
         time.sleep(max(0.0, start_at - time.time()))
         began = time.perf_counter()
-        run_epoch(engine, measured, spec, batch_size, generator)  # ends in an all-reduce: every rank is done
+        for _ in range(passes):
+            run_epoch(engine, measured, spec, batch_size, generator)  # ends in an all-reduce: every rank is done
         seconds = time.perf_counter() - began
     if distributed.is_main():
-        Path(output).write_text(json.dumps({"seconds": seconds, "samples_per_second": len(measured) / seconds}))
+        Path(output).write_text(json.dumps({"seconds": seconds, "samples_per_second": passes * len(measured) / seconds}))
     distributed.shutdown()
 
 
@@ -117,14 +121,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000], help="global batch sizes")
     parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--min-samples", type=int, default=0, help="at least this many samples per timed run")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     rows = []
     for batch_size in args.batch_sizes:
-        # At most 60,000 training images: fewer steps for a large batch.
-        steps = min(args.steps, 60_000 // batch_size)
-        warmup = min(args.warmup, steps)
+        # At most one pass over the 60,000 images, unless --min-samples asks for more (several passes).
+        steps = max(min(args.steps, 60_000 // batch_size), -(-args.min_samples // batch_size))
+        warmup = min(args.warmup, 60_000 // batch_size)
         runs = {"1x1": [], "2x1": [], "independent": []}
         for _ in range(args.repeats):
             runs["1x1"].append(_run(1, batch_size, steps, warmup))
