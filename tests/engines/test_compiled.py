@@ -219,3 +219,18 @@ def test_compiled_loss_draws_the_eager_noise_under_the_same_seed(digits):
     other = eager_loss(Trace_ELBO(max_plate_nesting=1), model, guide, x, 512)[0].item()
     assert compiled == pytest.approx(eager, rel=1e-5)
     assert other != pytest.approx(eager, rel=1e-5)  # the noise moves the loss more than the tolerance
+
+
+def test_bias_after_matmul_keeps_the_function_and_removes_biased_linears():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from pyrovae.capture import _bias_after_matmul
+
+    layer = torch.nn.Sequential(torch.nn.Linear(5, 4), torch.nn.Tanh(), torch.nn.Linear(4, 3, bias=False))
+    x = torch.randn(7, 5)
+    graph = make_fx(layer, pre_dispatch=True)(x)
+    before = graph(x)
+    rewritten = _bias_after_matmul(graph)
+    linears = [n for n in rewritten.graph.nodes if n.target is torch.ops.aten.linear.default]
+    assert len(linears) == 2 and all(len(n.args) == 2 or n.args[2] is None for n in linears)
+    assert torch.allclose(rewritten(x), before, atol=1e-6)
