@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import torch
@@ -114,7 +115,8 @@ def main() -> None:
     print_table(rows, ["contender", "seconds", "minutes_for_10000", "ratio_to_pytorch_eager", "mean_log_likelihood"])
     path = save_results("evaluation_speed", {"rows": rows, "examples": len(test), "num_samples": args.num_samples,
                                              "chunk_size": args.chunk_size, "batch_size": args.batch_size,
-                                             "threads": args.threads, "target_minutes": 5.0})
+                                             "threads": args.threads, "target_minutes": 5.0,
+                                             "load_average": os.getloadavg()})
     print(f"wrote {path}")
 
 

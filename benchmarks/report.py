@@ -443,7 +443,9 @@ def _evaluation_speed(data: dict) -> list[str]:
             f"K = {data.get('num_samples')} on the first {data.get('examples')} MNIST test images, "
             f"{data.get('chunk_size')} samples x {data.get('batch_size')} images per pass, {data.get('threads')} "
             f"torch thread(s); minutes for 10,000 images extrapolated linearly. Target: at most "
-            f"{number(data.get('target_minutes'), 1)} minutes for the 10,000 test images on this 2-core machine.", ""]
+            f"{number(data.get('target_minutes'), 1)} minutes for the 10,000 test images on this 2-core machine."
+            + (f" Load average when the run ended: {', '.join(number(x) for x in data['load_average'])}."
+               if isinstance(data.get("load_average"), list) else ""), ""]
 
 
 #: Known benchmarks, in the page's order; a file ``<name>.json``, ``<name>-<tag>.json`` or ``<name>_<tag>.json``
