@@ -14,8 +14,11 @@ eager code under the same seed, and draws it fast: inductor's in-kernel Gaussian
 and on ``vae/burda``'s K = 5000 evaluation its 250,000 draws per pass took 23.5 of 71 ms, against
 under 2 ms for torch's vectorised ``normal_``.
 
-An objective whose gradient relies on autograd hooks (DReG) says so in ``capture_blocker`` and is
-not captured: a graph replays the forward operations, not hooks on intermediate tensors.
+An objective whose gradient relies on autograd hooks on intermediate tensors (DReG's reweighting
+of the guide samples' gradients) says so with ``gradient_hooks``. A forward graph would drop the
+hooks, so its loss is captured together with its gradients (``gradients=True``): the trace runs
+``torch.autograd.grad`` on real tensors, the hooks run during that backward, and their
+operations are recorded in the one graph, which returns the loss, the metrics and the gradients.
 
 Capture needs a loss without host synchronisation: no ``.item()`` and no Python branch on a
 tensor's value. pyrovae's objectives check values only when Pyro's validation is on, which
@@ -144,12 +147,17 @@ class CapturedModule:
         compile: pass each captured graph through :func:`torch.compile`.
         name: what the module computes, for error messages.
         blocker: why the module cannot be captured, if it cannot (then every call raises).
+        gradients: the module returns ``(loss, metrics)``; capture its gradients with it, so that a
+            call returns ``(loss, metrics, gradients)`` (one per tensor of :attr:`trainable`,
+            ``None`` where unused), computed without autograd outside the graph.
 
     Raises :class:`CaptureError` at the first call of a signature if capture or compilation fails.
     """
 
-    def __init__(self, module: torch.nn.Module, compile: bool = True, name: str = "loss", blocker: str | None = None):
+    def __init__(self, module: torch.nn.Module, compile: bool = True, name: str = "loss", blocker: str | None = None,
+                 gradients: bool = False):
         self.module, self.compile, self.name, self.blocker = module, compile, name, blocker
+        self.gradients = gradients
         named = dict(module.named_parameters())
         named.update(module.named_buffers())
         self.names = list(named)
@@ -167,6 +175,12 @@ class CapturedModule:
         def function(tensors, *inputs):
             return functional_call(self.module, dict(zip(self.names, tensors)), inputs, options)
 
+        def function_and_gradients(tensors, *inputs):
+            loss, metrics = function(tensors, *inputs)
+            trainable = [t for t in tensors if t.requires_grad]
+            gradients = torch.autograd.grad(loss, trainable, allow_unused=True)
+            return loss.detach(), {key: value.detach() for key, value in metrics.items()}, gradients
+
         # Tracing runs the module once on real tensors; fork_rng keeps that run's noise draws out of
         # the run's random stream, so the graph's first call draws what an eager call would.
         devices = [a.device for a in args if torch.is_tensor(a) and a.device.type == "cuda"]
@@ -174,7 +188,10 @@ class CapturedModule:
                 pyro.settings.context(pyrovae_check_data=False, pyrovae_register_modules=False), \
                 torch.random.fork_rng(devices=devices):
             try:
-                graph = make_fx(function, pre_dispatch=True)(self.tensors, *args)
+                if self.gradients:  # traced below autograd: the backward, hooks included, is recorded
+                    graph = make_fx(function_and_gradients)(self.tensors, *args)
+                else:
+                    graph = make_fx(function, pre_dispatch=True)(self.tensors, *args)
             except Exception as error:  # make_fx raises many types; the message names the cause and the line
                 first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
                 raise CaptureError(f"{self.name} could not be captured at {_where(error)}: {first[:160]}") from error
@@ -187,11 +204,11 @@ class CapturedModule:
                tuple((tuple(a.shape), a.dtype, a.device) if torch.is_tensor(a) else a for a in args))
         graph = self.graphs.get(key)
         if graph is not None:
-            return graph(self.tensors, *args)
+            return self._call(graph, args)
         began = time.perf_counter()
         graph = self._capture(args, options)
         try:
-            result = graph(self.tensors, *args)  # the first call compiles
+            result = self._call(graph, args)  # the first call compiles
         except Exception as error:  # torch.compile's backends raise many types
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise CaptureError(f"compiling the captured {self.name} failed: {first[:200]}") from error
@@ -200,13 +217,31 @@ class CapturedModule:
         return result
 
 
+    def _call(self, graph, args):
+        if not self.gradients:
+            return graph(self.tensors, *args)
+        with torch.no_grad():  # the graph holds its own backward
+            return graph(self.tensors, *args)
+
+    @property
+    def trainable(self) -> list[torch.Tensor]:
+        """The parameters that require gradients, in the order of a ``gradients=True`` call's gradients."""
+        return [t for t in self.tensors if t.requires_grad]
+
+
 class CapturedLoss(CapturedModule):
     """``captured((x, ...), num_data) -> (loss, metrics)``: an objective's loss (:class:`ObjectiveModule`)
-    from one captured graph per input signature; see :class:`CapturedModule`."""
+    from one captured graph per input signature; see :class:`CapturedModule`. With
+    ``gradients=True``, ``-> (loss, metrics, gradients)``, which an objective with
+    ``gradient_hooks`` needs: without it, its capture raises :class:`CaptureError`."""
 
-    def __init__(self, elbo, model, guide, compile: bool = True):
+    def __init__(self, elbo, model, guide, compile: bool = True, gradients: bool = False):
         name = f"{type(elbo).__name__} loss"
-        super().__init__(ObjectiveModule(elbo, model, guide), compile, name, getattr(elbo, "capture_blocker", None))
+        blocker = None
+        if getattr(elbo, "gradient_hooks", False) and not gradients:
+            blocker = "its gradient acts through hooks on intermediate tensors, which a forward graph drops " \
+                      "(capture it with gradients=True)"
+        super().__init__(ObjectiveModule(elbo, model, guide), compile, name, blocker, gradients)
 
     def __call__(self, args: tuple, num_data: int):
         return super().__call__(*args, num_data=num_data)

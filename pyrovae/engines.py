@@ -157,14 +157,17 @@ class CompiledEngine(ModuleEngine):
 
     The step is a cache lookup by input shape, a call of the compiled graph, ``backward`` and the
     fused Adam step. ``compile=False`` runs the captured graph uncompiled, which gives exactly the
-    eager loss and gradients under the same seed. If capture fails, the engine warns once with the
+    eager loss and gradients under the same seed. For an objective with ``gradient_hooks`` (DReG) the
+    graph returns the gradients as well, and they are assigned instead of calling ``backward``
+    (:mod:`pyrovae.capture`). If capture fails, the engine warns once with the
     reason and runs every step eagerly (as :class:`ModuleEngine`); :attr:`fallback_reason` keeps it.
     """
 
     def __init__(self, model, guide, elbo, lr: float, eps: float = 1e-8, compile: bool = True):
         super().__init__(model, guide, elbo, lr, eps)
         self.needs_registration = False
-        self.captured = CapturedLoss(elbo, model, guide, compile=compile)
+        hooks = getattr(elbo, "gradient_hooks", False)
+        self.captured = CapturedLoss(elbo, model, guide, compile=compile, gradients=hooks)
         self.fallback_reason: str | None = None
         if is_jit(elbo):
             self._fall_back("Pyro's JIT objectives trace the model themselves; use Trace_ELBO with this engine")
@@ -178,11 +181,15 @@ class CompiledEngine(ModuleEngine):
         if self.fallback_reason is None:
             self.optimizer.zero_grad(set_to_none=True)
             try:
-                loss, metrics = self.captured(args, num_data)
+                loss, metrics, *gradients = self.captured(args, num_data)
             except CaptureError as error:
                 self._fall_back(str(error))
             else:
-                loss.backward()
+                if gradients:  # the graph computed them (an objective with gradient hooks)
+                    for parameter, gradient in zip(self.captured.trainable, gradients[0]):
+                        parameter.grad = gradient
+                else:
+                    loss.backward()
                 distributed.average_gradients(self.loss_module.parameters())
                 self._step_optimizer()
                 return loss.detach(), {key: value.detach() for key, value in metrics.items()}

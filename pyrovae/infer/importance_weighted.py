@@ -72,12 +72,10 @@ class ImportanceWeightedELBO(ParticleObjective):
         self.estimator = estimator
 
     @property
-    def capture_blocker(self) -> str | None:
-        """Why the loss cannot be captured as a graph (:mod:`pyrovae.capture`), or ``None``: DReG's
-        weights act through gradient hooks on the samples, which a captured graph does not keep."""
-        if self.estimator == "dreg" and self.num_particles > 1:
-            return "the DReG estimator reweights gradients with hooks on the guide samples, which capture drops"
-        return None
+    def gradient_hooks(self) -> bool:
+        """Whether the gradient acts through hooks on the guide samples (DReG with K > 1): a captured
+        graph must then hold the backward too (:mod:`pyrovae.capture`, ``gradients=True``)."""
+        return self.estimator == "dreg" and self.num_particles > 1
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         model_trace, guide_trace = self._vectorized_traces(model, guide, args, kwargs)

@@ -158,19 +158,14 @@ class MixtureGuide(torch.nn.Module):
             pyro.sample("y", dist.Categorical(logits=self.net(x.unsqueeze(-1))))
 
 
-@pytest.mark.parametrize("elbo, where", [
-    (lambda: TraceEnum_ELBO(max_plate_nesting=1), "pyro/infer/util.py"),
-    (lambda: ImportanceWeightedELBO(num_particles=3, estimator="dreg", max_plate_nesting=1), "DReG"),
-])
-def test_uncapturable_objectives_fall_back_to_eager_with_the_reason(elbo, where):
-    mixture = isinstance(elbo(), TraceEnum_ELBO)
-    model, guide = (Mixture(), MixtureGuide()) if mixture else pair()
-    x = torch.randn(20) if mixture else torch.bernoulli(torch.full((20, X_DIM), 0.3))
+def test_uncapturable_enumeration_falls_back_to_eager_with_the_reason():
+    model, guide, where = Mixture(), MixtureGuide(), "pyro/infer/util.py"
+    x = torch.randn(20)
     with pytest.raises(CaptureError, match=where):
-        CapturedLoss(elbo(), model, guide, compile=False)((x,), 20)
+        CapturedLoss(TraceEnum_ELBO(max_plate_nesting=1), model, guide, compile=False)((x,), 20)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        engine = CompiledEngine(model, guide, elbo(), lr=1e-2)
+        engine = CompiledEngine(model, guide, TraceEnum_ELBO(max_plate_nesting=1), lr=1e-2)
         before = [p.detach().clone() for p in model.parameters()]
         loss, _ = engine.step((x,), 20)
     assert engine.fallback_reason is not None and where in engine.fallback_reason
@@ -234,3 +229,46 @@ def test_bias_after_matmul_keeps_the_function_and_removes_biased_linears():
     linears = [n for n in rewritten.graph.nodes if n.target is torch.ops.aten.linear.default]
     assert len(linears) == 2 and all(len(n.args) == 2 or n.args[2] is None for n in linears)
     assert torch.allclose(rewritten(x), before, atol=1e-6)
+
+
+def dreg():
+    return ImportanceWeightedELBO(num_particles=4, estimator="dreg", max_plate_nesting=1)
+
+
+def test_dreg_is_captured_with_its_gradients_which_keep_the_hooks(digits):
+    """DReG reweights the guide samples' gradients with hooks: a forward graph would drop them, so
+    the graph holds the backward. On the same noise it gives the eager loss and gradients, which
+    differ from the standard estimator's (the hooks are in the graph)."""
+    model, guide = pair()
+    x = digits[0].x[:40]
+    with pytest.raises(CaptureError, match="hooks"):
+        CapturedLoss(dreg(), model, guide, compile=False)((x,), 512)
+    captured = CapturedLoss(dreg(), model, guide, compile=False, gradients=True)
+    torch.manual_seed(3)
+    loss, metrics, gradients = captured((x,), 512)
+    results = {}
+    for estimator in ("dreg", "standard"):
+        torch.manual_seed(3)
+        elbo = ImportanceWeightedELBO(num_particles=4, estimator=estimator, max_plate_nesting=1)
+        eager, _ = eager_loss(elbo, model, guide, x, 512)
+        results[estimator] = (eager, torch.autograd.grad(eager, captured.trainable))
+    assert loss.item() == pytest.approx(results["dreg"][0].item(), rel=1e-6)
+    assert len(gradients) == len(captured.trainable)
+    for graph_grad, eager_grad in zip(gradients, results["dreg"][1]):
+        assert torch.allclose(graph_grad, eager_grad, rtol=1e-5, atol=1e-5)
+    assert any(not torch.allclose(g, s, rtol=1e-3, atol=1e-3) for g, s in zip(gradients, results["standard"][1]))
+    assert captured((x,), 512)[0].item() != captured((x,), 512)[0].item()  # fresh noise per call
+
+
+def test_the_compiled_engine_trains_dreg_without_falling_back(digits):
+    train, test = digits
+    elbos = {}
+    for engine in ("module", "compiled"):
+        model, guide = pair()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a fallback warns
+            history = fit(model, guide, dreg(), train, test, epochs=5, batch_size=64, lr=3e-3, seed=1,
+                          engine=engine, progress=False)
+        elbos[engine] = history.column("test_elbo")
+    assert elbos["compiled"][-1] > elbos["compiled"][0] + 3.0  # it trains
+    assert abs(elbos["compiled"][-1] - elbos["module"][-1]) < 1.5, elbos  # nats: training noise only
