@@ -5,8 +5,9 @@ The same VAE, built from a preset (``vae/torch-example``: 784-400-20, ReLU, batc
 encoder, is stepped by
 (a) a plain PyTorch loop computing the same single-sample ELBO estimator
     ``log p(x|z) + log p(z) - log q(z|x)``, eager and with its loss under ``torch.compile``;
-(b) pyrovae's default engine for a training run of the preset (``engine="auto"``, which compiles
-    runs this long: the loss captured and compiled, :mod:`pyrovae.capture`);
+(b) pyrovae's default engine for a training run of the preset (``engine="auto"``: compiled for a
+    run of 20,000 steps or more, captured without compiling from 2,000, :mod:`pyrovae.capture`), and
+    the compiled and captured engines themselves;
 (c) the eager module engine, ``Trace_ELBO()(model, guide)`` with one ``torch.optim.Adam``, and the
     same with Pyro's ``JitTrace_ELBO``;
 (d) ``pyro.infer.SVI`` with ``pyro.optim.Adam``.
@@ -107,6 +108,7 @@ def measure(preset: str, threads: int, steps: int, warmup: int) -> list[dict]:
         f"pyrovae default (auto: {default})": pyrovae_step(experiment, data, default, Trace_ELBO(max_plate_nesting=1),
                                                            "default"),
         "pyrovae compiled": pyrovae_step(experiment, data, "compiled", Trace_ELBO(max_plate_nesting=1), "compiled"),
+        "pyrovae captured": pyrovae_step(experiment, data, "captured", Trace_ELBO(max_plate_nesting=1), "captured"),
         "pyrovae module": pyrovae_step(experiment, data, "module", Trace_ELBO(max_plate_nesting=1), "module"),
         "pyrovae module + JitTrace_ELBO": pyrovae_step(
             experiment, data, "module", JitTrace_ELBO(ignore_jit_warnings=True, max_plate_nesting=1), "jit"),

@@ -80,7 +80,7 @@ class RunConfig:
     adam_eps: float = field(default=1e-8, metadata={"help": "Adam's epsilon", "positive": True})
     seed: int = field(default=0, metadata={"help": "seeds initialisation, batches and noise", "min": 0})
     engine: str = field(default="auto", metadata={
-        "help": "training engine; auto compiles the loss for runs of 20,000 steps or more", "choices": list(ENGINES)})
+        "help": "training engine; auto compiles the loss for runs of 20,000 steps or more and captures it (uncompiled) from 2,000", "choices": list(ENGINES)})
     device: str = field(default="cpu", metadata={
         "help": "where to train and evaluate: cpu, cuda, cuda:N, or auto (a GPU when there is one); under "
                 "torchrun cuda is each rank's own GPU"})

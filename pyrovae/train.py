@@ -223,8 +223,10 @@ def fit(
             raises :class:`~pyrovae.checkpoint.RunExistsError`.
         engine: ``"module"`` (one torch optimizer over ``elbo(model, guide)``), ``"compiled"`` (the
             same with the loss captured and compiled per batch shape, :mod:`pyrovae.capture`),
-            ``"svi"`` (``pyro.infer.SVI``), or ``"auto"``: compiled for runs of 20,000 steps or more,
-            else module (see :func:`pyrovae.engines.resolve_engine`). Pyro's ``JitTrace_ELBO`` (and
+            ``"captured"`` (captured, not compiled: the module engine's results without Pyro's
+            per-step Python), ``"svi"`` (``pyro.infer.SVI``), or ``"auto"``: compiled for runs of
+            20,000 steps or more, captured from 2,000, else module (see
+            :func:`pyrovae.engines.resolve_engine`). Pyro's ``JitTrace_ELBO`` (and
             the other ``Jit*`` objectives) work with module and svi; their traced graph fixes the
             batch size, so the last, smaller batch of each epoch is dropped.
         eval_elbo: objective for the test ELBO (default: :func:`default_eval_elbo`).
@@ -238,7 +240,7 @@ def fit(
             ``{"true_discrete_bound": TrueDiscreteBound()}`` next to a relaxed objective.
         alternate: ``(guide_steps, model_steps)``: update only the guide for ``guide_steps`` steps,
             then only the model for ``model_steps``, and so on (stochastic variational EM; Yang
-            2022, §5.2); ``None`` updates both at every step. Needs the module or compiled engine.
+            2022, §5.2); ``None`` updates both at every step. Needs an engine other than svi.
         validate_every_step: keep Pyro's validation and the models' data checks on for every step.
             By default both run on the first batch only (shapes and supports do not change between
             batches; a NaN is caught by the loss check), which removes their per-step cost.
@@ -267,7 +269,7 @@ def fit(
     _check_options(epochs, batch_size, lr, max_seconds)
     phase = alternation(*alternate) if alternate is not None else None
     if phase is not None and engine == "svi":
-        raise ValueError("alternate needs the module or compiled engine (SVI updates every parameter it sees)")
+        raise ValueError("alternate needs the module, captured or compiled engine (SVI updates every parameter it sees)")
     _check_dataset(train, "train")
     if test is not None:
         _check_dataset(test, "test")

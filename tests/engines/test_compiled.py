@@ -111,6 +111,26 @@ def test_compiled_engine_trains_like_eager_and_reproduces_itself(digits, tmp_pat
     assert torch.equal(results["compiled"][0][1], results["compiled"][1][1])  # same seed, same run
 
 
+@pytest.mark.parametrize("name", ["Trace_ELBO", "IWAE", "IWAE-DReG"])
+def test_the_captured_engine_gives_the_module_engines_weights(digits, name):
+    """Uncompiled, the captured graph runs the eager loss's tensor operations: the same seed gives
+    the module engine's training run, weight for weight, so ``auto`` may pick either."""
+    train, test = digits
+    objective = {"Trace_ELBO": lambda: Trace_ELBO(max_plate_nesting=1), "IWAE-DReG": dreg,
+                 "IWAE": lambda: ImportanceWeightedELBO(num_particles=4, max_plate_nesting=1)}[name]
+    weights = {}
+    for engine in ("module", "captured"):
+        model, guide = pair()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager warns
+            fit(model, guide, objective(), train, epochs=2, batch_size=64, lr=3e-3, seed=2, engine=engine,
+                progress=False)
+        weights[engine] = torch.cat([p.detach().flatten() for p in [*model.parameters(), *guide.parameters()]])
+    assert torch.equal(weights["module"], weights["captured"])
+    assert not torch.equal(weights["module"], torch.cat([p.detach().flatten() for p in [*pair()[0].parameters(),
+                                                                                        *pair()[1].parameters()]]))
+
+
 def test_compiled_engine_resume_reproduces_the_uninterrupted_run(digits, tmp_path):
     train, test = digits
     options = dict(batch_size=64, lr=3e-3, seed=4, engine="compiled", progress=False)
@@ -176,6 +196,7 @@ def test_uncapturable_enumeration_falls_back_to_eager_with_the_reason():
 
 def test_auto_compiles_long_runs_only():
     assert resolve_engine("auto", 100) == "module"
+    assert resolve_engine("auto", 5000) == "captured"
     assert resolve_engine("auto", 10**6) == "compiled"
     assert resolve_engine("svi", 10**6) == "svi"
     with pytest.raises(ValueError, match="engine"):

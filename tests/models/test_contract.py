@@ -15,6 +15,8 @@ later is picked up with no edit here. Each pair must
 * survive a save and a ``weights_only`` load into freshly built modules with the same ELBO.
 """
 
+import warnings
+
 import pyro
 import pyro.poutine as poutine
 import pytest
@@ -26,6 +28,7 @@ from pyrovae.evaluate import input_spec
 from pyrovae.experiment import Experiment, build, build_model_and_guide
 from pyrovae.io import save_torch
 from pyrovae.nn import DATA_PLATE
+from pyrovae.relaxations import RELAXATIONS
 from pyrovae.train import fit
 
 PAIRS = [(name, guide) for name, entry in sorted(registry.models().items()) for guide in sorted(entry.guides)]
@@ -150,3 +153,39 @@ def test_weights_survive_a_save_and_a_weights_only_load(tiny, tmp_path):
     fresh_model.load_state_dict(state["model"])
     fresh_guide.load_state_dict(state["guide"])
     assert elbo_at_fixed_noise(fresh_model, fresh_guide, args) == pytest.approx(trained, rel=1e-6, abs=1e-6)
+
+
+def _train_three_steps(experiment, engine):
+    train, test, model, guide, objective = build(experiment)
+    options = experiment.entry.training_options(experiment.model, model, guide, test.subset(BATCH))
+    batch_size = experiment.run.batch_size
+    fit(model, guide, objective, train.subset(3 * batch_size), epochs=1, batch_size=batch_size,
+        lr=experiment.run.lr, seed=experiment.run.seed, engine=engine, progress=False, **options)
+    return [value.detach().clone() for module in (model, guide) for value in module.state_dict().values()]
+
+
+CAPTURE_CASES = [(model, guide, None) for model, guide in PAIRS] + \
+    [("bernoulli-vae", None, relaxation) for relaxation in sorted(RELAXATIONS)]
+
+
+@pytest.mark.parametrize("name, guide, relaxation", CAPTURE_CASES,
+                         ids=[f"{m}-{g or r}" for m, g, r in CAPTURE_CASES])
+def test_the_captured_engine_trains_as_the_module_engine_or_says_why_not(name, guide, relaxation):
+    """``engine="auto"`` runs of 2,000 steps or more capture the loss (:mod:`pyrovae.capture`). A
+    captured graph replays tensor operations only, so an objective that took a Python decision on
+    a tensor's value would be frozen at the capture's decision. For every model, guide and
+    relaxation, three steps on the captured engine must give the module engine's weights exactly,
+    or the capture must be refused (one warning) and the module engine used."""
+    settings = {"model": name, "preset": registry.TINY_PRESET}
+    settings.update({"guide": guide} if guide else {"relaxation": relaxation})
+    if relaxation == "variance-loss":
+        settings["num_particles"] = 4  # a sample variance needs two or more
+    experiment = Experiment.resolve(settings)
+    module = _train_three_steps(experiment, "module")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        captured = _train_three_steps(experiment, "captured")
+    fell_back = [str(w.message) for w in caught if "runs eagerly instead" in str(w.message)]
+    assert len(fell_back) <= 1, fell_back
+    # A refused capture leaves the random stream alone, so the run is the module engine's either way.
+    assert all(torch.equal(a, b) for a, b in zip(module, captured)), (experiment.run.objective, fell_back)

@@ -56,5 +56,5 @@ def test_fit_alternates_over_the_whole_run(digits):
     model, guide = pair()
     fit(model, guide, Trace_ELBO(), digits, epochs=2, batch_size=64, lr=1e-2, alternate=(6, 2), progress=False)
     assert not torch.equal(flat(model), start)  # steps 6-7 update the model
-    with pytest.raises(ValueError, match="module or compiled engine"):
+    with pytest.raises(ValueError, match="module, captured or compiled engine"):
         fit(model, guide, Trace_ELBO(), digits, epochs=1, engine="svi", alternate=(1, 1), progress=False)
