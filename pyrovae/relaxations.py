@@ -52,6 +52,7 @@ import torch
 
 from pyrovae.distributions import (
     GaussianRelaxation,
+    Logistic,
     SpikeAndExponential,
     SpikeAndPower,
     StepLogistic,
@@ -132,18 +133,18 @@ RELAXATIONS: dict[str, Relaxation] = {
         head="loc_scale", squash="beta"),
     "logistic": Relaxation(
         "logistic",
-        prior=lambda s, like: dist.Logistic(_like(like, 0.0), _like(like, 1.0)),
-        posterior=lambda s, loc: dist.Logistic(loc, torch.ones_like(loc)),
+        prior=lambda s, like: Logistic(_like(like, 0.0), _like(like, 1.0)),
+        posterior=lambda s, loc: Logistic(loc, torch.ones_like(loc)),
         squash="beta"),
     "concrete": Relaxation(
         "concrete",
-        prior=lambda s, like: dist.Logistic(_like(like, 0.0), _like(like, 1.0 / s.prior_temperature)),
-        posterior=lambda s, logits: dist.Logistic(logits / s.posterior_temperature,
+        prior=lambda s, like: Logistic(_like(like, 0.0), _like(like, 1.0 / s.prior_temperature)),
+        posterior=lambda s, logits: Logistic(logits / s.posterior_temperature,
                                                   torch.full_like(logits, 1.0 / s.posterior_temperature)),
         squash="unit"),
     "step-logistic": Relaxation(
         "step-logistic",
-        prior=lambda s, like: dist.Logistic(_like(like, 0.0), _like(like, 1.0)),
+        prior=lambda s, like: Logistic(_like(like, 0.0), _like(like, 1.0)),
         posterior=lambda s, logits: StepLogistic(logits=logits),
         squash="beta"),
     "spike-exp": _smoothing("spike-exp", SpikeAndExponential),

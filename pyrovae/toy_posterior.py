@@ -48,7 +48,7 @@ from pyro.infer import SVI, Trace_ELBO
 from pyro.optim import ClippedAdam
 from torch.distributions import constraints
 
-from pyrovae.distributions import StepLogistic
+from pyrovae.distributions import Logistic, StepLogistic
 from pyrovae.distributions.constraints import open_interval
 
 #: The observation the dissertation conditions on, and the scale of the observation noise.
@@ -139,7 +139,7 @@ def make_logistic_guide(scale: float | None = None):
             s = pyro.param("logistic_scale", torch.tensor(1.0), constraint=constraints.positive)
         else:
             s = torch.tensor(float(scale))
-        return pyro.sample("z", dist.Logistic(loc, s).has_rsample_(False))
+        return pyro.sample("z", Logistic(loc, s).has_rsample_(False))
 
     return logistic_guide
 

@@ -10,6 +10,7 @@ from pyrovae.distributions import kl  # noqa: F401  (registers the closed-form K
 from pyrovae.distributions.bernoulli_logits import BernoulliLogits
 from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoulli_view
 from pyrovae.distributions.gaussian_relaxation import GaussianRelaxation
+from pyrovae.distributions.logistic import Logistic
 from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
 from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
 from pyrovae.distributions.spike_and_power import SpikeAndPower
@@ -21,6 +22,7 @@ __all__ = [
     "BernoulliLogits",
     "BernoulliView",
     "GaussianRelaxation",
+    "Logistic",
     "SmoothStepLogistic",
     "SpikeAndExponential",
     "SpikeAndPower",
