@@ -177,7 +177,7 @@ class CapturedModule:
 
         def function_and_gradients(tensors, *inputs):
             loss, metrics = function(tensors, *inputs)
-            trainable = [t for t in tensors if t.requires_grad]
+            trainable = [t for t, own in zip(tensors, self.tensors) if own.requires_grad]  # as self.trainable
             gradients = torch.autograd.grad(loss, trainable, allow_unused=True)
             return loss.detach(), {key: value.detach() for key, value in metrics.items()}, gradients
 
@@ -215,7 +215,6 @@ class CapturedModule:
         self.capture_seconds += time.perf_counter() - began
         self.graphs[key] = graph
         return result
-
 
     def _call(self, graph, args):
         if not self.gradients:
