@@ -1,72 +1,142 @@
-"""Every registered model's reference preset, trained for a stated budget, beside its published number.
+"""Every registered model's reference preset, trained to its budget, beside its published number.
 
 A model registers, per preset, the number it reproduces (``references`` in
 :func:`pyrovae.registry.register_model`: the metric, its value and where it comes from). This script
 builds each such preset exactly as ``pyrovae train --model M --preset P`` does, trains it with the
-preset's own settings for at most ``--minutes`` of training (or the preset's epochs, whichever comes
-first), and reports the metric of the last epoch beside the reference, with the epochs and minutes
-it got: a number far from the paper's after a short budget says so in its row.
+preset's own settings for the preset's epochs (``--epochs`` caps them, ``--minutes`` caps the
+training time), and reports the metric of the last epoch beside the reference, with the epochs and
+minutes it got: a number far from the paper's after a short budget says so in its row.
 
-    python -m benchmarks.zoo --minutes 10 [--models cvae gmvae] [--data-dir ../shared/data]
+Long runs survive an interruption: every run keeps a run directory (config, metrics and the two
+newest checkpoints, written each epoch) under ``--runs-dir`` (default
+``$PYROVAE_CACHE_DIR/benchmarks/zoo``, else ``~/.cache/pyrovae/benchmarks/zoo``), outside the
+repository. Stop the script at any moment; ``--resume`` continues every selected run from its last
+finished epoch, with the weights, optimizer and random states it would have had, and keeps the
+rows of the other runs already in the JSON. A run of several hours is a series of shorter ones.
 
-Prints a table and writes benchmarks/results/zoo.json.
+    python -m benchmarks.zoo --models cvae vrnn [--set reparameterize=false] [--resume] [--data-dir ../shared/data]
+
+Prints a table and writes benchmarks/results/zoo.json, one row per (model, preset, settings, seed).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
+import json
+import shlex
+import sys
+from pathlib import Path
 
 import torch
 
-from benchmarks.common import print_table, save_results
+from benchmarks.common import finished_runs, print_table, save_results
 from pyrovae import registry
+from pyrovae.checkpoint import Checkpointer, CheckpointError, RunExistsError
+from pyrovae.data import cache_dir
 from pyrovae.experiment import Experiment, build
 from pyrovae.train import fit
 
+COLUMNS = ["model", "preset", "settings", "metric", "pyrovae", "reference", "epochs", "preset_epochs", "minutes"]
 
-def run_reference(model: str, preset: str, reference: dict, minutes: float, data_dir, seed: int) -> dict:
-    experiment = Experiment.resolve({"model": model, "preset": preset, "seed": seed})
-    train, test, model_module, guide, objective = build(experiment, data_dir)
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with ``VALUE`` read as JSON when it parses (``false``, ``3``, ``[500, 500]``), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def run_name(model: str, preset: str, settings: dict, seed: int) -> str:
+    extra = "".join(f"-{key}={json.dumps(value).replace(' ', '')}" for key, value in sorted(settings.items()))
+    return f"{model}-{preset}{extra}-seed{seed}"
+
+
+def benchmark_command(args: argparse.Namespace, model: str) -> str:
+    """The command that reproduces one row: every argument that changes the run, none that only locates files."""
+    parts = ["python", "-m", "benchmarks.zoo", "--models", model, "--seed", str(args.seed), "--threads", str(args.threads)]
+    for key, value in sorted(args.settings.items()):
+        parts += ["--set", f"{key}={json.dumps(value)}"]
+    if args.epochs is not None:
+        parts += ["--epochs", str(args.epochs)]
+    if args.minutes is not None:
+        parts += ["--minutes", str(args.minutes)]
+    return shlex.join(parts)
+
+
+def run_reference(model: str, preset: str, reference: dict, args: argparse.Namespace) -> dict:
+    settings = {"model": model, "preset": preset, "seed": args.seed, **args.settings}
+    experiment = Experiment.resolve(settings)
+    train, test, model_module, guide, objective = build(experiment, args.data_dir)
     run = experiment.run
-    began = time.perf_counter()
+    epochs = min(run.epochs, args.epochs) if args.epochs is not None else run.epochs
+    run_dir = args.runs_dir / run_name(model, preset, args.settings, args.seed)
+    resume = args.resume and Checkpointer(run_dir).exists()
     # The model's own logging (factor analysis's exact evidence, the GMVAE's cluster accuracy), as in the CLI.
     options = registry.get(model).training_options(experiment.model, model_module, guide, test)
-    history = fit(model_module, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size,
-                  lr=run.lr, adam_eps=run.adam_eps, seed=seed, engine=run.engine, max_seconds=minutes * 60,
-                  progress=False, **options)
+    history = fit(model_module, guide, objective, train, test, epochs=epochs, batch_size=run.batch_size,
+                  lr=run.lr, adam_eps=run.adam_eps, seed=args.seed, engine=run.engine,
+                  max_seconds=args.minutes * 60 if args.minutes is not None else None, progress=False,
+                  run_dir=run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict(), **options)
     last = history.rows[-1]
+    cli = ["pyrovae", "train", "--model", model, "--preset", preset, "--seed", str(args.seed),
+           "--epochs", str(last["epoch"])]
+    for key, value in sorted(args.settings.items()):
+        cli += [f"--{key.replace('_', '-')}", json.dumps(value) if not isinstance(value, str) else value]
     return {
-        "model": model, "preset": preset, "metric": reference["metric"],
-        "pyrovae": last.get(reference["metric"]), "reference": reference["value"], "source": reference["source"],
-        "epochs": last["epoch"], "preset_epochs": run.epochs, "minutes": (time.perf_counter() - began) / 60,
-        "command": f"pyrovae train --model {model} --preset {preset} --epochs {last['epoch']}",
+        "model": model, "preset": preset, "settings": args.settings, "seed": args.seed,
+        "metric": reference["metric"], "pyrovae": last.get(reference["metric"]), "reference": reference["value"],
+        "source": reference["source"], "epochs": last["epoch"], "preset_epochs": run.epochs,
+        "complete": last["epoch"] >= run.epochs,
+        "minutes": sum(row["seconds"] for row in history.rows) / 60,
+        "command": benchmark_command(args, model), "train_command": shlex.join(cli),
         "last_epoch": last, "curve": history.rows,
     }
 
 
-def main() -> None:
+def _same_run(row: dict, model: str, preset: str, args: argparse.Namespace) -> bool:
+    return (row["model"], row["preset"], row.get("settings", {}), row.get("seed", 0)) == (
+        model, preset, args.settings, args.seed)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0, help="training budget per reference run")
     parser.add_argument("--models", nargs="+", default=None, help="models to run (default: every model with a reference)")
+    parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
+                        metavar="KEY=VALUE", help="a model or run setting over the preset's (repeatable)")
+    parser.add_argument("--epochs", type=int, default=None, help="stop at this epoch (default: the preset's budget)")
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="training-time budget per run, counted over resumed parts (default: none)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--runs-dir", default=None, help="run directories (default: <cache>/benchmarks/zoo)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each run from its last checkpoint (without it, an existing run is refused)")
+    parser.add_argument("--force", action="store_true", help="restart a run whose run directory exists")
+    args = parser.parse_args(argv)
+    args.settings = dict(args.settings)
+    args.runs_dir = cache_dir() / "benchmarks" / "zoo" if args.runs_dir is None else Path(args.runs_dir).expanduser()
     torch.set_num_threads(args.threads)
     entries = registry.models()
     names = args.models or sorted(name for name, entry in entries.items() if entry.references)
-    rows = []
-    for name in names:
-        for preset, reference in registry.get(name).references.items():
-            rows.append(run_reference(name, preset, reference, args.minutes, args.data_dir, args.seed))
-            print_table(rows[-1:], ["model", "preset", "metric", "pyrovae", "reference", "epochs", "minutes"])
-            # After every run, so that a run stopped later keeps the finished ones.
-            save_results("zoo", {"rows": rows, "minutes_per_run": args.minutes, "threads": args.threads})
-    print_table(rows, ["model", "preset", "metric", "pyrovae", "reference", "epochs", "minutes", "source"])
-    path = save_results("zoo", {"rows": rows, "minutes_per_run": args.minutes, "threads": args.threads})
-    print(f"wrote {path}")
+    selected = [(name, preset, reference) for name in names for preset, reference in registry.get(name).references.items()]
+    # The rows of runs not selected now are kept; a selected run's row is replaced by its new one.
+    rows = finished_runs("zoo", "rows", retry=lambda row: any(_same_run(row, n, p, args) for n, p, _ in selected))
+    for name, preset, reference in selected:
+        rows.append(run_reference(name, preset, reference, args))
+        print_table(rows[-1:], COLUMNS)
+        # After every run, so that a run stopped later keeps the finished ones.
+        save_results("zoo", {"rows": rows, "threads": args.threads})
+    print_table(rows, COLUMNS + ["source"])
+    print(f"wrote {save_results('zoo', {'rows': rows, 'threads': args.threads})}")
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main(sys.argv[1:])
+    except (RunExistsError, CheckpointError) as error:
+        sys.exit(f"error: {error}")
