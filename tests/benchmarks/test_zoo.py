@@ -1,0 +1,52 @@
+"""The reference-run benchmark survives an interruption: a run stopped after some epochs and continued
+with ``--resume`` gives the rows an uninterrupted run gives, and its JSON says how much of the
+preset's budget was trained and how to reproduce it."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from benchmarks import common, zoo
+from pyrovae.checkpoint import RunExistsError
+
+
+def _rows(results, runs_dir, *argv, monkeypatch):
+    monkeypatch.setattr(common, "RESULTS", results)
+    zoo.main(["--models", "factor-analysis", "--runs-dir", str(runs_dir), *argv])
+    return json.loads((results / "zoo.json").read_text())["rows"]
+
+
+def test_a_resumed_run_reaches_the_uninterrupted_rows(tmp_path, monkeypatch):
+    interrupted = tmp_path / "interrupted"
+    first = _rows(tmp_path / "a", interrupted, "--epochs", "2", monkeypatch=monkeypatch)
+    assert [row["epochs"] for row in first] == [2]
+    resumed = _rows(tmp_path / "a", interrupted, "--epochs", "4", "--resume", monkeypatch=monkeypatch)
+    whole = _rows(tmp_path / "b", tmp_path / "whole", "--epochs", "4", monkeypatch=monkeypatch)
+
+    assert len(resumed) == 1, "the resumed run replaces its own row instead of adding one"
+    (row,) = resumed
+    assert row["epochs"] == 4 and row["preset_epochs"] == 100 and not row["complete"]
+    strip = lambda curve: [{k: v for k, v in r.items() if k != "seconds"} for r in curve]  # noqa: E731
+    assert strip(row["curve"]) == strip(whole[0]["curve"])
+    assert row["pyrovae"] == whole[0]["pyrovae"]
+    assert shlex.split(row["command"])[:3] == ["python", "-m", "benchmarks.zoo"]
+    assert "--epochs 4" in row["command"] and "--resume" not in row["command"]
+
+
+def test_an_existing_run_is_not_restarted_without_being_asked(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    _rows(tmp_path / "a", runs, "--epochs", "1", monkeypatch=monkeypatch)
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        _rows(tmp_path / "a", runs, "--epochs", "2", monkeypatch=monkeypatch)
+    assert [row["epochs"] for row in _rows(tmp_path / "a", runs, "--epochs", "2", "--force",
+                                           monkeypatch=monkeypatch)] == [2]
+
+
+def test_settings_over_the_preset_name_the_run_and_its_command(tmp_path, monkeypatch):
+    (row,) = _rows(tmp_path / "a", tmp_path / "runs", "--epochs", "1", "--set", "lr=0.01", monkeypatch=monkeypatch)
+    assert row["settings"] == {"lr": 0.01}
+    assert "--set lr=0.01" in row["command"]
+    assert (tmp_path / "runs" / "factor-analysis-yang-lr=0.01-seed0").is_dir()
