@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import finished_runs, print_table, save_results
+from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import registry
 from pyrovae.checkpoint import Checkpointer, CheckpointError, RunExistsError
 from pyrovae.data import cache_dir
@@ -134,6 +135,65 @@ def main(argv: list[str] | None = None) -> None:
     print_table(rows, COLUMNS + ["source"])
     print(f"wrote {save_results('zoo', {'rows': rows, 'threads': args.threads})}")
 
+
+# ------------------------------------------------------------------------------- the results page
+
+def row_command(row: dict, data: dict) -> str:
+    """The command of one row: recorded by the benchmark, or, for a row written before rows recorded
+    theirs (no ``settings``), rebuilt from the file's per-run budget and threads (seed 0, the default)."""
+    if "settings" in row and isinstance(row.get("command"), str):
+        return row["command"]
+    parts = ["python", "-m", "benchmarks.zoo", "--models", row["model"]]
+    if data.get("minutes_per_run") is not None:
+        parts += ["--minutes", str(data["minutes_per_run"])]
+    return shlex.join(parts + ["--threads", str(data.get("threads", 1))])
+
+
+def _reference_epochs(row: dict) -> str:
+    epochs = registry.get(row["model"]).references.get(row["preset"], {}).get("epochs") \
+        if row["model"] in registry.models() else None
+    return f" at epoch {epochs}" if isinstance(epochs, int) else ""
+
+
+def _rows(data: dict, full: bool) -> list[list[str]]:
+    rows = []
+    for row in sorted(data["rows"], key=lambda r: (r["model"], r["preset"], json.dumps(r.get("settings", {})),
+                                                   r.get("seed", 0))):
+        settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(row.get("settings", {}).items())) or "preset"
+        budget = f"{number(row.get('epochs'))} of {number(row.get('preset_epochs'))}"
+        if row.get("epochs") is not None and row.get("epochs") == row.get("preset_epochs"):
+            budget += " (complete)"
+        cells = [f"`{row['model']}/{row['preset']}`", cell(settings), number(row.get("seed", 0)), cell(row["metric"]),
+                 number(row["pyrovae"], 3), number(row["reference"], 3) + _reference_epochs(row),
+                 difference(row["pyrovae"], row["reference"], 3), budget, number(row.get("minutes"), 1)]
+        rows.append(cells + ([cell(row.get("source")), f"`{row_command(row, data)}`"] if full else []))
+    return rows
+
+
+HEADERS = ["model/preset", "settings", "seed", "metric", "pyrovae", "reference", "difference",
+           "epochs done (of the preset's)", "minutes"]
+
+
+def _notes(data: dict) -> list[str]:
+    short = [row for row in data["rows"] if isinstance(row.get("epochs"), int)
+             and isinstance(row.get("preset_epochs"), int) and row["epochs"] < row["preset_epochs"]]
+    if not short:
+        return ["Every run trained its preset's full budget.", ""]
+    return [f"{len(short)} of {len(data['rows'])} runs stopped before the preset's budget: a gap to the reference is "
+            "expected from that alone (every metric here is a bound or an evidence: higher is better).", ""]
+
+
+def _render(data: dict) -> list[str]:
+    return [*table([*HEADERS, "source", "command of the run"], _rows(data, full=True)), *_notes(data)]
+
+
+def _summary(data: dict) -> list[str]:
+    return [*table(HEADERS, _rows(data, full=False)), *_notes(data)]
+
+
+SECTION = Section(
+    "Model zoo", "Every registered model's reference preset trained toward its budget, beside the number its "
+    "source reports (`pyrovae/references.json`).", _render, _summary, order=20, per_row_commands=True)
 
 if __name__ == "__main__":
     try:
