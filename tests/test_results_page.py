@@ -51,7 +51,8 @@ def test_the_readme_holds_its_figures_in_generated_blocks():
     assert {"mnist_nll", "zoo", "discrete_estimators", "dissertation"} <= set(keys)
     assert len(keys) == len(set(keys)), "a block appears twice"
     # Every opening marker has its closing marker (an unclosed one would never be filled).
-    assert readme.count("<!-- results:") == len(keys) == readme.count("<!-- /results:")
+    openings, closings = (re.findall(rf"^<!-- {mark}results:", readme, re.M) for mark in ("", "/"))
+    assert len(openings) == len(keys) == len(closings)
 
 
 def _write(directory, name, content):
