@@ -42,11 +42,15 @@ def recorded_arguments(args) -> dict:
     return {key: value for key, value in sorted(values.items()) if key not in LOCATING}
 
 
-def save_results(name: str, results: dict, args=None, directory: Path | None = None) -> Path:
+def save_results(name: str, results: dict, args=None, directory: Path | None = None,
+                 benchmark: str | None = None) -> Path:
     """Write ``<directory>/<name>.json`` atomically with the machine and, given ``args``, the arguments
-    of the run (:func:`recorded_arguments`)."""
+    of the run (:func:`recorded_arguments`); ``benchmark`` names the module that wrote it, for a file
+    whose name does not (``--output``)."""
     path = Path(RESULTS if directory is None else directory) / f"{name}.json"
     recorded = {"arguments": recorded_arguments(args)} if args is not None else {}
+    if benchmark is not None:
+        recorded["benchmark"] = benchmark
     write_json(path, {**results, **recorded, "machine": machine()})
     return path
 

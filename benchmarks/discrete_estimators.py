@@ -177,7 +177,7 @@ def collect(args) -> Path:
         sys.exit(f"error: shards {', '.join(f'{i}/{count}' for i in missing)} of {args.output!r} are not done yet")
     order = {run: position for position, run in enumerate(selected_runs(args))}
     rows = sorted((row for data in shards for row in data["rows"]), key=lambda r: order[(r["model"], r["relaxation"])])
-    return save_results(args.output, {"rows": rows, "shards": count}, args=args)
+    return save_results(args.output, {"rows": rows, "shards": count}, args=args, benchmark="discrete_estimators")
 
 
 def selected_runs(args) -> list[tuple[str, str]]:
@@ -230,10 +230,10 @@ def main() -> None:
             continue
         rows.append(run_one(architecture, relaxation, args))
         print_table(rows[-1:], COLUMNS)
-        save_results(name, {"rows": rows, **extra}, args=args, directory=directory)
+        save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
     print()
     print_table(rows, COLUMNS)
-    path = save_results(name, {"rows": rows, **extra}, args=args, directory=directory)
+    path = save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
     print(f"wrote {path}" + ("; when every shard is done: the same command with --collect instead of --shard"
                              if args.shard is not None else ""))
 

@@ -192,14 +192,14 @@ def main() -> None:
                 continue
             results.append(run_one(preset, name, args))
             print_table(results[-1:], columns)
-            save_results(args.output, {"runs": results}, args=args)
+            save_results(args.output, {"runs": results}, args=args, benchmark="dissertation")
         save_figure(curves_figure(results, preset), RESULTS / f"{args.output}-{preset}.png")
         if any("two_fours" in r for r in results if r["preset"] == preset):
             save_figure(recreations_figure(results, preset), RESULTS / f"{args.output}-{preset}-fours.png")
             save_figure(posterior_means_figure(results, preset), RESULTS / f"{args.output}-{preset}-means.png")
     print()
     print_table(results, columns)
-    print(f"wrote {save_results(args.output, {'runs': results}, args=args)}")
+    print(f"wrote {save_results(args.output, {'runs': results}, args=args, benchmark='dissertation')}")
 
 
 

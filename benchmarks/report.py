@@ -147,9 +147,13 @@ def sections() -> dict[str, Section]:
     return dict(sorted(found.items(), key=lambda item: (item[1].order, item[0])))
 
 
-def benchmark_of(name: str) -> str | None:
-    """The benchmark module a result file belongs to (``dissertation-56`` -> ``dissertation``), or ``None``:
-    a file ``<name>.json``, ``<name>-<tag>.json`` or ``<name>_<tag>.json`` is a result of ``benchmarks/<name>.py``."""
+def benchmark_of(name: str, data: dict | None = None) -> str | None:
+    """The benchmark module a result file belongs to, or ``None``: the ``benchmark`` the JSON records, else
+    by its name (``dissertation-56`` -> ``dissertation``): a file ``<name>.json``, ``<name>-<tag>.json`` or
+    ``<name>_<tag>.json`` is a result of ``benchmarks/<name>.py``."""
+    recorded = (data or {}).get("benchmark")
+    if isinstance(recorded, str) and recorded in sections():
+        return recorded
     for key in sorted(sections(), key=len, reverse=True):
         if name == key or (name.startswith(key) and name[len(key)] in "-_"):
             return key
@@ -177,7 +181,7 @@ def command(name: str, data: dict) -> tuple[str, list[str]]:
     """The command that produced ``data`` and what changed the run but is not recorded (``[]``: the
     command reproduces it). The benchmark's recorded ``arguments`` make the command; for a file written
     before they were recorded, the section's ``arguments`` rebuilds what the JSON shows and names the rest."""
-    script = benchmark_of(name)
+    script = benchmark_of(name, data)
     base = f"python -m benchmarks.{script or name}"
     if isinstance(data.get("arguments"), dict):
         return f"{base} {arguments(data['arguments'])}".strip(), []
@@ -188,7 +192,7 @@ def command(name: str, data: dict) -> tuple[str, list[str]]:
 
 
 def command_line(name: str, data: dict) -> str:
-    script = benchmark_of(name)
+    script = benchmark_of(name, data)
     if script is not None and sections()[script].per_row_commands:
         return "each row's own, in the table"
     text, missing = command(name, data)
@@ -254,7 +258,7 @@ def read(result: ResultFile) -> tuple[dict | None, str | None]:
 
 def rendered(result: ResultFile, data: dict, summary: bool = False) -> list[str]:
     """The lines of the section (or its summary) for ``data``, or a note and its fields if they do not fit."""
-    script = benchmark_of(result.name)
+    script = benchmark_of(result.name, data)
     if script is None:
         return generic(data)
     benchmark = sections()[script]
@@ -268,11 +272,11 @@ def rendered(result: ResultFile, data: dict, summary: bool = False) -> list[str]
 
 
 def section(result: ResultFile) -> list[str]:
-    script = benchmark_of(result.name)
+    data, note = read(result)
+    script = benchmark_of(result.name, data)
     benchmark = sections().get(script)
     title = f"{benchmark.title}: `{result.name}`" if benchmark else f"`{result.name}`"
     lines = [f"## {title}", ""]
-    data, note = read(result)
     if data is None:
         return lines + [note, ""]
     derived = benchmark is None and not isinstance(data.get("command"), str)
@@ -291,7 +295,7 @@ def render(results: list[ResultFile]) -> str:
     order = list(sections())
 
     def key(result: ResultFile):
-        script = benchmark_of(result.name)
+        script = benchmark_of(result.name, read(result)[0])
         return (order.index(script) if script else len(order), result.name)
 
     lines = ["# Results", "",

@@ -203,3 +203,12 @@ def test_every_benchmark_describes_its_own_section():
         if has_main and path.stem != "report":
             assert path.stem in found and isinstance(found[path.stem], Section), \
                 f"benchmarks/{path.name} has a main but no SECTION = Section(...) for the results page"
+
+
+def test_a_result_named_by_output_finds_its_benchmark_by_the_recorded_name(tmp_path):
+    run = {"preset": "dissertation-8", "run": "logistic", "epochs": 3, "true_bound": -150.0}
+    _write(tmp_path, "steplogistic-pair", {"runs": [run], "benchmark": "dissertation", "machine": MACHINE,
+                                           "arguments": {"epochs": 3, "output": "steplogistic-pair"}})
+    page = report.render(report.read_directory(tmp_path))
+    assert "## StepLogistic dissertation: `steplogistic-pair`" in page
+    assert "- Command: `python -m benchmarks.dissertation --epochs 3 --output steplogistic-pair`\n" in page
