@@ -35,6 +35,7 @@ import importlib
 import json
 import pkgutil
 import re
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -171,9 +172,11 @@ def arguments(values: dict) -> str:
         if value is True:
             words.append(flag)
         elif isinstance(value, list):
-            words += [flag, *(f'"{item}"' if " " in str(item) else str(item) for item in value)]
+            words += [flag, *(shlex.quote(str(item)) for item in value)]
+        elif str(value).startswith("-") and not isinstance(value, (int, float)):
+            words.append(shlex.quote(f"{flag}={value}"))  # argparse would read "-x" as an option
         else:
-            words += [flag, str(value)]
+            words += [flag, shlex.quote(str(value))]
     return " ".join(words)
 
 
