@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import report
+from benchmarks import report, result_files
 from benchmarks.page import Section
 from pyrovae import references, registry
 
@@ -26,7 +26,7 @@ def _mask_dates(page: str) -> str:
 
 
 def test_committed_pages_match_committed_results():
-    root = report.repository_root(report.REPO)
+    root = result_files.repository_root(report.REPO)
     if root is None:
         pytest.skip("not a git checkout: the committed JSON and pages cannot be read")
     assert report.committed_text(root, report.PAGE) is not None, \
@@ -35,7 +35,7 @@ def test_committed_pages_match_committed_results():
     assert set(built) == {report.PAGE, *report.BLOCK_PAGES}
     for path, page in built.items():
         committed = report.committed_text(root, path)
-        if report.is_shallow(root):
+        if result_files.is_shallow(root):
             # A shallow clone dates every old file by its oldest commit: compare all but the dates.
             page, committed = _mask_dates(page), _mask_dates(committed)
         if page != committed:
