@@ -161,7 +161,7 @@ def _rows(data: dict, full: bool) -> list[list[str]]:
                                                    r.get("seed", 0))):
         settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(row.get("settings", {}).items())) or "preset"
         budget = f"{number(row.get('epochs'))} of {number(row.get('preset_epochs'))}"
-        if row.get("epochs") is not None and row.get("epochs") == row.get("preset_epochs"):
+        if row.get("complete", row.get("epochs") is not None and row.get("epochs") == row.get("preset_epochs")):
             budget += " (complete)"
         cells = [f"`{row['model']}/{row['preset']}`", cell(settings), number(row.get("seed", 0)), cell(row["metric"]),
                  number(row["pyrovae"], 3), number(row["reference"], 3) + _reference_epochs(row),
