@@ -21,6 +21,7 @@ import torch
 
 from benchmarks.common import print_table, save_results
 from pyrovae import registry
+from pyrovae.callbacks import AdamEpsilon, TimeBudget
 from pyrovae.experiment import Experiment, build
 from pyrovae.train import fit
 
@@ -31,10 +32,10 @@ def run_reference(model: str, preset: str, reference: dict, minutes: float, data
     run = experiment.run
     began = time.perf_counter()
     # The model's own logging (factor analysis's exact evidence, the GMVAE's cluster accuracy), as in the CLI.
-    options = registry.get(model).training_options(experiment.model, model_module, guide, test)
+    callbacks = registry.get(model).training_callbacks(experiment.model, model_module, guide, test)
     history = fit(model_module, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size,
-                  lr=run.lr, adam_eps=run.adam_eps, seed=seed, engine=run.engine, max_seconds=minutes * 60,
-                  progress=False, **options)
+                  lr=run.lr, seed=seed, engine=run.engine,
+                  callbacks=[*callbacks, AdamEpsilon(run.adam_eps), TimeBudget(minutes * 60)])
     last = history.rows[-1]
     return {
         "model": model, "preset": preset, "metric": reference["metric"],

@@ -57,8 +57,8 @@ from torch.nn import functional as F
 
 from pyrovae.callbacks import Callback
 from pyrovae.data import as_dataset
-from pyrovae.placement import input_spec
 from pyrovae.nn import LIKELIHOODS, PriorThenLikelihood, convolutional_decoder, make_likelihood
+from pyrovae.placement import input_spec
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec
 

@@ -36,9 +36,9 @@ from pyrovae.devices import module_device
 from pyrovae.discrete import exact_log_likelihood  # noqa: F401  (pyrovae.evaluate.exact_log_likelihood, as the issue names it)
 from pyrovae.infer import ImportanceWeightedELBO
 from pyrovae.nn import DATA_PLATE
+
 # Re-exported: pyrovae.evaluate.input_spec is how scripts and tests have always reached it.
 from pyrovae.placement import input_spec, on_device, set_plate_nesting  # noqa: F401
-
 
 ENGINES = ("auto", "eager", "compiled")
 #: ``engine="auto"`` compiles an evaluation of at least this many graph calls (batches times chunks).
