@@ -166,7 +166,8 @@ def fit(
             run: ``Checkpoint(run_dir, resume=..., overwrite=...)`` for a run directory, ``Progress()``
             for progress bars and printed rows, ``TensorBoard``, ``Diagnostics``, ``TimeBudget``,
             ``LearningRateSchedule``, ``Alternate``, a model's own (``registry.get(name).training_callbacks``)
-            and yours. Put ``Checkpoint`` after the callbacks whose keys it should record.
+            and yours. Put ``Checkpoint`` last: it records the keys and the state that the callbacks
+            before it leave (an annealed temperature, a time budget spent).
 
     Across ranks (a process group started by ``torchrun``, see :mod:`pyrovae.distributed`):
     ``batch_size`` is the global batch, split evenly over the ranks (it must be divisible by their

@@ -35,8 +35,9 @@ class Checkpoint(Callback):
             raises :class:`~pyrovae.checkpoint.RunExistsError` before anything is written.
         config: more settings recorded in ``config.json`` (the CLI records the whole experiment).
 
-    It saves at the end of each epoch, after the callbacks before it in the list have added their
-    keys to the row, and never saves weights that are not finite.
+    It saves at the end of each epoch what the callbacks before it in the list have left (the keys
+    they added to the row, the state they changed), so it goes last; it never saves weights that are
+    not finite. On resume it restores the state of every callback of the run, whatever its place.
     """
 
     def __init__(self, run_dir, resume: bool = False, overwrite: bool = False, config: dict | None = None):
