@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from pyrovae import distributed
 from pyrovae.callbacks.base import Callback, Run
 from pyrovae.checkpoint import (
@@ -57,6 +59,10 @@ class Checkpoint(Callback):
 
     def on_epoch_end(self, epoch: int, row: dict, run: Run) -> None:
         check_finite(epoch, model=run.model, guide=run.guide)
+        if distributed.world_size() > 1:
+            # Every rank has finished the epoch, its callbacks included, before rank 0 records it as
+            # done: a rank lost on the way leaves the previous epoch as the last good checkpoint.
+            distributed.all_reduce(torch.zeros(()))
         if distributed.is_main():
             self.checkpointer.save(run.state_dict(), run.history)
         run.checkpoint = self.checkpointer.path
