@@ -127,20 +127,9 @@ def run_epoch(engine, train: Dataset, spec, batch_size: int, generator: torch.Ge
     return row
 
 
-def fit(
-    model: torch.nn.Module,
-    guide: torch.nn.Module,
-    elbo: pyro.infer.ELBO,
-    train: Dataset,
-    test: Dataset | None = None,
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 1e-3,
-    seed: int = 0,
-    engine: str = "auto",
-    device: str | torch.device | None = None,
-    callbacks=(),
-) -> History:
+def fit(model: torch.nn.Module, guide: torch.nn.Module, elbo: pyro.infer.ELBO, train: Dataset,
+        test: Dataset | None = None, epochs: int = 10, batch_size: int = 128, lr: float = 1e-3, seed: int = 0,
+        engine: str = "auto", device: str | torch.device | None = None, callbacks=()) -> History:
     """Train ``model``/``guide`` by minimising ``elbo`` on minibatches of ``train``.
 
     Args:
@@ -149,40 +138,27 @@ def fit(
         elbo: any ``pyro.infer.ELBO`` instance; its ``max_plate_nesting`` is taken from the model's when unset.
         train, test: :class:`~pyrovae.data.Dataset`\\ s (``Dataset.from_tensor(x, y)`` for your own
             tensors); the test ELBO (nats per example, :func:`default_eval_elbo`) is logged each epoch.
-        epochs, batch_size, lr, seed: optimisation settings (Adam). ``seed`` seeds the batches and
-            the noise; seed the initial weights yourself before building the networks (the CLI does).
-        engine: ``"module"`` (one torch optimizer over ``elbo(model, guide)``), ``"compiled"`` (the
-            same with the loss captured and compiled per batch shape, :mod:`pyrovae.capture`),
-            ``"captured"`` (captured, not compiled: the module engine's results without Pyro's
-            per-step Python), ``"svi"`` (``pyro.infer.SVI``), or ``"auto"``: compiled for runs of
-            20,000 steps or more, captured from 2,000, else module (see
-            :func:`pyrovae.engines.resolve_engine`). Pyro's ``JitTrace_ELBO`` (and the other
-            ``Jit*`` objectives) work with module and svi; their traced graph fixes the batch size,
-            so the last, smaller batch of each epoch is dropped.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (see :func:`pyrovae.devices.resolve_device`);
-            the model, the guide and the data sets are moved there once. ``None``: where the model is.
-            Under ``torchrun``, ``"cuda"`` is each rank's own GPU.
-        callbacks: :class:`~pyrovae.callbacks.Callback`\\ s, called in this order at each point of the
-            run: ``Checkpoint(run_dir, resume=..., overwrite=...)`` for a run directory, ``Progress()``
-            for progress bars and printed rows, ``TensorBoard``, ``Diagnostics``, ``TimeBudget``,
-            ``LearningRateSchedule``, ``Alternate``, a model's own (``registry.get(name).training_callbacks``)
-            and yours. Put ``Checkpoint`` last: it records the keys and the state that the callbacks
-            before it leave (an annealed temperature, a time budget spent).
+        epochs, batch_size, lr, seed: Adam's settings. ``seed`` seeds the batches and the noise; seed
+            the initial weights yourself before building the networks (the CLI does).
+        engine: ``"module"``, ``"compiled"``, ``"captured"``, ``"svi"`` or ``"auto"`` (:mod:`pyrovae.engines`);
+            with a ``Jit*`` objective (module, svi), whose graph fixes the batch size, last batches are dropped.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (:func:`pyrovae.devices.resolve_device`; under
+            ``torchrun`` each rank's own GPU): the pair and the data move there once; ``None``: the model's.
+        callbacks: :class:`~pyrovae.callbacks.Callback`\\ s, called in this order at each point of the run
+            (:mod:`pyrovae.callbacks`: ``Checkpoint(run_dir, resume=..., overwrite=...)``, ``Progress()``,
+            ``TensorBoard``, ``Diagnostics``, ``TimeBudget``, a model's own, yours). Put ``Checkpoint``
+            last: it records the keys and the state that the callbacks before it leave.
 
-    Across ranks (a process group started by ``torchrun``, see :mod:`pyrovae.distributed`):
-    ``batch_size`` is the global batch, split evenly over the ranks (it must be divisible by their
-    number); each rank draws its own noise, seeded by ``seed``, the epoch and its rank; the rows of
-    the history are the same on every rank; a run stops on every rank when a callback stops it on one.
+    Across ranks (``torchrun``, :mod:`pyrovae.distributed`) ``batch_size`` is the global batch, split
+    evenly over the ranks; each rank draws its own noise, seeded by ``seed``, the epoch and its rank;
+    the rows are the same on every rank; a callback that stops the run on one rank stops it on all.
 
     Returns:
-        The :class:`~pyrovae.checkpoint.History` of per-epoch metrics: ``train_loss`` (objective per
-        example, averaged over the epoch), ``train_elbo`` (for objectives that report it, e.g.
-        :class:`~pyrovae.infer.VarianceELBO` with the module engine: the ELBO of the training
-        particles), ``test_elbo``, ``seconds`` (training and test ELBO), and what callbacks add.
+        The :class:`~pyrovae.checkpoint.History` of per-epoch rows: ``train_loss`` (per example), ``train_elbo``
+        (objectives that report it), ``test_elbo``, ``seconds`` (training and test ELBO), and callbacks' keys.
 
     Raises:
-        TrainingDivergedError: a step returned a non-finite loss, or a parameter became non-finite;
-            the last good checkpoint is kept.
+        TrainingDivergedError: a non-finite loss or parameter; the last good checkpoint is kept.
         DistributedError: another rank stopped or did not answer; the last good checkpoint is kept.
     """
     run = _start(model, guide, elbo, train, test, epochs, batch_size, lr, seed, engine, device, list(callbacks))
