@@ -83,11 +83,11 @@ def run_one(architecture: str, relaxation: str, args) -> dict:
         settings["num_particles"] = 2
     experiment = Experiment.resolve(settings)
     train, test, model, guide, objective = build(experiment, args.data_dir)
-    options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
+    callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
     start = time.perf_counter()
     try:
         history = fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
-                      lr=args.lr, seed=args.seed, engine="module", progress=False, **options)
+                      lr=args.lr, seed=args.seed, engine="module", callbacks=callbacks)
     except TrainingDivergedError as error:
         return {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
                 "epochs": 0, "diverged": str(error), "paper": PAPER_ROW.get(relaxation),

@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 
 from benchmarks.common import RESULTS, finished_runs, print_table, save_results
 from benchmarks.page import Section, budget_sentence, cell, number, preset_epochs, table
+from pyrovae.callbacks import OnEpochEnd, TestObjective
 from pyrovae.checkpoint import TrainingDivergedError
 from pyrovae.discrete import MAX_UNITS, exact_log_likelihood
 from pyrovae.distributions import StepLogistic
@@ -79,19 +80,16 @@ def run_one(preset: str, name: str, args) -> dict:
             guide.relaxation, posterior=lambda settings, logits: StepLogistic(2 * torch.sigmoid(logits)))
     if bernoulli_elbo:
         objective = RelaxedBernoulliELBO(max_plate_nesting=1, relaxed_value=model.decoder_input)
-    options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
-    rows, model_callback = [], options.pop("epoch_callback", None)
-
-    def record(epoch, row):
-        if model_callback is not None:
-            model_callback(epoch, row)
-        rows.append(dict(row))
+    callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
+    if bernoulli_elbo:
+        callbacks.append(TestObjective(objective))
+    rows = []
 
     start, diverged = time.perf_counter(), None
     try:
         fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
-            lr=experiment.run.lr, seed=args.seed, engine="module", progress=False,
-            eval_elbo=objective if bernoulli_elbo else None, epoch_callback=record, **options)
+            lr=experiment.run.lr, seed=args.seed, engine="module",
+            callbacks=[*callbacks, OnEpochEnd(lambda epoch, row: rows.append(dict(row)))])
     except TrainingDivergedError as error:
         diverged = str(error)
     model.eval(), guide.eval()

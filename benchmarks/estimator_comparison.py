@@ -33,7 +33,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     experiment = Experiment.resolve({"model": "vae", "preset": "digits", "binarize": "static", "hidden_sizes": [64]})
     train, _, model, guide, objective = build(experiment)
-    fit(model, guide, objective, train, epochs=args.pretrain_epochs, batch_size=64, lr=3e-3, progress=False)
+    fit(model, guide, objective, train, epochs=args.pretrain_epochs, batch_size=64, lr=3e-3)
     batch = train.x[:100]
     s = args.particles
     objectives = {

@@ -27,6 +27,7 @@ import torch
 from benchmarks.common import RESULTS, print_table, save_results
 from benchmarks.page import Section, budget_sentence, difference, images_used, number, preset_epochs, table, with_error
 from pyrovae import references
+from pyrovae.callbacks import AdamEpsilon, Checkpoint, LearningRateSchedule, TimeBudget
 from pyrovae.checkpoint import Checkpointer, load_weights
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
 from pyrovae.experiment import Experiment, build
@@ -63,10 +64,11 @@ def main() -> None:
         def schedule(epoch, seconds):
             return 1e-3 * 10 ** (-min(seconds / budget, 1.0))
 
+        config = {**experiment.to_dict(), "benchmark": "mnist_nll", "minutes": args.minutes}
         fit(model, guide, objective, train, epochs=100_000, batch_size=experiment.run.batch_size,
-            lr=experiment.run.lr, adam_eps=experiment.run.adam_eps, seed=args.seed, run_dir=run_dir, overwrite=True,
-            engine=args.engine, max_seconds=budget, lr_schedule=schedule, progress=False,
-            config={**experiment.to_dict(), "benchmark": "mnist_nll", "minutes": args.minutes})
+            lr=experiment.run.lr, seed=args.seed, engine=args.engine,
+            callbacks=[AdamEpsilon(experiment.run.adam_eps), LearningRateSchedule(schedule), TimeBudget(budget),
+                       Checkpoint(run_dir, overwrite=True, config=config)])
         if args.phase == "train":
             return
 

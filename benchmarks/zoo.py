@@ -33,6 +33,7 @@ import torch
 from benchmarks.common import finished_runs, print_table, save_results
 from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import registry
+from pyrovae.callbacks import AdamEpsilon, Checkpoint, OnEpochEnd, TimeBudget
 from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError
 from pyrovae.data import cache_dir
 from pyrovae.experiment import Experiment, build
@@ -101,20 +102,17 @@ def run_reference(model: str, preset: str, reference: dict, args: argparse.Names
     resume = args.resume and Checkpointer(run_dir).exists()
     curve = read_jsonl(run_dir / METRICS) if resume else []
     # The model's own logging (factor analysis's exact evidence, the GMVAE's cluster accuracy), as in the CLI.
-    options = registry.get(model).training_options(experiment.model, model_module, guide, test)
-    model_callback = options.pop("epoch_callback", None)
+    callbacks = registry.get(model).training_callbacks(experiment.model, model_module, guide, test)
 
     def record_epoch(epoch: int, row: dict) -> None:
-        if model_callback is not None:
-            model_callback(epoch, row)
-        curve.append(row)  # fit adds the epoch's seconds to this row after the call
+        curve.append(dict(row))
         record(result_row(model, preset, reference, args, curve, run.epochs))
 
+    budget = [TimeBudget(args.minutes * 60)] if args.minutes is not None else []
     history = fit(model_module, guide, objective, train, test, epochs=epochs, batch_size=run.batch_size,
-                  lr=run.lr, adam_eps=run.adam_eps, seed=args.seed, engine=run.engine,
-                  max_seconds=args.minutes * 60 if args.minutes is not None else None, progress=False,
-                  run_dir=run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict(),
-                  epoch_callback=record_epoch, **options)
+                  lr=run.lr, seed=args.seed, engine=run.engine,
+                  callbacks=[*callbacks, AdamEpsilon(run.adam_eps), *budget, OnEpochEnd(record_epoch),
+                             Checkpoint(run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict())])
     return result_row(model, preset, reference, args, history.rows, run.epochs)
 
 

@@ -22,6 +22,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from pyrovae.callbacks import Callback, Diagnostics
 from pyrovae.infer import TrueDiscreteBound
 from pyrovae.nn import (
     ACTIVATIONS,
@@ -146,19 +147,28 @@ def build_bernoulli_vae(config: BernoulliVAEConfig, data) -> BernoulliVAE:
                         config.posterior_temperature)
 
 
-def bernoulli_vae_fit_options(config: BernoulliVAEConfig, model: BernoulliVAE, guide, test=None) -> dict:
-    """Log the true (discrete) bound on the test set every epoch and anneal ``beta`` between epochs."""
-    options = {"diagnostics": {"true_bound": TrueDiscreteBound(num_particles=config.true_bound_particles,
-                                                                  max_plate_nesting=model.max_plate_nesting)}}
-    if config.beta_start is not None and model.relaxation.anneals:
-        def anneal(epoch: int, row: dict) -> None:
-            row["beta"] = model.beta.item()  # the value this epoch trained with
-            value = annealed_beta(config, epoch)
-            for module in (model, guide):
-                module.beta.fill_(value)
+class BetaAnnealing(Callback):
+    """Anneal ``beta`` of ``model`` and ``guide`` between epochs (:func:`annealed_beta`), logging as
+    ``row["beta"]`` the value each epoch trained with. ``beta`` is a buffer, so it is checkpointed
+    and a resumed run continues with it."""
 
-        options["epoch_callback"] = anneal
-    return options
+    def __init__(self, config: BernoulliVAEConfig, model: BernoulliVAE, guide):
+        self.config, self.model, self.guide = config, model, guide
+
+    def on_epoch_end(self, epoch: int, row: dict, run) -> None:
+        row["beta"] = self.model.beta.item()
+        value = annealed_beta(self.config, epoch)
+        for module in (self.model, self.guide):
+            module.beta.fill_(value)
+
+
+def bernoulli_vae_callbacks(config: BernoulliVAEConfig, model: BernoulliVAE, guide, test=None) -> list:
+    """Log the true (discrete) bound on the test set every epoch and anneal ``beta`` between epochs."""
+    callbacks = [Diagnostics({"true_bound": TrueDiscreteBound(num_particles=config.true_bound_particles,
+                                                              max_plate_nesting=model.max_plate_nesting)})]
+    if config.beta_start is not None and model.relaxation.anneals:
+        callbacks.append(BetaAnnealing(config, model, guide))
+    return callbacks
 
 
 # The dissertation's networks: MNIST, sigmoid(beta z) with beta = 10, 125 epochs (Sadier-Gane 2020, §4-5).
@@ -175,7 +185,7 @@ register_model(
     default_guide="amortized",
     description="VAE with D Bernoulli latents; every relaxation and estimator (--relaxation)",
     default_objective=lambda settings: get_relaxation(settings.get("relaxation", BernoulliVAEConfig.relaxation)).objective,
-    fit_options=bernoulli_vae_fit_options,
+    callbacks=bernoulli_vae_callbacks,
     presets={
         "tiny": dict(dataset="digits", binarize="dynamic", z_dim=4, hidden_sizes=[16], epochs=1, batch_size=64),
         "digits": dict(dataset="digits", binarize="dynamic", z_dim=8, hidden_sizes=[128], epochs=60, batch_size=64,

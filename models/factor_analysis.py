@@ -18,7 +18,7 @@ on ``x`` (Yang 2022, §5.2.2):
 
 So :class:`~pyrovae.guides.FactorAnalysisGuide`, ``q(z | x) = N(V x + b, Sigma)``, contains the exact
 posterior: the ELBO can meet the evidence, and training shows the approximate E- and M-steps of EM
-(the tutorial's Figs. 2 and 3; ``fit(..., alternate=(1000, 1000))`` for the alternating version).
+(the tutorial's Figs. 2 and 3; ``fit(..., callbacks=[Alternate(1000, 1000)])`` for the alternating version).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import torch
 from pyro.distributions.transforms import SoftplusTransform
 from torch import nn
 
+from pyrovae.callbacks import Callback
 from pyrovae.nn import open_data_plate
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec
@@ -120,15 +121,16 @@ class FactorAnalysis(nn.Module):
         return covariance @ scaled, covariance
 
 
-def evidence_logger(model: FactorAnalysis, data, key: str = "test_evidence"):
-    """An ``epoch_callback`` for :func:`pyrovae.train.fit` that adds the exact mean ``log p(x)`` of
-    ``data`` to each epoch's metrics under ``key``: the evidence curve of Yang 2022, Fig. 2."""
+class ExactEvidence(Callback):
+    """Add the exact mean ``log p(x)`` of ``data`` to each epoch's row under ``key``: the evidence
+    curve of Yang 2022, Fig. 2."""
 
-    def log(epoch: int, row: dict) -> None:
+    def __init__(self, model: FactorAnalysis, data, key: str = "test_evidence"):
+        self.model, self.data, self.key = model, data, key
+
+    def on_epoch_end(self, epoch: int, row: dict, run) -> None:
         with torch.no_grad():
-            row[key] = model.log_evidence(data.x.to(model.loading.dtype)).mean().item()
-
-    return log
+            row[self.key] = self.model.log_evidence(self.data.x.to(self.model.loading.dtype)).mean().item()
 
 
 @dataclass
@@ -150,7 +152,7 @@ register_model(
     default_guide="linear",
     description="factor analysis, exact evidence; linear Gaussian guide that holds the posterior",
     # The exact test evidence beside the test ELBO every epoch (Yang 2022, Fig. 2).
-    fit_options=lambda config, model, guide, test: {} if test is None else {"epoch_callback": evidence_logger(model, test)},
+    callbacks=lambda config, model, guide, test: [] if test is None else [ExactEvidence(model, test)],
     presets={
         "tiny": dict(dataset="factor-analysis", binarize=None, z_dim=2, epochs=1, batch_size=32, lr=1e-2),
         # Yang 2022, §5.2.4, Experiment 1: L = 2, D = 3, batch 32, Adam 1e-2. The tutorial runs 35 epochs of 32

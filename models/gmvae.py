@@ -41,7 +41,7 @@ from one config):
   Any single-sample objective (``trace``, ``enum``) then optimises this estimator.
 
 Temperatures are fixed (``temperature``) or annealed between epochs with
-:func:`temperature_schedule` (Jang et al. 2017: :math:`\tau = \max(0.5, \exp(-r t))`);
+:class:`TemperatureAnnealing` (Jang et al. 2017: :math:`\tau = \max(0.5, \exp(-r t))`);
 ``straight_through`` feeds the one-hot argmax forward and the relaxed gradient backward. Generation
 (:meth:`GMVAE.sample_images`) and clustering (:func:`pyrovae.clustering.clustering_accuracy`) use the
 discrete ``y`` whatever the estimator, and :func:`pyrovae.clustering.enumerated_elbo` gives the true
@@ -61,7 +61,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.clustering import cluster_metrics_callback, cluster_sample_grid
+from pyrovae.callbacks import Callback
+from pyrovae.clustering import ClusterMetrics, cluster_sample_grid
 from pyrovae.nn import ACTIVATIONS, DecodesThroughLikelihood, decoder_mlp, make_likelihood, open_data_plate
 from pyrovae.nn.initialization import glorot_normal_
 from pyrovae.nn.mixture import ComponentGaussian, relaxed_one_hot_categorical
@@ -89,7 +90,7 @@ class GMVAE(DecodesThroughLikelihood, nn.Module):
         hidden_sizes: decoder hidden layers (used when ``decoder`` is not given).
         activation: hidden activation of the default decoder.
         estimator: ``"enumerate"``, ``"gumbel-a"`` or ``"gumbel-b"`` (see the module docstring).
-        temperature: the Gumbel-softmax temperature τ (a buffer; :func:`temperature_schedule` anneals it).
+        temperature: the Gumbel-softmax temperature τ (a buffer; :class:`TemperatureAnnealing` anneals it).
         straight_through: feed the one-hot argmax of the relaxed sample forward (Gumbel estimators).
         decoder: a module mapping ``(..., L)`` to ``(..., D)`` Bernoulli logits.
         name: the prefix of its parameters in Pyro's parameter store.
@@ -170,23 +171,24 @@ def annealed_temperature(step: int, rate: float, minimum: float = 0.5) -> float:
     return max(minimum, math.exp(-rate * step))
 
 
-def temperature_schedule(model: GMVAE, guide, rate: float, minimum: float = 0.5, steps_per_epoch: int = 1):
-    """An ``epoch_callback`` for :func:`pyrovae.train.fit` that sets the temperature of ``model``
-    and ``guide`` to :func:`annealed_temperature` at ``t = epoch * steps_per_epoch`` after each epoch,
-    and logs it as ``row["temperature"]`` (the value the next epoch trains with). Jang et al. (2017)
-    anneal by training step (``r`` of 1e-5 or 1e-4, updated every 500 steps); pass the number of
-    steps per epoch for their ``t``, or 1 to count epochs. The first epoch trains at the
-    temperature the modules were built with. The temperature is a buffer, so it is checkpointed and
-    a resumed run continues with it."""
-    annealed_temperature(0, rate, minimum)  # checks the rate now, not after the first epoch
+class TemperatureAnnealing(Callback):
+    """Set the temperature of ``model`` and ``guide`` after each epoch to :func:`annealed_temperature`
+    at ``t = epoch * steps_per_epoch``, and log it as ``row["temperature"]`` (the value the next epoch
+    trains with). Jang et al. (2017) anneal by training step (``r`` of 1e-5 or 1e-4, updated every
+    500 steps); pass the number of steps per epoch for their ``t``, or 1 to count epochs. The first
+    epoch trains at the temperature the modules were built with. The temperature is a buffer, so it
+    is checkpointed and a resumed run continues with it."""
 
-    def callback(epoch: int, row: dict) -> None:
-        tau = annealed_temperature(epoch * steps_per_epoch, rate, minimum)
-        for module in (model, guide):
+    def __init__(self, model: GMVAE, guide, rate: float, minimum: float = 0.5, steps_per_epoch: int = 1):
+        annealed_temperature(0, rate, minimum)  # checks the rate now, not after the first epoch
+        self.model, self.guide = model, guide
+        self.rate, self.minimum, self.steps_per_epoch = rate, minimum, steps_per_epoch
+
+    def on_epoch_end(self, epoch: int, row: dict, run) -> None:
+        tau = annealed_temperature(epoch * self.steps_per_epoch, self.rate, self.minimum)
+        for module in (self.model, self.guide):
             module.temperature.fill_(tau)
         row["temperature"] = tau
-
-    return callback
 
 
 @dataclass
@@ -206,12 +208,12 @@ class GMVAEConfig:
     glorot_init: bool = field(default=True, metadata={"help": "Glorot-normal weights and zero biases in every linear layer"})
 
 
-def gmvae_fit_options(config: GMVAEConfig, model: GMVAE, guide, test) -> dict:
+def gmvae_callbacks(config: GMVAEConfig, model: GMVAE, guide, test) -> list:
     """Cluster accuracy and entropy on a labelled test set every epoch, and for a Gumbel-softmax run
     the enumerated (true) ELBO, since its test ELBO is the relaxed objective."""
     if test is None or test.y is None:
-        return {}
-    return {"epoch_callback": cluster_metrics_callback(model, guide, test, elbo=config.estimator != "enumerate")}
+        return []
+    return [ClusterMetrics(model, guide, test, elbo=config.estimator != "enumerate")]
 
 
 def build_gmvae(config: GMVAEConfig, data) -> GMVAE:
@@ -227,7 +229,7 @@ register_model(
     build=build_gmvae,
     default_guide="mixture",
     description="Gaussian-mixture VAE: y ~ Cat(C), z | y Gaussian, Bernoulli decoder; y enumerated or Gumbel-softmax",
-    fit_options=lambda config, model, guide, test: gmvae_fit_options(config, model, guide, test),
+    callbacks=gmvae_callbacks,
     figures={"samples-per-cluster.png": lambda model, test, title, generator: cluster_sample_grid(
         model, test.image_shape, generator=generator, title=f"samples E[x | z], z ~ p(z | y), one row per cluster y\n{title}")},
     presets={

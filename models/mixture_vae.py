@@ -42,7 +42,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.clustering import cluster_metrics_callback, cluster_sample_grid
+from pyrovae.clustering import ClusterMetrics, cluster_sample_grid
 from pyrovae.nn import ACTIVATIONS, LocScaleHead, open_data_plate
 from pyrovae.nn.initialization import glorot_normal_
 from pyrovae.nn.mixture import ComponentGaussian, ConditionedEncoder
@@ -176,8 +176,8 @@ register_model(
     build=build_mixture_vae,
     default_guide="mixture",
     description="Rainforth's mixed categorical-Gaussian model: y ~ Cat(5), z | y Gaussian, Gaussian decoder on (y, z)",
-    fit_options=lambda config, model, guide, test: (
-        {} if test is None or test.y is None else {"epoch_callback": cluster_metrics_callback(model, guide, test)}),
+    callbacks=lambda config, model, guide, test: (
+        [] if test is None or test.y is None else [ClusterMetrics(model, guide, test)]),
     figures={"samples-per-cluster.png": lambda model, test, title, generator: cluster_sample_grid(
         model, test.image_shape, generator=generator, title=f"samples E[x | y, z], z ~ p(z | y), one row per component y\n{title}")},
     presets={

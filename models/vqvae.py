@@ -55,8 +55,10 @@ from pyro.distributions import constraints
 from torch import nn
 from torch.nn import functional as F
 
-from pyrovae.evaluate import as_dataset, input_spec
+from pyrovae.callbacks import Callback
+from pyrovae.data import as_dataset
 from pyrovae.nn import LIKELIHOODS, PriorThenLikelihood, convolutional_decoder, make_likelihood
+from pyrovae.placement import input_spec
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec
 
@@ -333,16 +335,17 @@ def codebook_metrics(model: VQVAE, guide, data, batch_size: int = 1000) -> dict[
             "perplexity": float(entropy.exp()), "codes_used": int((counts > 0).sum())}
 
 
-def codebook_metrics_callback(model: VQVAE, guide, data, prefix: str = "test_"):
-    """An ``epoch_callback`` for :func:`pyrovae.train.fit` adding :func:`codebook_metrics` of ``data``
-    to each epoch's row, keys prefixed by ``prefix`` (``test_perplexity``, ...). It runs after the
-    epoch's evaluation, with the model and guide in evaluation mode."""
-    dataset = as_dataset(data)
+class CodebookMetrics(Callback):
+    """Add :func:`codebook_metrics` of ``data`` to each epoch's row, keys prefixed by ``prefix``
+    (``test_perplexity``, ...). It runs after the epoch's evaluation, with the model and guide in
+    evaluation mode."""
 
-    def callback(epoch: int, row: dict) -> None:
-        row.update({prefix + key: value for key, value in codebook_metrics(model, guide, dataset).items()})
+    def __init__(self, model: VQVAE, guide, data, prefix: str = "test_"):
+        self.model, self.guide, self.data, self.prefix = model, guide, as_dataset(data), prefix
 
-    return callback
+    def on_epoch_end(self, epoch: int, row: dict, run) -> None:
+        metrics = codebook_metrics(self.model, self.guide, self.data)
+        row.update({self.prefix + key: value for key, value in metrics.items()})
 
 
 @dataclass
@@ -393,8 +396,7 @@ register_model(
     default_guide="nearest",
     description="VQ-VAE: codebook, nearest-code Delta guide, straight-through gradients, optional EMA codebook",
     # Reconstruction and codebook perplexity on the test set every epoch (in the CLI too).
-    fit_options=lambda config, model, guide, test: (
-        {} if test is None else {"epoch_callback": codebook_metrics_callback(model, guide, test)}),
+    callbacks=lambda config, model, guide, test: [] if test is None else [CodebookMetrics(model, guide, test)],
     presets={
         "tiny": dict(dataset="digits", num_codes=8, code_dim=4, downsamplings=1, hidden_channels=8,
                      residual_blocks=0, residual_channels=4, epochs=1, batch_size=64),

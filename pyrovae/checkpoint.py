@@ -6,9 +6,10 @@ atomically (:mod:`pyrovae.io`), and the previous checkpoint is kept, so a file t
 disk or a killed process never costs more than one epoch. Checkpoints are read with
 ``torch.load(weights_only=True)``: loading one can never run code.
 
-A checkpoint stores the weights, the optimizer state and every random state (torch's, Python's,
-NumPy's, and the data order's generator), so a resumed run continues exactly as the uninterrupted
-run would have.
+A checkpoint stores the weights, the optimizer state, every random state (torch's, Python's,
+NumPy's, and the data order's generator) and the state of each callback of the run
+(:meth:`pyrovae.callbacks.Callback.state_dict`), so a resumed run continues exactly as the
+uninterrupted run would have. :class:`pyrovae.callbacks.Checkpoint` writes and reads them.
 
 Checkpoints are device-independent: every tensor is saved from the CPU and read with
 ``map_location="cpu"``, and loading copies it onto the device of the module or optimizer it goes

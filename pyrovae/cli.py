@@ -367,26 +367,12 @@ def _train_ranks(args, entry, given: dict, device) -> None:
              f" ({device}{ranks})")
     from pyrovae.train import fit
 
-    log = None
-    if args.tensorboard and main_rank:
-        from pyrovae.tensorboard import TensorBoardLog
-
-        log = TensorBoardLog(run_dir / TENSORBOARD_FOLDER)
-    images = _log_images(log, model, guide, test, run.seed) if log is not None else None
-    # The model's own fit options: diagnostics to log (a relaxed model's true bound), a setting to anneal.
-    options = experiment.entry.training_options(experiment.model, model, guide, test)
-    callbacks = [c for c in (options.pop("epoch_callback", None), images) if c is not None]
     try:
         fit(model, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
-            adam_eps=run.adam_eps,
-            seed=run.seed, run_dir=run_dir, resume=args.resume, overwrite=args.force, engine=run.engine,
-            config=experiment.to_dict(), progress=not args.quiet, device=device, tensorboard=log,
-            epoch_callback=_chain(callbacks), **options)
+            seed=run.seed, engine=run.engine, device=device,
+            callbacks=_callbacks(args, experiment, model, guide, test, run_dir))
     except TrainingDivergedError as error:
         sys.exit(f"pyrovae train: training stopped: {error}")
-    finally:
-        if log is not None:
-            log.close()
     if not main_rank:
         return
     model.eval(), guide.eval()
@@ -398,28 +384,20 @@ def _train_ranks(args, entry, given: dict, device) -> None:
     print(f"run directory: {run_dir}")
 
 
-def _log_images(log, model, guide, test, seed: int):
-    """An epoch callback that adds a sample grid and reconstructions to the TensorBoard ``log``."""
-    from pyrovae import plots
-    from pyrovae.evaluate import reconstructions
+def _callbacks(args, experiment: Experiment, model, guide, test, run_dir: Path) -> list:
+    """What a ``train`` run does each epoch besides training: the model's own callbacks (diagnostics
+    to log, a setting to anneal), Adam's eps, TensorBoard, progress, and the run directory last, so
+    that it records what the others added and the state they leave."""
+    from pyrovae.callbacks import AdamEpsilon, Checkpoint, Progress, TensorBoard
 
-    def callback(epoch: int, row: dict) -> None:
-        samples = _samples(model, 64, seed)
-        if samples is not None:
-            log.image("samples", plots.image_grid(samples, test.image_shape, columns=8), epoch)
-        x, reconstruction, how = reconstructions(model, guide, test, 16)
-        log.image("reconstructions", plots.reconstructions(x, reconstruction, test.image_shape, columns=8, title=how), epoch)
-
-    return callback
-
-
-@torch.no_grad()
-def _samples(model, count: int, seed: int) -> torch.Tensor | None:
-    """``count`` images of ``model`` (on the CPU) drawn with a generator seeded by ``seed``, or ``None``."""
-    if not hasattr(model, "sample_images"):
-        return None
-    generator = torch.Generator(device=module_device(model)).manual_seed(seed)
-    return model.sample_images(count, generator).cpu()
+    callbacks = experiment.entry.training_callbacks(experiment.model, model, guide, test)
+    callbacks.append(AdamEpsilon(experiment.run.adam_eps))
+    if args.tensorboard:
+        callbacks.append(TensorBoard(run_dir / TENSORBOARD_FOLDER, images=True))
+    if not args.quiet:
+        callbacks.append(Progress())
+    callbacks.append(Checkpoint(run_dir, resume=args.resume, overwrite=args.force, config=experiment.to_dict()))
+    return callbacks
 
 
 def _load_run(run: str, data_dir: str | None = None, device: str = "cpu"):
@@ -436,18 +414,6 @@ def _load_run(run: str, data_dir: str | None = None, device: str = "cpu"):
     model.to(device), guide.to(device)
     model.eval(), guide.eval()
     return run_dir, experiment, model, guide, test
-
-
-def _chain(callbacks):
-    """One ``epoch_callback(epoch, row)`` calling each of ``callbacks`` in turn (``None`` if there are none)."""
-    if not callbacks:
-        return None
-
-    def call_each(epoch, row):
-        for callback in callbacks:
-            callback(epoch, row)
-
-    return call_each
 
 
 def _evaluate(run_dir, model, guide, test, num_samples: int, progress: bool = True) -> dict:
@@ -483,7 +449,7 @@ def _objective_label(experiment: Experiment) -> str:
 
 def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points: int = 2000) -> list[Path]:
     from pyrovae import plots
-    from pyrovae.evaluate import input_spec, reconstructions
+    from pyrovae.evaluate import input_spec, reconstructions, sample_images
 
     rows = read_jsonl(run_dir / METRICS)
     run = experiment.run
@@ -491,7 +457,7 @@ def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points
     shape = test.image_shape
     written = []
     _say("drawing samples, reconstructions and curves")
-    samples = _samples(model, 100, run.seed)
+    samples = sample_images(model, 100, run.seed)
     if samples is not None:
         figure = plots.image_grid(samples, shape, title=f"samples E[x | z], z ~ p(z)\n{title}")
         written.append(plots.save_figure(figure, run_dir / "samples.png"))

@@ -18,7 +18,10 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from scipy.optimize import linear_sum_assignment
 
-from pyrovae.evaluate import as_dataset, input_spec, mean_elbo
+from pyrovae.callbacks import Callback
+from pyrovae.data import as_dataset
+from pyrovae.evaluate import mean_elbo
+from pyrovae.placement import input_spec
 
 
 def match_clusters(clusters, labels) -> tuple[float, dict[int, int]]:
@@ -81,21 +84,22 @@ def enumerated_elbo(model, guide, data, batch_size: int = 1000) -> float:
     return mean_elbo(model, guide, data, elbo, batch_size=batch_size, engine="eager")
 
 
-def cluster_metrics_callback(model, guide, data, elbo: bool = False):
-    """An ``epoch_callback`` for :func:`pyrovae.train.fit` that logs, on ``data`` (e.g. the test
-    set): ``cluster_accuracy`` (:func:`clustering_accuracy`), ``cluster_entropy``
-    (:func:`cluster_entropy`) and, with ``elbo``, ``enumerated_elbo`` (:func:`enumerated_elbo`; the
-    test ELBO of a Gumbel-softmax run is otherwise its relaxed objective)."""
-    dataset = as_dataset(data)
-    _labels(dataset)
+class ClusterMetrics(Callback):
+    """Log, on ``data`` (e.g. the test set), each epoch: ``cluster_accuracy``
+    (:func:`clustering_accuracy`), ``cluster_entropy`` (:func:`cluster_entropy`) and, with ``elbo``,
+    ``enumerated_elbo`` (:func:`enumerated_elbo`; the test ELBO of a Gumbel-softmax run is otherwise
+    its relaxed objective). ``data`` needs labels."""
 
-    def callback(epoch: int, row: dict) -> None:
-        row["cluster_accuracy"] = clustering_accuracy(model, guide, dataset)
-        row["cluster_entropy"] = cluster_entropy(model, guide, dataset)
-        if elbo:
-            row["enumerated_elbo"] = enumerated_elbo(model, guide, dataset)
+    def __init__(self, model, guide, data, elbo: bool = False):
+        self.model, self.guide, self.elbo = model, guide, elbo
+        self.data = as_dataset(data)
+        _labels(self.data)
 
-    return callback
+    def on_epoch_end(self, epoch: int, row: dict, run) -> None:
+        row["cluster_accuracy"] = clustering_accuracy(self.model, self.guide, self.data)
+        row["cluster_entropy"] = cluster_entropy(self.model, self.guide, self.data)
+        if self.elbo:
+            row["enumerated_elbo"] = enumerated_elbo(self.model, self.guide, self.data)
 
 
 def samples_per_cluster(model, per_cluster: int = 15, generator: torch.Generator | None = None):

@@ -116,8 +116,12 @@ class ModuleEngine:
 
     def set_lr(self, lr: float) -> None:
         _check_lr(lr)
+        self.set_adam_option("lr", lr)
+
+    def set_adam_option(self, name: str, value: float) -> None:
+        """Set Adam's ``name`` (``"lr"``, ``"eps"``) for the next steps."""
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group[name] = value
 
     def state_dict(self) -> dict:
         return self.optimizer.state_dict()
@@ -143,16 +147,20 @@ class SVIEngine:
 
     def set_lr(self, lr: float) -> None:
         _check_lr(lr)
+        self.set_adam_option("lr", lr)
+
+    def set_adam_option(self, name: str, value: float) -> None:
+        """Set Adam's ``name`` (``"lr"``, ``"eps"``) for the next steps."""
         # Pyro creates one torch optimizer per parameter when the parameter is first seen; new ones
         # read pt_optim_args. After a resume, a checkpointed state waits to be loaded into each new
-        # optimizer and would bring its old learning rate with it: set the rate there too.
-        self.optimizer.pt_optim_args["lr"] = lr
+        # optimizer and would bring its old setting with it: set it there too.
+        self.optimizer.pt_optim_args[name] = value
         for torch_optimizer in self.optimizer.optim_objs.values():
             for group in torch_optimizer.param_groups:
-                group["lr"] = lr
+                group[name] = value
         for state in self.optimizer._state_waiting_to_be_consumed.values():
             for group in state["param_groups"]:
-                group["lr"] = lr
+                group[name] = value
 
     def state_dict(self) -> dict:
         return self.optimizer.get_state()

@@ -29,40 +29,16 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO
 from tqdm.auto import tqdm
 
+from pyrovae import distributed
 from pyrovae.capture import CapturedLoss, CapturedModule, CaptureError, LogWeightsModule
 from pyrovae.data import Dataset, as_dataset
-from pyrovae.devices import module_device, resolve_device
+from pyrovae.devices import module_device
 from pyrovae.discrete import exact_log_likelihood  # noqa: F401  (pyrovae.evaluate.exact_log_likelihood, as the issue names it)
 from pyrovae.infer import ImportanceWeightedELBO
 from pyrovae.nn import DATA_PLATE
-from pyrovae.validation import InputSpec
 
-
-def on_device(model, guide, data, device=None) -> Dataset:
-    """Put ``model`` and ``guide`` on ``device`` (if given), and return ``data`` as a data set on their device."""
-    if device is not None:
-        device = resolve_device(device)
-        for module in (model, guide):
-            if isinstance(module, torch.nn.Module):
-                module.to(device)
-    return as_dataset(data).to(module_device(model, guide))
-
-
-def input_spec(model, dataset: Dataset) -> InputSpec:
-    """The model's declared inputs, or flat vectors of the data set's size for a model that declares none."""
-    spec = getattr(model, "inputs", None)
-    return spec if spec is not None else InputSpec((dataset.x_dim,))
-
-
-def set_plate_nesting(elbo: pyro.infer.ELBO, model) -> None:
-    """Give ``elbo`` the model's ``max_plate_nesting`` when it has none, so Pyro does not guess it
-    (and log the guess) from a trace; a vectorized particle plate adds one level, as in Pyro."""
-    nesting = getattr(model, "max_plate_nesting", None)
-    if nesting is None or elbo.max_plate_nesting != float("inf"):
-        return
-    vectorized = getattr(elbo, "vectorize_particles", False) and elbo.num_particles > 1
-    elbo.max_plate_nesting = nesting + int(vectorized)
-
+# Re-exported: pyrovae.evaluate.input_spec is how scripts and tests have always reached it.
+from pyrovae.placement import input_spec, on_device, set_plate_nesting  # noqa: F401
 
 ENGINES = ("auto", "eager", "compiled")
 #: ``engine="auto"`` compiles an evaluation of at least this many graph calls (batches times chunks).
@@ -129,6 +105,20 @@ def mean_elbo(model, guide, data, elbo: pyro.infer.ELBO | None = None, batch_siz
     for args, _ in _batches(model, dataset, batch_size, progress, "test ELBO"):
         total += float(loss(*args))
     return -total / len(dataset)
+
+
+def mean_elbos_over_ranks(model, guide, data: Dataset, objectives: dict[str, pyro.infer.ELBO]) -> dict[str, float]:
+    """``{name: mean_elbo(model, guide, data, objective)}`` for each objective; across ranks
+    (:mod:`pyrovae.distributed`) each evaluates its contiguous part of ``data`` and the sums are added
+    up, so every rank returns the means over the whole data set."""
+    if not objectives:
+        return {}
+    rank, world = distributed.rank(), distributed.world_size()
+    part = data.shard(rank, world) if world > 1 else data
+    sums = [mean_elbo(model, guide, part, objective) * len(part) if len(part) else 0.0
+            for objective in objectives.values()]
+    totals = distributed.all_reduce(torch.tensor(sums, dtype=torch.float64), op="sum")
+    return dict(zip(objectives, (total / len(data) for total in totals.tolist())))
 
 
 def _check_local_latents(model, guide, args) -> None:
@@ -273,3 +263,13 @@ def reconstructions(model, guide, data, count: int, observed_site: str = "x") ->
     else:
         mean, how = _replayed_mean(model, guide, spec.arguments(x, y), observed_site), "E[x | z], one z ~ q(z | x)"
     return x.cpu(), mean.reshape(x.shape[0], -1).cpu(), how
+
+
+@torch.no_grad()
+def sample_images(model, count: int, seed: int) -> torch.Tensor | None:
+    """``count`` images of ``model`` (on the CPU) drawn with a generator seeded by ``seed``, or ``None``
+    for a model that cannot draw images (no ``sample_images``)."""
+    if not hasattr(model, "sample_images"):
+        return None
+    generator = torch.Generator(device=module_device(model)).manual_seed(seed)
+    return model.sample_images(count, generator).cpu()

@@ -106,10 +106,10 @@ class ModelEntry:
     #: ``default_objective(settings) -> name``: the objective used when none is chosen, from the
     #: resolved settings (a Bernoulli-latent model trains DisARM with DisARM); ``None``: RunConfig's.
     default_objective: Callable | None = None
-    #: ``fit_options(config, model, guide, test) -> dict``: keyword arguments of :func:`pyrovae.train.fit`
-    #: the model needs in every run (``diagnostics`` to log, an ``epoch_callback`` annealing a setting or
-    #: logging a metric on ``test``, the test :class:`~pyrovae.data.Dataset` or ``None``).
-    fit_options: Callable | None = None
+    #: ``callbacks(config, model, guide, test) -> list``: the :class:`~pyrovae.callbacks.Callback`\ s the
+    #: model needs in every run of :func:`pyrovae.train.fit` (``Diagnostics`` to log, a callback annealing
+    #: a setting or logging a metric on ``test``, the test :class:`~pyrovae.data.Dataset` or ``None``).
+    callbacks: Callable | None = None
     #: ``{file name: draw}``, ``draw(model, test, title, generator) -> matplotlib Figure``: the model's
     #: own figures, drawn by ``pyrovae train`` and ``pyrovae plot`` beside the samples, reconstructions
     #: and curves every model gets (samples per class or per cluster, row-by-row generation).
@@ -124,9 +124,9 @@ class ModelEntry:
 
         return references.for_model(self.name)
 
-    def training_options(self, config, model, guide, test=None) -> dict:
-        """The model's own keyword arguments of :func:`pyrovae.train.fit` (``{}`` if it has none)."""
-        return self.fit_options(config, model, guide, test) if self.fit_options is not None else {}
+    def training_callbacks(self, config, model, guide, test=None) -> list:
+        """The model's own callbacks for :func:`pyrovae.train.fit` (``[]`` if it has none)."""
+        return list(self.callbacks(config, model, guide, test)) if self.callbacks is not None else []
 
     def config_fields(self) -> dict[str, dataclasses.Field]:
         return {f.name: f for f in dataclasses.fields(self.config_class)}
@@ -138,13 +138,13 @@ _RESERVED = set(RUN_FIELDS)
 
 
 def register_model(name: str, config_class: type, build: Callable, presets: dict[str, dict], description: str,
-                   default_guide: str, default_objective: Callable | None = None, fit_options: Callable | None = None,
+                   default_guide: str, default_objective: Callable | None = None, callbacks: Callable | None = None,
                    figures: dict[str, Callable] | None = None) -> None:
     """Register a model. ``presets`` must include ``tiny``; their keys must be run or model settings.
-    ``default_guide`` names the guide used when none is chosen (registered by a guide file);
+    ``default_guide`` names the guide used when none is chosen (registered by a guide file).
     The published number a preset reproduces is an entry of ``pyrovae/references.json`` naming the
     preset (:mod:`pyrovae.references`), not an argument here; ``default_objective``,
-    ``fit_options`` and ``figures`` are described in :class:`ModelEntry`."""
+    ``callbacks`` and ``figures`` are described in :class:`ModelEntry`."""
     if not dataclasses.is_dataclass(config_class):
         raise TypeError(f"{name}: the config must be a dataclass, got {config_class!r}")
     if name in _MODELS:
@@ -160,8 +160,8 @@ def register_model(name: str, config_class: type, build: Callable, presets: dict
         if unknown:
             raise ValueError(f"preset {name}/{preset} sets unknown settings {sorted(unknown)}")
     _MODELS[name] = ModelEntry(name, config_class, build, dict(presets), description, default_guide,
-                               default_objective=default_objective,
-                               fit_options=fit_options, figures=dict(figures or {}))
+                               default_objective=default_objective, callbacks=callbacks,
+                               figures=dict(figures or {}))
 
 
 def register_guide(model: str, name: str, build: Callable) -> None:

@@ -7,6 +7,9 @@
   with ``pyro.module`` on every call, which :class:`pyro.infer.SVI` needs to find the parameters.
   With an objective used as a module (``elbo(model, guide)``) and a torch optimizer, registration is
   pure per-step overhead, and the training engine turns it off.
+* ``pyrovae_validate_every_step`` (default ``False``): :func:`pyrovae.train.fit` keeps Pyro's
+  validation and the data checks on for every step, not only the first batch (shapes and supports
+  do not change between batches, and a NaN is caught by the loss check, so by default they run once).
 
 Change them with Pyro's interface, for a block or for good::
 
@@ -21,6 +24,7 @@ import pyro
 
 CHECK_DATA = True
 REGISTER_MODULES = True
+VALIDATE_EVERY_STEP = False
 
 
 def _validate_bool(value) -> None:
@@ -30,6 +34,7 @@ def _validate_bool(value) -> None:
 
 pyro.settings.register("pyrovae_check_data", __name__, "CHECK_DATA", _validate_bool)
 pyro.settings.register("pyrovae_register_modules", __name__, "REGISTER_MODULES", _validate_bool)
+pyro.settings.register("pyrovae_validate_every_step", __name__, "VALIDATE_EVERY_STEP", _validate_bool)
 
 
 def check_data() -> bool:
@@ -40,3 +45,8 @@ def check_data() -> bool:
 def register_modules() -> bool:
     """Whether models and guides register their modules with ``pyro.module``."""
     return REGISTER_MODULES
+
+
+def validate_every_step() -> bool:
+    """Whether training validates every step rather than the first batch only."""
+    return VALIDATE_EVERY_STEP

@@ -20,6 +20,7 @@ from pyro.infer import Trace_ELBO
 
 from pyrovae import distributed
 from pyrovae.amortized import AmortizedGuide
+from pyrovae.callbacks import Checkpoint, OnEpochEnd
 from pyrovae.data import load_dataset
 from pyrovae.models import VAE
 from pyrovae.nn import LocScaleHead
@@ -96,14 +97,14 @@ def worker(rank: int, world: int, port: int, out: str, scenarios: list[str], tim
 def _train(out: Path) -> dict:
     """Two epochs on the global batch; then the same run stopped after one epoch and resumed."""
     train, test = digits()
-    options = dict(batch_size=BATCH_SIZE, lr=1e-2, seed=3, progress=False, engine="module")
+    options = dict(batch_size=BATCH_SIZE, lr=1e-2, seed=3, engine="module")
     model, guide = pair()
-    history = fit_(model, guide, train, test, epochs=2, run_dir=out / "straight", **options)
+    history = fit_(model, guide, train, test, epochs=2, callbacks=[Checkpoint(out / "straight")], **options)
     straight = parameters(model, guide)
     model, guide = pair()
-    fit_(model, guide, train, test, epochs=1, run_dir=out / "resumed", **options)
+    fit_(model, guide, train, test, epochs=1, callbacks=[Checkpoint(out / "resumed")], **options)
     model, guide = pair(seed=9)
-    fit_(model, guide, train, test, epochs=2, run_dir=out / "resumed", resume=True, **options)
+    fit_(model, guide, train, test, epochs=2, callbacks=[Checkpoint(out / "resumed", resume=True)], **options)
     return {"params": straight, "rows": history.rows, "resumed": parameters(model, guide)}
 
 
@@ -132,8 +133,8 @@ def _rank_one_dies(out: Path) -> dict:
         if epoch == 2 and distributed.rank() == 1:
             os._exit(3)
 
-    fit_(model, guide, train, test, epochs=4, batch_size=BATCH_SIZE, lr=1e-2, seed=3, progress=False,
-         run_dir=out / "run", epoch_callback=die)
+    fit_(model, guide, train, test, epochs=4, batch_size=BATCH_SIZE, lr=1e-2, seed=3,
+         callbacks=[OnEpochEnd(die), Checkpoint(out / "run")])
     return {}
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyrovae.callbacks import Checkpoint
 from pyrovae.checkpoint import Checkpointer
 from pyrovae.data import load_dataset
 from pyrovae.engines import ModuleEngine
@@ -74,7 +75,7 @@ def test_two_ranks_match_one_process_with_the_same_global_batch(trained, tmp_pat
     train, test = digits()
     model, guide = pair()
     history = fit(model, guide, Trace_ELBO(), train, test, epochs=2, batch_size=BATCH_SIZE, lr=1e-2, seed=3,
-                  progress=False, engine="module", run_dir=tmp_path / "single")
+                  engine="module", callbacks=[Checkpoint(tmp_path / "single")])
     torch.testing.assert_close(first["params"], parameters(model, guide), rtol=1e-4, atol=1e-5)
     for ranks, single in zip(first["rows"], history.rows):
         assert ranks["train_loss"] == pytest.approx(single["train_loss"], rel=1e-5)
@@ -141,7 +142,7 @@ def test_a_rank_that_dies_stops_the_run_with_an_error_and_a_loadable_checkpoint(
     model, guide = pair(seed=4)
     train, test = digits()
     history = fit(model, guide, Trace_ELBO(), train, test, epochs=2, batch_size=BATCH_SIZE, lr=1e-2, seed=3,
-                  progress=False, run_dir=out / "run", resume=True)
+                  callbacks=[Checkpoint(out / "run", resume=True)])
     assert [row["epoch"] for row in history.rows] == [1, 2]
 
 
@@ -152,6 +153,6 @@ def test_a_global_batch_that_the_ranks_cannot_split_evenly_is_refused(monkeypatc
     train = load_dataset("digits", "train", binarize="static").subset(100)
     model, guide = pair()
     with pytest.raises(ValueError, match="batch_size 25 is not divisible by the 2 ranks"):
-        fit(model, guide, Trace_ELBO(), train, epochs=1, batch_size=25, progress=False)
+        fit(model, guide, Trace_ELBO(), train, epochs=1, batch_size=25)
 
 

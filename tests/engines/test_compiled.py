@@ -9,6 +9,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
 
+from pyrovae.callbacks import Checkpoint
 from pyrovae.capture import CapturedLoss, CaptureError
 from pyrovae.data import load_dataset
 from pyrovae.engines import CompiledEngine, resolve_engine
@@ -102,7 +103,7 @@ def test_compiled_engine_trains_like_eager_and_reproduces_itself(digits, tmp_pat
     for engine in ("module", "compiled", "compiled"):
         model, guide = pair()
         history = fit(model, guide, Trace_ELBO(), train, test, epochs=5, batch_size=64, lr=3e-3, seed=1,
-                      engine=engine, progress=False)
+                      engine=engine)
         parameters = torch.cat([p.detach().flatten() for p in [*model.parameters(), *guide.parameters()]])
         results.setdefault(engine, []).append((history.column("test_elbo"), parameters))
     eager_elbo, compiled_elbo = results["module"][0][0][-1], results["compiled"][0][0][-1]
@@ -123,8 +124,7 @@ def test_the_captured_engine_gives_the_module_engines_weights(digits, name):
         model, guide = pair()
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager warns
-            fit(model, guide, objective(), train, epochs=2, batch_size=64, lr=3e-3, seed=2, engine=engine,
-                progress=False)
+            fit(model, guide, objective(), train, epochs=2, batch_size=64, lr=3e-3, seed=2, engine=engine)
         weights[engine] = torch.cat([p.detach().flatten() for p in [*model.parameters(), *guide.parameters()]])
     assert torch.equal(weights["module"], weights["captured"])
     assert not torch.equal(weights["module"], torch.cat([p.detach().flatten() for p in [*pair()[0].parameters(),
@@ -133,14 +133,14 @@ def test_the_captured_engine_gives_the_module_engines_weights(digits, name):
 
 def test_compiled_engine_resume_reproduces_the_uninterrupted_run(digits, tmp_path):
     train, test = digits
-    options = dict(batch_size=64, lr=3e-3, seed=4, engine="compiled", progress=False)
+    options = dict(batch_size=64, lr=3e-3, seed=4, engine="compiled")
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), train, epochs=4, run_dir=tmp_path / "straight", **options)
+    fit(model, guide, Trace_ELBO(), train, epochs=4, callbacks=[Checkpoint(tmp_path / "straight")], **options)
     straight = torch.cat([p.detach().flatten() for p in [*model.parameters(), *guide.parameters()]])
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), train, epochs=2, run_dir=tmp_path / "resumed", **options)
+    fit(model, guide, Trace_ELBO(), train, epochs=2, callbacks=[Checkpoint(tmp_path / "resumed")], **options)
     model, guide = pair(seed=99)
-    fit(model, guide, Trace_ELBO(), train, epochs=4, run_dir=tmp_path / "resumed", resume=True, **options)
+    fit(model, guide, Trace_ELBO(), train, epochs=4, callbacks=[Checkpoint(tmp_path / "resumed", resume=True)], **options)
     resumed = torch.cat([p.detach().flatten() for p in [*model.parameters(), *guide.parameters()]])
     assert torch.equal(straight, resumed)
 
@@ -149,7 +149,7 @@ def test_variance_loss_reports_its_particles_elbo_on_the_compiled_engine(digits)
     train, test = digits
     model, guide = pair()
     history = fit(model, guide, VarianceELBO(num_particles=4), train, test, epochs=2, batch_size=128,
-                  engine="compiled", progress=False)
+                  engine="compiled")
     # The particles' ELBO is a bound: below the IWAE-free test ELBO plus noise, and far below zero.
     assert all(-80 < row["train_elbo"] < -10 for row in history.rows)
 
@@ -303,7 +303,7 @@ def test_every_objective_trains_on_the_compiled_engine_as_on_the_eager_one(digit
         with warnings.catch_warnings():
             warnings.simplefilter("error", RuntimeWarning)  # a fallback to eager warns
             history = fit(model, guide, TRAINING_OBJECTIVES[name](), train, test, epochs=5, batch_size=64, lr=3e-3,
-                          seed=1, engine=engine, progress=False)
+                          seed=1, engine=engine)
         elbos[engine] = history.column("test_elbo")
     assert abs(elbos["compiled"][-1] - elbos["module"][-1]) < 1.5, elbos  # nats: training noise only
     assert elbos["compiled"][-1] > elbos["compiled"][0], elbos  # it trains

@@ -12,6 +12,7 @@ import torch
 from pyro.infer import SVI, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
 from pyro.optim import Adam
 
+from pyrovae.callbacks import Checkpoint
 from pyrovae.data import load_dataset
 from pyrovae.discrete import exact_log_likelihood
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
@@ -38,9 +39,9 @@ def test_every_relaxation_trains_and_its_true_bound_improves(relaxation):
     experiment, train, test, model, guide, objective = tiny_run(relaxation, lr=3e-3)
     train, test = train.subset(640), test.subset(128)
     before = mean_elbo(Discretized(model), Discretized(guide), test)
-    options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
+    callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
     # 300 steps of 64 examples.
-    history = fit(model, guide, objective, train, test, epochs=30, batch_size=64, lr=3e-3, progress=False, **options)
+    history = fit(model, guide, objective, train, test, epochs=30, batch_size=64, lr=3e-3, callbacks=callbacks)
     after = history.rows[-1]["true_bound"]
     assert all(math.isfinite(row["true_bound"]) for row in history.rows)
     if relaxation == "variance-loss":
@@ -96,9 +97,9 @@ def test_the_model_rejects_bad_arguments(arguments, message):
 def test_beta_anneals_between_epochs_in_model_and_guide_and_is_checkpointed(tmp_path):
     experiment, train, test, model, guide, objective = tiny_run("spike-exp", beta=8.0, beta_start=2.0, anneal_epochs=2)
     assert model.beta.item() == guide.beta.item() == 2.0
-    options = get("bernoulli-vae").training_options(experiment.model, model, guide, test)
+    callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
     history = fit(model, guide, objective, train.subset(64), test.subset(32), epochs=3, batch_size=64,
-                  progress=False, run_dir=tmp_path, **options)
+                  callbacks=[*callbacks, Checkpoint(tmp_path)])
     assert [row["beta"] for row in history.rows] == [2.0, 5.0, 8.0]
     assert model.beta.item() == guide.beta.item() == 8.0
     assert "beta" in dict(model.named_buffers()) and "beta" in dict(guide.named_buffers())
@@ -155,7 +156,7 @@ def test_exact_log_likelihood_equals_pyro_enumeration_of_a_per_unit_model(small_
 
 def test_bounds_sit_below_the_exact_log_likelihood_and_importance_sampling_approaches_it():
     experiment, train, test, model, guide, objective = tiny_run("step-logistic")
-    fit(model, guide, objective, train.subset(640), epochs=10, batch_size=64, lr=3e-3, progress=False)
+    fit(model, guide, objective, train.subset(640), epochs=10, batch_size=64, lr=3e-3)
     data = test.subset(100)
     exact = exact_log_likelihood(model, data).mean().item()
     true_bound = -TrueDiscreteBound(num_particles=200).loss(model, guide, data.x) / 100

@@ -62,7 +62,7 @@ def trained():
     before = mean_elbo(model, guide, test)
     run = experiment.run
     history = fit(model, guide, objective, train, test, epochs=run.epochs, batch_size=run.batch_size, lr=run.lr,
-                  seed=run.seed, engine="module", progress=False)
+                  seed=run.seed, engine="module")
     # The baseline is fitted to the dequantized training set, as the model is.
     baseline = label_only_log_likelihood(train.realize(seed=run.seed), test)
     return train, test, model, guide, history, baseline, before

@@ -70,10 +70,10 @@ def test_one_training_step_changes_model_and_guide(tiny):
     batch_size = experiment.run.batch_size
     before = {"model": weights(model), "guide": weights(guide)}
     test = test.subset(BATCH)
-    # With the model's own fit options (diagnostics, epoch callbacks), as the CLI passes them.
-    options = experiment.entry.training_options(experiment.model, model, guide, test)
+    # With the model's own callbacks (diagnostics, annealing, metrics), as the CLI passes them.
+    callbacks = experiment.entry.training_callbacks(experiment.model, model, guide, test)
     history = fit(model, guide, objective, train.subset(batch_size), test, epochs=1,
-                  batch_size=batch_size, lr=experiment.run.lr, seed=experiment.run.seed, progress=False, **options)
+                  batch_size=batch_size, lr=experiment.run.lr, seed=experiment.run.seed, callbacks=callbacks)
     row = history.rows[0]
     assert len(history.rows) == 1 and torch.isfinite(torch.tensor([float(v) for v in row.values()])).all(), row
     for owner, module in (("model", model), ("guide", guide)):
@@ -141,7 +141,7 @@ def test_data_plate_scales_the_loss_to_the_data_set(tiny):
 
 def test_weights_survive_a_save_and_a_weights_only_load(tiny, tmp_path):
     experiment, train, _, model, guide, objective = tiny
-    fit(model, guide, objective, train.subset(BATCH), epochs=1, batch_size=BATCH, progress=False)
+    fit(model, guide, objective, train.subset(BATCH), epochs=1, batch_size=BATCH)
     args = first_batch(model, train)
     trained = elbo_at_fixed_noise(model, guide, args)
     save_torch(tmp_path / "weights.pt", {"model": model.state_dict(), "guide": guide.state_dict()})
@@ -157,10 +157,10 @@ def test_weights_survive_a_save_and_a_weights_only_load(tiny, tmp_path):
 
 def _train_three_steps(experiment, engine):
     train, test, model, guide, objective = build(experiment)
-    options = experiment.entry.training_options(experiment.model, model, guide, test.subset(BATCH))
+    callbacks = experiment.entry.training_callbacks(experiment.model, model, guide, test.subset(BATCH))
     batch_size = experiment.run.batch_size
     fit(model, guide, objective, train.subset(3 * batch_size), epochs=1, batch_size=batch_size,
-        lr=experiment.run.lr, seed=experiment.run.seed, engine=engine, progress=False, **options)
+        lr=experiment.run.lr, seed=experiment.run.seed, engine=engine, callbacks=callbacks)
     return [value.detach().clone() for module in (model, guide) for value in module.state_dict().values()]
 
 

@@ -22,10 +22,11 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyrovae.callbacks import Alternate
 from pyrovae.data import load_dataset
 from pyrovae.guides import FactorAnalysisGuide
 from pyrovae.models import FactorAnalysis
-from pyrovae.models.factor_analysis import evidence_logger
+from pyrovae.models.factor_analysis import ExactEvidence
 from pyrovae.train import fit
 
 TRUE_TEST_EVIDENCE, TRUE_TRAIN_EVIDENCE = -3.970, -3.935  # Yang 2022, §5.2.4 (the tutorial's code)
@@ -145,7 +146,7 @@ def test_joint_training_brings_the_elbo_to_the_evidence_and_the_evidence_to_the_
     pyro.set_rng_seed(0)
     model, guide = FactorAnalysis(3, 2), FactorAnalysisGuide(3, 2)
     history = fit(model, guide, Trace_ELBO(), train, test, epochs=60, batch_size=32, lr=1e-2, engine="module",
-                  progress=False, epoch_callback=evidence_logger(model, test))
+                  callbacks=[ExactEvidence(model, test)])
     rows = history.rows
     assert rows[0]["test_evidence"] < TRUE_TEST_EVIDENCE - 1  # from far away
     assert rows[-1]["test_evidence"] == pytest.approx(TRUE_TEST_EVIDENCE, abs=EVIDENCE_TOLERANCE)
@@ -154,7 +155,7 @@ def test_joint_training_brings_the_elbo_to_the_evidence_and_the_evidence_to_the_
 
 
 def test_alternating_phases_are_variational_em_steps(data):
-    """Yang 2022, §5.2.4, Experiment 2 (Fig. 3): ``fit(alternate=(1000, 1000))`` for one guide phase
+    """Yang 2022, §5.2.4, Experiment 2 (Fig. 3): ``fit(callbacks=[Alternate(1000, 1000)])`` for one guide phase
     and one model phase. The guide phase leaves the model alone and makes the ELBO meet the
     evidence (an E-step); the model phase then moves the evidence where one exact EM update moves
     it. Exact EM from here reaches the truth (checked at the end), so further cycles do too."""
@@ -164,7 +165,7 @@ def test_alternating_phases_are_variational_em_steps(data):
     start = copy.deepcopy(model)
     epochs = 2000 // STEPS_PER_EPOCH + 1
     history = fit(model, guide, Trace_ELBO(), train, test, epochs=epochs, batch_size=32, lr=1e-2, engine="module",
-                  progress=False, alternate=(1000, 1000), epoch_callback=evidence_logger(model, test))
+                  callbacks=[Alternate(1000, 1000), ExactEvidence(model, test)])
     rows = history.rows
     guide_phase = rows[: 1000 // STEPS_PER_EPOCH]
     assert {row["test_evidence"] for row in guide_phase} == {rows[0]["test_evidence"]}

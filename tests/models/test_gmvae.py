@@ -11,8 +11,8 @@ import torch.distributions as td
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyrovae.clustering import (
+    ClusterMetrics,
     cluster_entropy,
-    cluster_metrics_callback,
     cluster_sample_grid,
     clustering_accuracy,
     enumerated_elbo,
@@ -23,7 +23,7 @@ from pyrovae.data import Dataset, load_dataset
 from pyrovae.experiment import Experiment
 from pyrovae.guides import GMVAEGuide
 from pyrovae.models import GMVAE
-from pyrovae.models.gmvae import annealed_temperature, build_gmvae, temperature_schedule
+from pyrovae.models.gmvae import TemperatureAnnealing, annealed_temperature, build_gmvae
 from pyrovae.nn.initialization import glorot_normal_
 from pyrovae.train import fit
 
@@ -130,10 +130,10 @@ def test_gumbel_training_improves_the_true_enumerated_elbo(digits, estimator, st
     options = dict(num_components=10, z_dim=4, hidden_sizes=[64], estimator=estimator, straight_through=straight_through)
     model, guide = glorot_normal_(GMVAE(64, **options)), glorot_normal_(GMVAEGuide(64, **options))
     before = enumerated_elbo(model, guide, test)
-    metrics = cluster_metrics_callback(model, guide, test, elbo=True)
-    schedule = temperature_schedule(model, guide, rate=0.3) if anneal else (lambda epoch, row: None)
+    metrics = ClusterMetrics(model, guide, test, elbo=True)
+    schedule = [TemperatureAnnealing(model, guide, rate=0.3)] if anneal else []
     history = fit(model, guide, Trace_ELBO(), train.subset(640), test, epochs=4, batch_size=64, lr=3e-3,
-                  progress=False, epoch_callback=lambda epoch, row: (schedule(epoch, row), metrics(epoch, row)))
+                  callbacks=[*schedule, metrics])
     rows = history.rows
     assert rows[-1]["enumerated_elbo"] > before + 10, (before, [row["enumerated_elbo"] for row in rows])
     assert rows[-1]["enumerated_elbo"] == pytest.approx(enumerated_elbo(model, guide, test), abs=0.5)  # one z draw
@@ -148,7 +148,7 @@ def test_annealed_temperature_follows_jang_et_al():
     assert annealed_temperature(1000, 1e-4) == pytest.approx(math.exp(-0.1))
     assert annealed_temperature(10**6, 1e-4) == 0.5
     with pytest.raises(ValueError, match="rate"):
-        temperature_schedule(*small_pair(estimator="gumbel-a"), rate=-1.0)
+        TemperatureAnnealing(*small_pair(estimator="gumbel-a"), rate=-1.0)
 
 
 def test_with_estimator_shares_parameters_and_generation_uses_discrete_y():
@@ -205,7 +205,7 @@ def test_bad_input_is_rejected_and_labels_are_not_needed():
     with pytest.raises(ValueError, match="shape"):
         guide(torch.zeros(B, D + 1))
     unlabelled = Dataset.from_tensor(torch.bernoulli(torch.full((40, D), 0.3)))
-    history = fit(model, guide, TraceEnum_ELBO(), unlabelled, unlabelled, epochs=1, batch_size=20, progress=False)
+    history = fit(model, guide, TraceEnum_ELBO(), unlabelled, unlabelled, epochs=1, batch_size=20)
     assert math.isfinite(history.rows[0]["test_elbo"])
     with pytest.raises(ValueError, match="labels"):
         clustering_accuracy(model, guide, unlabelled)

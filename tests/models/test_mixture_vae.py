@@ -77,7 +77,7 @@ def test_short_run_on_dequantized_digits_improves_the_elbo_and_reports_agreement
     test = load_dataset("digits", "test", dequantize=True).realize(seed=1)
     model, guide = MixtureVAE(64, K, 4, (64,)), MixtureGuide(64, K, 4, (64,))
     before = enumerated_elbo(model, guide, test)
-    history = fit(model, guide, TraceEnum_ELBO(), train, test, epochs=3, batch_size=64, lr=3e-3, progress=False)
+    history = fit(model, guide, TraceEnum_ELBO(), train, test, epochs=3, batch_size=64, lr=3e-3)
     after = enumerated_elbo(model, guide, test)
     assert after > before + 20, (before, after, [row["test_elbo"] for row in history.rows])
     assert history.rows[-1]["test_elbo"] == pytest.approx(after, abs=1.0)

@@ -141,7 +141,7 @@ def test_training_uses_several_codes_and_improves_reconstruction(ema):
     train, test, model, guide, objective = build(experiment)
     model.eval(), guide.eval()
     before = codebook_metrics(model, guide, test)
-    fit(model, guide, objective, train, epochs=10, batch_size=64, lr=3e-3, progress=False)  # 230 steps
+    fit(model, guide, objective, train, epochs=10, batch_size=64, lr=3e-3)  # 230 steps
     after = codebook_metrics(model, guide, test)
     assert after["codes_used"] > 1 and after["perplexity"] > 2
     assert after["reconstruction_nll"] < 0.6 * before["reconstruction_nll"]

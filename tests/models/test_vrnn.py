@@ -182,8 +182,7 @@ def test_a_short_training_run_on_the_digits_improves_the_test_elbo():
     model = VRNN(8, 8, z_dim=2, hidden_dim=32, num_layers=1, hidden_sizes=[32])
     guide = VRNNGuide(model, [32])
     before = mean_elbo(model, guide, test)
-    fit(model, guide, Trace_ELBO(max_plate_nesting=1), train, epochs=10, batch_size=64, lr=3e-3, seed=0,
-        progress=False, engine="module")
+    fit(model, guide, Trace_ELBO(max_plate_nesting=1), train, epochs=10, batch_size=64, lr=3e-3, seed=0, engine="module")
     after = mean_elbo(model, guide, test)
     mean = train.x.mean(0).clamp(1e-3, 1 - 1e-3)
     independent_pixels = (test.x * mean.log() + (1 - test.x) * (1 - mean).log()).sum(1).mean().item()

@@ -4,11 +4,12 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyrovae.callbacks import Alternate, alternation
 from pyrovae.data import load_dataset
 from pyrovae.engines import ModuleEngine
 from pyrovae.guides import DiagonalNormalGuide
 from pyrovae.models import VAE
-from pyrovae.train import alternation, fit
+from pyrovae.train import fit
 
 
 def pair():
@@ -51,10 +52,10 @@ def test_fit_alternates_over_the_whole_run(digits):
     # 4 steps per epoch, 2 epochs: with 6 guide steps first, the model moves only in the last 2 steps.
     model, guide = pair()
     start = flat(model)
-    fit(model, guide, Trace_ELBO(), digits, epochs=1, batch_size=64, lr=1e-2, alternate=(6, 2), progress=False)
+    fit(model, guide, Trace_ELBO(), digits, epochs=1, batch_size=64, lr=1e-2, callbacks=[Alternate(6, 2)])
     assert torch.equal(flat(model), start)  # steps 0-3: guide only
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), digits, epochs=2, batch_size=64, lr=1e-2, alternate=(6, 2), progress=False)
+    fit(model, guide, Trace_ELBO(), digits, epochs=2, batch_size=64, lr=1e-2, callbacks=[Alternate(6, 2)])
     assert not torch.equal(flat(model), start)  # steps 6-7 update the model
     with pytest.raises(ValueError, match="module, captured or compiled engine"):
-        fit(model, guide, Trace_ELBO(), digits, epochs=1, engine="svi", alternate=(1, 1), progress=False)
+        fit(model, guide, Trace_ELBO(), digits, epochs=1, engine="svi", callbacks=[Alternate(1, 1)])

@@ -5,6 +5,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyrovae.callbacks import Checkpoint
 from pyrovae.checkpoint import Checkpointer
 from pyrovae.data import load_dataset
 from pyrovae.devices import resolve_device
@@ -48,14 +49,14 @@ def test_cuda_without_cuda_is_one_clear_line(name):
 def test_fit_refuses_cuda_before_writing_anything(digits, tmp_path):
     model, guide = pair()
     with pytest.raises(ValueError, match="CUDA is not available"):
-        fit(model, guide, Trace_ELBO(), *digits, epochs=1, run_dir=tmp_path / "run", device="cuda", progress=False)
+        fit(model, guide, Trace_ELBO(), *digits, epochs=1, device="cuda", callbacks=[Checkpoint(tmp_path / "run")])
     assert not (tmp_path / "run").exists()
 
 
 def test_fit_and_the_evaluators_on_the_cpu(digits, tmp_path):
     model, guide = pair()
-    history = fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=64, run_dir=tmp_path, device="cpu",
-                  progress=False)
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=64, device="cpu",
+                  callbacks=[Checkpoint(tmp_path)])
     assert history.rows[0]["test_elbo"] < 0
     _, test = digits
     assert mean_elbo(model, guide, test, device="cpu") < 0
@@ -68,13 +69,13 @@ def test_fit_and_the_evaluators_on_the_cpu(digits, tmp_path):
 @needs_cuda
 def test_a_gpu_run_resumes_and_evaluates_on_the_cpu(digits, tmp_path):
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=64, run_dir=tmp_path, device="cuda", progress=False)
+    fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=64, device="cuda", callbacks=[Checkpoint(tmp_path)])
     assert next(model.parameters()).device.type == "cuda"
     checkpoint = torch.load(tmp_path / "checkpoint.pt", weights_only=True)  # no map_location needed
     assert all(t.device.type == "cpu" for t in checkpoint["model"].values())
     model, guide = pair(seed=1)
-    history = fit(model, guide, Trace_ELBO(), *digits, epochs=2, batch_size=64, run_dir=tmp_path, resume=True,
-                  device="cpu", progress=False)
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=2, batch_size=64, device="cpu",
+                  callbacks=[Checkpoint(tmp_path, resume=True)])
     assert [row["epoch"] for row in history.rows] == [1, 2]
     model, guide = pair(seed=2)
     load_checkpoint(tmp_path, model, guide)
@@ -92,6 +93,5 @@ def test_per_batch_noise_is_drawn_on_the_gpu(binarize):
 @needs_cuda
 def test_the_compiled_engine_trains_on_the_gpu(digits):
     model, guide = pair()
-    history = fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=64, engine="compiled", device="cuda",
-                  progress=False)
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=64, engine="compiled", device="cuda")
     assert history.rows[0]["train_loss"] > 0

@@ -45,7 +45,7 @@ def test_importance_estimate_is_at_least_the_elbo_for_a_trained_vae():
     train = load_dataset("digits", "train", binarize="static").subset(400)
     test = load_dataset("digits", "test", binarize="static").subset(100)
     model, guide = VAE(64, 4, (32,)), DiagonalNormalGuide(64, 4, (32,))
-    fit(model, guide, pyro.infer.Trace_ELBO(), train, epochs=5, batch_size=50, lr=3e-3, progress=False)
+    fit(model, guide, pyro.infer.Trace_ELBO(), train, epochs=5, batch_size=50, lr=3e-3)
     elbo = mean_elbo(model, guide, test, pyro.infer.Trace_ELBO(num_particles=50, vectorize_particles=True))
     log_likelihood = importance_log_likelihood(model, guide, test, 500)
     assert log_likelihood > elbo

@@ -30,7 +30,7 @@ def assert_labels_match(calls):
 def test_a_labelled_model_receives_the_labels_of_its_examples():
     train, test = labelled(120, seed=0), labelled(45, seed=1)
     model, guide = LabelledLinearGaussian(6, 2, NUM_CLASSES), LabelledGuide(6, 2, NUM_CLASSES)
-    fit(model, guide, Trace_ELBO(), train, epochs=20, batch_size=32, lr=0.1, progress=False)
+    fit(model, guide, Trace_ELBO(), train, epochs=20, batch_size=32, lr=0.1)
     for module in (model, guide):
         assert_labels_match(module.calls)
         # every example was served, in batches of 32 and the remainder
@@ -50,18 +50,18 @@ def test_a_labelled_model_without_labels_is_refused():
     model, guide = LabelledLinearGaussian(6, 2, NUM_CLASSES), LabelledGuide(6, 2, NUM_CLASSES)
     data = labelled(10, seed=0)
     with pytest.raises(ValueError, match="needs labels"):
-        fit(model, guide, Trace_ELBO(), Dataset.from_tensor(data.x), progress=False)
+        fit(model, guide, Trace_ELBO(), Dataset.from_tensor(data.x))
     with pytest.raises(ValueError, match="needs labels"):
         mean_elbo(model, guide, data.x)
     too_many_classes = Dataset.from_tensor(data.x, data.y + 1)  # labels 1..3, the model knows 0..2
     with pytest.raises(ValueError, match=r"labels in 0\.\.2"):
-        fit(model, guide, Trace_ELBO(), too_many_classes, progress=False)
+        fit(model, guide, Trace_ELBO(), too_many_classes)
 
 
 def test_an_image_model_receives_batches_of_images():
     images = torch.rand(50, 1, 4, 5)
     model, guide = ImageGaussian((1, 4, 5), 2), ImageGuide((1, 4, 5), 2)
-    fit(model, guide, Trace_ELBO(), Dataset.from_tensor(images), epochs=1, batch_size=16, progress=False)
+    fit(model, guide, Trace_ELBO(), Dataset.from_tensor(images), epochs=1, batch_size=16)
     for module in (model, guide):
         assert sorted(x.shape[0] for x in module.calls[-4:]) == [2, 16, 16, 16]
         assert all(x.shape[1:] == (1, 4, 5) for x in module.calls)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyrovae.callbacks import TensorBoard
 from pyrovae.data import load_dataset
 from pyrovae.guides import DiagonalNormalGuide
 from pyrovae.models import VAE
@@ -27,8 +28,8 @@ def test_fit_logs_each_rows_numbers_as_scalars(tmp_path):
     test = load_dataset("digits", "test", binarize="static", seed=1)
     torch.manual_seed(0)
     model, guide = VAE(64, 2, (16,)), DiagonalNormalGuide(64, 2, (16,))
-    history = fit(model, guide, Trace_ELBO(), train, test, epochs=2, batch_size=64, progress=False,
-                  tensorboard=tmp_path / "tb")
+    history = fit(model, guide, Trace_ELBO(), train, test, epochs=2, batch_size=64,
+                  callbacks=[TensorBoard(tmp_path / "tb")])
     log = read(tmp_path / "tb")
     assert {"train_loss", "test_elbo", "seconds"} <= set(log.Tags()["scalars"])
     elbos = log.Scalars("test_elbo")

@@ -5,6 +5,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyrovae.callbacks import Checkpoint, Diagnostics, LearningRateSchedule, OnEpochEnd, TestObjective, TimeBudget
 from pyrovae.checkpoint import CheckpointError, RunExistsError
 from pyrovae.data import load_dataset
 from pyrovae.evaluate import mean_elbo
@@ -39,7 +40,7 @@ def test_short_run_learns_what_a_model_ignoring_z_cannot(tmp_path):
     torch.manual_seed(0)
     model, guide = VAE(64, 8, (64,)), DiagonalNormalGuide(64, 8, (64,))
     history = fit(model, guide, Trace_ELBO(), train, test, epochs=12, batch_size=50, lr=1e-2,
-                  run_dir=tmp_path, progress=False)
+                  callbacks=[Checkpoint(tmp_path)])
     elbos = history.column("test_elbo")
     assert len(elbos) == 12
     baseline = pixel_frequency_log_likelihood(train, test)  # about -27.3 nats
@@ -64,15 +65,19 @@ def test_resume_reproduces_an_uninterrupted_run(digits, tmp_path, engine, schedu
     # With engine="svi", Pyro creates each parameter's optimizer lazily and loads the checkpointed
     # state into it then, param_groups and their learning rate included: a schedule applied
     # before that point was overwritten by the checkpoint's rate (engines.SVIEngine.set_lr).
-    options = dict(batch_size=100, lr=3e-3, seed=5, progress=False, engine=engine, lr_schedule=schedule)
+    options = dict(batch_size=100, lr=3e-3, seed=5, engine=engine)
+    scheduled = [LearningRateSchedule(schedule)] if schedule else []
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path / "straight", **options)
+    fit(model, guide, Trace_ELBO(), *digits, epochs=4, callbacks=[*scheduled, Checkpoint(tmp_path / "straight")],
+        **options)
     straight = parameters(model, guide)
 
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), *digits, epochs=2, run_dir=tmp_path / "resumed", **options)
+    fit(model, guide, Trace_ELBO(), *digits, epochs=2, callbacks=[*scheduled, Checkpoint(tmp_path / "resumed")],
+        **options)
     model, guide = pair(seed=123)  # a fresh process would start from other weights
-    history = fit(model, guide, Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path / "resumed", resume=True, **options)
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=4,
+                  callbacks=[*scheduled, Checkpoint(tmp_path / "resumed", resume=True)], **options)
     assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4]
     assert torch.allclose(parameters(model, guide), straight, atol=1e-6, rtol=0)
 
@@ -86,20 +91,20 @@ def test_lr_schedule_sets_the_rate_of_each_epoch(digits):
 
     model, guide = pair()
     start = parameters(model, guide)
-    fit(model, guide, Trace_ELBO(), *digits, epochs=3, batch_size=100, progress=False, epoch_callback=record,
-        lr_schedule=lambda epoch, seconds: [1e-2, 1e-30, 1e-30][epoch])
+    fit(model, guide, Trace_ELBO(), *digits, epochs=3, batch_size=100,
+        callbacks=[OnEpochEnd(record), LearningRateSchedule(lambda epoch, seconds: [1e-2, 1e-30, 1e-30][epoch])])
     assert (moved[0] - start).abs().max() > 1e-3
     assert torch.equal(moved[1], moved[0]) and torch.equal(moved[2], moved[1])
 
 
 def test_max_seconds_stops_starting_epochs_after_the_budget(digits):
     model, guide = pair()
-    history = fit(model, guide, Trace_ELBO(), *digits, epochs=5, batch_size=100, max_seconds=1e-9, progress=False)
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=5, batch_size=100, callbacks=[TimeBudget(1e-9)])
     assert [r["epoch"] for r in history.rows] == [1]  # the first epoch starts at 0 seconds
-    history = fit(model, guide, Trace_ELBO(), *digits, epochs=3, batch_size=100, max_seconds=1e6, progress=False)
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=3, batch_size=100, callbacks=[TimeBudget(1e6)])
     assert [r["epoch"] for r in history.rows] == [1, 2, 3]
     with pytest.raises(ValueError, match="max_seconds"):
-        fit(model, guide, Trace_ELBO(), *digits, max_seconds=0)
+        fit(model, guide, Trace_ELBO(), *digits, callbacks=[TimeBudget(0)])
 
 
 def test_epoch_callback_sees_each_row_and_its_keys_are_recorded(digits, tmp_path):
@@ -110,8 +115,8 @@ def test_epoch_callback_sees_each_row_and_its_keys_are_recorded(digits, tmp_path
         row["doubled_elbo"] = 2 * row["test_elbo"]
 
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), *digits, epochs=3, batch_size=100, run_dir=tmp_path, progress=False,
-        epoch_callback=callback)
+    fit(model, guide, Trace_ELBO(), *digits, epochs=3, batch_size=100,
+        callbacks=[OnEpochEnd(callback), Checkpoint(tmp_path)])
     assert [epoch for epoch, _ in calls] == [1, 2, 3]
     assert all(row["epoch"] == epoch and {"train_loss", "test_elbo"} <= set(row) for epoch, row in calls)
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -123,7 +128,7 @@ def test_engines_take_the_same_steps(digits):
     for engine in ("module", "svi"):
         model, guide = pair()
         fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, lr=1e-3, seed=2,
-            progress=False, engine=engine)
+            engine=engine)
         results.append(parameters(model, guide))
     assert torch.allclose(results[0], results[1], atol=1e-5)
 
@@ -149,8 +154,8 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(digits, tmp_
     model, guide = PoisonedVAE(after=20), DiagonalNormalGuide(64, 4, (32,))
     # 6 steps and 1 test evaluation per epoch: the 20th decode call is in epoch 3.
     with pytest.raises(TrainingDivergedError, match=r"epoch 3, step \d+.*last good checkpoint"):
-        fit(model, guide, Trace_ELBO(), train, test.subset(100), epochs=5, batch_size=100, run_dir=tmp_path,
-            progress=False, engine=engine)
+        fit(model, guide, Trace_ELBO(), train, test.subset(100), epochs=5, batch_size=100,
+            callbacks=[Checkpoint(tmp_path)], engine=engine)
     fresh_model, fresh_guide = pair(seed=9)
     checkpoint = load_checkpoint(tmp_path, fresh_model, fresh_guide)
     assert checkpoint["epoch"] == 2
@@ -170,8 +175,8 @@ def test_a_non_finite_parameter_stops_training_and_keeps_the_previous_checkpoint
 
     model, guide = pair()
     with pytest.raises(TrainingDivergedError, match=r"model tensor 'decoder.0.weight' is not finite after epoch 3"):
-        fit(model, guide, Trace_ELBO(), *digits, epochs=5, batch_size=100, run_dir=tmp_path, progress=False,
-            epoch_callback=poison)
+        fit(model, guide, Trace_ELBO(), *digits, epochs=5, batch_size=100,
+            callbacks=[OnEpochEnd(poison), Checkpoint(tmp_path)])
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     fresh_model, fresh_guide = pair(seed=9)
     assert load_checkpoint(tmp_path, fresh_model, fresh_guide)["epoch"] == 2
@@ -185,15 +190,14 @@ def run_files(run_dir):
 
 def test_an_existing_run_is_kept_unless_resumed_or_overwritten(digits, tmp_path):
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), *digits, epochs=2, batch_size=100, run_dir=tmp_path, progress=False)
+    fit(model, guide, Trace_ELBO(), *digits, epochs=2, batch_size=100, callbacks=[Checkpoint(tmp_path)])
     before = run_files(tmp_path)
     assert set(before) == {"config.json", "metrics.jsonl", "checkpoint.pt", "checkpoint.prev.pt"}
     with pytest.raises(RunExistsError, match="resume=True.*overwrite=True"):
-        fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, run_dir=tmp_path, progress=False)
+        fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, callbacks=[Checkpoint(tmp_path)])
     assert run_files(tmp_path) == before
 
-    fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, run_dir=tmp_path, progress=False,
-        overwrite=True)
+    fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, callbacks=[Checkpoint(tmp_path, overwrite=True)])
     assert set(run_files(tmp_path)) == {"config.json", "metrics.jsonl", "checkpoint.pt"}
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
     assert json.loads((tmp_path / "config.json").read_text())["epochs"] == 1
@@ -201,9 +205,9 @@ def test_an_existing_run_is_kept_unless_resumed_or_overwritten(digits, tmp_path)
 
 
 def test_the_previous_checkpoint_holds_the_previous_epoch(digits, tmp_path):
-    options = dict(batch_size=100, seed=3, progress=False)
-    fit(*pair(), Trace_ELBO(), *digits, epochs=3, run_dir=tmp_path / "three", **options)
-    fit(*pair(), Trace_ELBO(), *digits, epochs=2, run_dir=tmp_path / "two", **options)
+    options = dict(batch_size=100, seed=3)
+    fit(*pair(), Trace_ELBO(), *digits, epochs=3, callbacks=[Checkpoint(tmp_path / "three")], **options)
+    fit(*pair(), Trace_ELBO(), *digits, epochs=2, callbacks=[Checkpoint(tmp_path / "two")], **options)
     previous = torch.load(tmp_path / "three" / "checkpoint.prev.pt", weights_only=True)
     newest = torch.load(tmp_path / "three" / "checkpoint.pt", weights_only=True)
     after_two = torch.load(tmp_path / "two" / "checkpoint.pt", weights_only=True)
@@ -214,18 +218,18 @@ def test_the_previous_checkpoint_holds_the_previous_epoch(digits, tmp_path):
 
 
 def test_a_truncated_checkpoint_names_the_previous_one_which_resumes(digits, tmp_path):
-    options = dict(batch_size=100, seed=3, progress=False)
-    fit(*pair(), Trace_ELBO(), *digits, epochs=3, run_dir=tmp_path, **options)
+    options = dict(batch_size=100, seed=3)
+    fit(*pair(), Trace_ELBO(), *digits, epochs=3, callbacks=[Checkpoint(tmp_path)], **options)
     checkpoint = tmp_path / "checkpoint.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
     with pytest.raises(CheckpointError, match=r"cannot be read.*checkpoint\.prev\.pt"):
-        fit(*pair(), Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path, resume=True, **options)
+        fit(*pair(), Trace_ELBO(), *digits, epochs=4, callbacks=[Checkpoint(tmp_path, resume=True)], **options)
     with pytest.raises(CheckpointError, match=r"checkpoint\.prev\.pt"):
         load_checkpoint(tmp_path, *pair())
 
     # Following the message: the previous checkpoint continues from epoch 2; epoch 3's metrics are redone.
     os.replace(tmp_path / "checkpoint.prev.pt", checkpoint)
-    history = fit(*pair(), Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path, resume=True, **options)
+    history = fit(*pair(), Trace_ELBO(), *digits, epochs=4, callbacks=[Checkpoint(tmp_path, resume=True)], **options)
     assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4]
     assert load_checkpoint(tmp_path, *pair())["epoch"] == 4
 
@@ -240,7 +244,7 @@ def test_bad_arguments(digits, tmp_path):
     with pytest.raises(ValueError, match="lr"):
         fit(model, guide, Trace_ELBO(), train, lr=-1.0)
     with pytest.raises(CheckpointError, match="cannot resume"):
-        fit(model, guide, Trace_ELBO(), train, run_dir=tmp_path, resume=True)
+        fit(model, guide, Trace_ELBO(), train, callbacks=[Checkpoint(tmp_path, resume=True)])
     with pytest.raises(TypeError, match="Dataset"):
         fit(model, guide, Trace_ELBO(), train.x)
     nan_data = train.subset(10)
@@ -249,7 +253,7 @@ def test_bad_arguments(digits, tmp_path):
         fit(model, guide, Trace_ELBO(), nan_data)
     intensities = load_dataset("digits", "train").subset(50)
     with pytest.raises(ValueError, match="binary"):
-        fit(model, guide, Trace_ELBO(), intensities, progress=False)
+        fit(model, guide, Trace_ELBO(), intensities)
 
 
 def test_objective_elbo_and_diagnostics_are_logged_each_epoch(digits, tmp_path):
@@ -264,9 +268,9 @@ def test_objective_elbo_and_diagnostics_are_logged_each_epoch(digits, tmp_path):
 
     reference = [variance_loss_per_example()]
     history = fit(model, guide, VarianceELBO(num_particles=4), train, test.subset(100), epochs=3, batch_size=100,
-                  run_dir=tmp_path, progress=False,
-                  diagnostics={"iwae_10": ImportanceWeightedELBO(num_particles=10)},
-                  epoch_callback=lambda epoch, row: reference.append(variance_loss_per_example()))
+                  callbacks=[Diagnostics({"iwae_10": ImportanceWeightedELBO(num_particles=10)}),
+                             OnEpochEnd(lambda epoch, row: reference.append(variance_loss_per_example())),
+                             Checkpoint(tmp_path)])
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert all({"train_loss", "train_elbo", "test_elbo", "iwae_10"} <= set(row) for row in rows)
     # train_loss is the variance loss per example averaged over the epoch's steps, while training
@@ -296,7 +300,7 @@ def test_jit_objective_computes_trace_elbo_and_trains_on_full_batches(digits):
     # 550 examples in batches of 100: the last 50 are dropped, every traced step sees 100. Five
     # steps an epoch, as the plain objective takes on 500 examples: the two then train alike
     # (their noise differs; over seeds 0-7 the final test ELBOs differ by at most 0.24 nats).
-    options = dict(epochs=6, batch_size=100, lr=3e-3, progress=False)
+    options = dict(epochs=6, batch_size=100, lr=3e-3)
     jit_elbo = fit(model, guide, jit, train.subset(550), test, **options).column("test_elbo")[-1]
     model, guide = pair()
     plain_elbo = fit(model, guide, Trace_ELBO(), train.subset(500), test, **options).column("test_elbo")[-1]
@@ -316,8 +320,8 @@ def test_true_discrete_bound_is_logged_next_to_a_relaxed_objective(digits):
         warnings.simplefilter("ignore", UserWarning)
         objective = RelaxedBernoulliELBO(num_particles=2)
     history = fit(model, guide, objective, train, test.subset(100), epochs=4, batch_size=100, lr=3e-3,
-                  progress=False, eval_elbo=TrueDiscreteBound(num_particles=5),
-                  diagnostics={"true_discrete_bound": TrueDiscreteBound(num_particles=20)})
+                  callbacks=[TestObjective(TrueDiscreteBound(num_particles=5)),
+                             Diagnostics({"true_discrete_bound": TrueDiscreteBound(num_particles=20)})])
     bounds = history.column("true_discrete_bound")
     # The relaxed "Bernoulli ELBO" is not a bound; the true discrete bound is, and it is what is
     # logged: the last epoch's value is the bound of the trained model, evaluated afresh.
@@ -330,9 +334,9 @@ def test_true_discrete_bound_is_logged_next_to_a_relaxed_objective(digits):
 def test_a_crash_between_checkpoint_and_metrics_still_resumes_exactly(digits, tmp_path, monkeypatch):
     from pyrovae import checkpoint
 
-    options = dict(batch_size=100, seed=5, progress=False)
+    options = dict(batch_size=100, seed=5)
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path / "straight", **options)
+    fit(model, guide, Trace_ELBO(), *digits, epochs=4, callbacks=[Checkpoint(tmp_path / "straight")], **options)
     straight = parameters(model, guide)
 
     write_jsonl, writes = checkpoint.write_jsonl, []
@@ -345,28 +349,29 @@ def test_a_crash_between_checkpoint_and_metrics_still_resumes_exactly(digits, tm
 
     monkeypatch.setattr(checkpoint, "write_jsonl", dies_at_the_third_epoch)
     with pytest.raises(KeyboardInterrupt):
-        fit(*pair(), Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path / "killed", **options)
+        fit(*pair(), Trace_ELBO(), *digits, epochs=4, callbacks=[Checkpoint(tmp_path / "killed")], **options)
     assert writes == [1, 2, 3]
     monkeypatch.undo()
     model, guide = pair(seed=123)
-    history = fit(model, guide, Trace_ELBO(), *digits, epochs=4, run_dir=tmp_path / "killed", resume=True, **options)
+    history = fit(model, guide, Trace_ELBO(), *digits, epochs=4, callbacks=[Checkpoint(tmp_path / "killed", resume=True)],
+                  **options)
     assert [r["epoch"] for r in history.rows] == [1, 2, 3, 4]
     assert torch.allclose(parameters(model, guide), straight, atol=1e-6, rtol=0)
 
 
 def test_resume_refuses_metrics_that_stop_before_the_checkpoint(digits, tmp_path):
-    fit(*pair(), Trace_ELBO(), *digits, epochs=2, batch_size=100, run_dir=tmp_path, progress=False)
+    fit(*pair(), Trace_ELBO(), *digits, epochs=2, batch_size=100, callbacks=[Checkpoint(tmp_path)])
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
     with pytest.raises(CheckpointError, match="holds epoch 2 but metrics.jsonl records epochs up to 1"):
-        fit(*pair(), Trace_ELBO(), *digits, epochs=3, batch_size=100, run_dir=tmp_path, resume=True, progress=False)
+        fit(*pair(), Trace_ELBO(), *digits, epochs=3, batch_size=100, callbacks=[Checkpoint(tmp_path, resume=True)])
 
 
 def test_overwrite_keeps_the_old_run_when_the_new_data_is_refused(digits, tmp_path):
     model, guide = pair()
-    fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, run_dir=tmp_path, progress=False)
+    fit(model, guide, Trace_ELBO(), *digits, epochs=1, batch_size=100, callbacks=[Checkpoint(tmp_path)])
     before = run_files(tmp_path)
     intensities = load_dataset("digits", "train").subset(50)  # not binary: the Bernoulli VAE refuses it
     with pytest.raises(ValueError, match="binary"):
-        fit(model, guide, Trace_ELBO(), intensities, run_dir=tmp_path, overwrite=True, progress=False)
+        fit(model, guide, Trace_ELBO(), intensities, callbacks=[Checkpoint(tmp_path, overwrite=True)])
     assert run_files(tmp_path) == before
