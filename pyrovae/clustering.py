@@ -99,7 +99,7 @@ def _enumerated_and_conditioned(model, guide, x: torch.Tensor):
 
 @torch.no_grad()
 def infer_assignments(model, guide, x: torch.Tensor, temperature: int = 0) -> torch.Tensor:
-    """Components ``(B,)`` for a batch ``x`` from the model's posterior :math:`p(y \mid x, z)` given a
+    """Components ``(B,)`` for a batch ``x`` from the model's posterior :math:`p(y \\mid x, z)` given a
     code ``z`` drawn from the guide, by Pyro's ``infer_discrete``: with ``temperature=0`` the most
     probable ``y``, with ``1`` a draw from the posterior."""
     conditioned = _enumerated_and_conditioned(model, guide, x)
@@ -113,7 +113,7 @@ def _no_guide(*args, **kwargs) -> None:
 
 @torch.no_grad()
 def posterior_assignment_probabilities(model, guide, x: torch.Tensor) -> torch.Tensor:
-    """:math:`p(y \mid x, z)`, shape ``(B, C)``, for a batch ``x`` and a code ``z`` drawn from the
+    """:math:`p(y \\mid x, z)`, shape ``(B, C)``, for a batch ``x`` and a code ``z`` drawn from the
     guide, by ``TraceEnum_ELBO.compute_marginals`` (the exact sum over ``y``)."""
     conditioned = _enumerated_and_conditioned(model, guide, x)
     elbo = TraceEnum_ELBO(max_plate_nesting=model.max_plate_nesting)
