@@ -227,8 +227,14 @@ def fit(
             per-step Python), ``"svi"`` (``pyro.infer.SVI``), or ``"auto"``: compiled for runs of
             20,000 steps or more, captured from 2,000, else module (see
             :func:`pyrovae.engines.resolve_engine`). Pyro's ``JitTrace_ELBO`` (and
-            the other ``Jit*`` objectives) work with module and svi; their traced graph fixes the
-            batch size, so the last, smaller batch of each epoch is dropped.
+            the other ``Jit*`` objectives) work with module and svi (compiled and captured run them
+            eagerly, as module): their traced graph fixes the batch size, so the last, smaller batch
+            of each epoch is dropped, and it reads the annealed buffers (temperature, beta) by
+            reference, so schedules apply. They are refused for a model whose forward pass updates
+            its own state (the VQ-VAE's EMA codebook, ``ema=True``), since ``torch.jit.trace``
+            drops that update (:func:`pyrovae.engines.check_jit_side_effects`); every engine
+            applies such an update once per step with the other objectives. Objectives without
+            ``differentiable_loss`` (Pyro's ``TraceGraph_ELBO``) need svi.
         eval_elbo: objective for the test ELBO (default: :func:`default_eval_elbo`).
         config: extra settings recorded in ``config.json``.
         epoch_callback: called as ``callback(epoch, row)`` after each epoch's evaluation; may add keys to ``row``.
