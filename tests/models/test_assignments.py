@@ -1,6 +1,8 @@
 """Cluster assignments of every model with an enumerated ``y`` from Pyro's ``infer_discrete`` and
 ``compute_marginals``, checked against the joint density written out for each value of ``y``."""
 
+from pathlib import Path
+
 import pyro
 import pytest
 import torch
@@ -80,3 +82,14 @@ def test_infer_discrete_at_temperature_one_draws_from_the_exact_posterior(pair_a
     # And not the MAP: the draws differ from it where the posterior is uncertain.
     disagreement = float((draws != posterior.argmax(-1)).float().mean())
     assert disagreement == pytest.approx(float(1 - posterior.max(-1).values.mean()), abs=0.03)
+
+
+def test_the_readme_snippet_runs_and_its_assignments_agree():
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Cluster assignments"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["probs"].shape == (8, 10) and torch.allclose(namespace["probs"].sum(-1), torch.ones(8))
+    # The plain-Pyro lines condition on one z: their MAP is the argmax of their marginals.
+    assert torch.equal(namespace["map_y"], namespace["q"].probs.argmax(-1))
