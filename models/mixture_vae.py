@@ -121,7 +121,7 @@ class MixtureVAE(nn.Module):
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
         """``p(x | y, z)`` for ``y`` an index or a one-hot vector (:func:`~pyrovae.nn.mixture.component_code`)."""
-        loc, scale = self.decoder(z, component_code(y, self.num_components))
+        loc, scale = self.decoder(z, component_code(y, self.num_components, z))
         return dist.Normal(loc, scale).to_event(1)
 
     def decode_mean(self, code: torch.Tensor) -> torch.Tensor:

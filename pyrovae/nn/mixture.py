@@ -34,17 +34,18 @@ from pyrovae.nn.heads import LocScaleHead, LogitsHead
 from pyrovae.nn.networks import Encoder, activation_module, mlp
 
 
-def component_code(y: torch.Tensor, num_components: int) -> torch.Tensor:
-    """The vector a network reads for a value of ``"y"``: the one-hot :math:`e_y`, shape ``(..., C)``,
-    for an integer index (a ``Categorical`` sample or enumerated value, shape ``(...)``); a floating
-    ``y`` of shape ``(..., C)`` (a relaxed one-hot sample, or a code already one-hot) unchanged.
+def component_code(y: torch.Tensor, num_components: int, like: torch.Tensor) -> torch.Tensor:
+    """The vector a network reads for a value of ``"y"``: the one-hot :math:`e_y`, shape ``(..., C)``
+    and ``like``'s dtype, for an integer index (a ``Categorical`` sample or enumerated value, shape
+    ``(...)``); a floating ``y`` of shape ``(..., C)`` (a relaxed one-hot sample, or a code already
+    one-hot) unchanged.
 
     The one-hot is a comparison with ``arange(C)``, not ``F.one_hot``, which reads the indices'
     range on the host and so cannot be captured (:mod:`pyrovae.capture`)."""
     if y.is_floating_point():
         return y
     components = torch.arange(num_components, device=y.device)
-    return (y.unsqueeze(-1) == components).to(torch.get_default_dtype())
+    return (y.unsqueeze(-1) == components).to(like.dtype)
 
 
 class ComponentGaussian(nn.Module):
@@ -89,9 +90,10 @@ class ComponentGaussian(nn.Module):
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of shape ``(..., L)`` for ``y`` an index of shape ``(...)`` or a (relaxed)
         one-hot vector of shape ``(..., C)`` (:func:`component_code`)."""
-        y = component_code(y, self.num_components)
         if self.head is not None:
+            y = component_code(y, self.num_components, self.head.loc.weight)
             return self.head(y)
+        y = component_code(y, self.num_components, self.locs)
         return y @ self.locs, y @ self.scales
 
     def distribution(self, y: torch.Tensor) -> dist.TorchDistribution:
@@ -155,7 +157,7 @@ class MixtureEncoder(nn.Module):
     def z_params(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(loc, scale)`` of :math:`q(z \\mid x, y)`, broadcast over the leading dimensions of ``x`` and ``y``
         (an index, or a (relaxed) one-hot vector: :func:`component_code`)."""
-        return self.z_encoder(x, component_code(y, self.num_components))
+        return self.z_encoder(x, component_code(y, self.num_components, x))
 
     @torch.no_grad()
     def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import pyro
 import pytest
 import torch
 from pyro import poutine
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyrovae.clustering import infer_assignments, posterior_assignment_probabilities
 from pyrovae.guides import GMVAEGuide, MixtureGuide
@@ -93,3 +94,15 @@ def test_the_readme_snippet_runs_and_its_assignments_agree():
     assert namespace["probs"].shape == (8, 10) and torch.allclose(namespace["probs"].sum(-1), torch.ones(8))
     # The plain-Pyro lines condition on one z: their MAP is the argmax of their marginals.
     assert torch.equal(namespace["map_y"], namespace["q"].probs.argmax(-1))
+
+
+def test_a_double_precision_pair_reads_y_in_its_own_dtype(pair_and_data):
+    """The one-hot code takes the networks' dtype, not torch's default."""
+    model, guide, make_data = pair_and_data
+    model, guide = model.double(), guide.double()
+    x = make_data(B).double()
+    estimator = getattr(model, "estimator", "enumerate")
+    objective = TraceEnum_ELBO(max_plate_nesting=1) if estimator == "enumerate" else Trace_ELBO(max_plate_nesting=1)
+    loss = objective.differentiable_loss(model, guide, x)
+    assert loss.dtype == torch.float64 and torch.isfinite(loss)
+    assert posterior_assignment_probabilities(model, guide, x).dtype == torch.float64
