@@ -1,6 +1,6 @@
 r"""The guide of the Gaussian-mixture VAE: :math:`q(y \mid x)\, q(z \mid x, y)` (Yang 2022, §5.5.2).
 
-* :math:`q(y \mid x) = \mathrm{OneHotCategorical}(\operatorname{softmax} f(x))`: ``y`` is enumerated
+* :math:`q(y \mid x) = \mathrm{Categorical}(\operatorname{softmax} f(x))`: ``y`` is enumerated
   (``config_enumerate``; objective ``enum``), or relaxed to a Gumbel-softmax sample for the
   estimators ``gumbel-a`` and ``gumbel-b``, which then adds the closed-form
   :math:`\mathrm{KL}(q(y \mid x) \,\|\, p(y))` as a guide factor (see :mod:`pyrovae.models.gmvae`).
@@ -76,9 +76,10 @@ class GMVAEGuide(nn.Module):
         return view
 
     def posterior_y(self, logits: torch.Tensor) -> dist.TorchDistribution:
-        """``q(y | x)`` as the estimator needs it: one-hot (enumerated), relaxed, or relaxed and masked."""
+        """``q(y | x)`` as the estimator needs it: categorical (enumerated), relaxed one-hot, or relaxed
+        one-hot and masked."""
         if self.estimator == "enumerate":
-            return dist.OneHotCategorical(logits=logits)
+            return dist.Categorical(logits=logits)
         relaxed = relaxed_one_hot_categorical(self.temperature, logits, self.straight_through)
         return relaxed if self.estimator == "gumbel-a" else relaxed.mask(False)
 

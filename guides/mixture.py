@@ -1,6 +1,6 @@
 r"""The guide :math:`q(y \mid x)\, q(z \mid x, y)` of :class:`~pyrovae.models.MixtureVAE`, with ``y`` enumerated.
 
-:math:`q(y \mid x)` is a one-hot categorical from an MLP, :math:`q(z \mid x, y)` a diagonal Gaussian
+:math:`q(y \mid x)` is a categorical from an MLP, :math:`q(z \mid x, y)` a diagonal Gaussian
 from an MLP on :math:`[x; y]` (:class:`~pyrovae.nn.mixture.MixtureEncoder`, the networks of the
 GMVAE guide too). ``y`` is marked for parallel enumeration (``config_enumerate``): with objective
 ``enum`` (``TraceEnum_ELBO``) the ELBO sums over its values exactly and only ``z`` is sampled,
@@ -46,7 +46,7 @@ class MixtureGuide(nn.Module):
 
     def forward(self, x: torch.Tensor, num_data: int | None = None):
         with open_data_plate(self, x, num_data=num_data):
-            y_distribution = dist.OneHotCategorical(logits=self.encoder.logits(x))
+            y_distribution = dist.Categorical(logits=self.encoder.logits(x))
             return enumerated_mixture_latents(self.encoder, x, y_distribution)
 
     def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:

@@ -2,9 +2,13 @@ r"""The Gaussian-mixture VAE (Shu 2016; Yang 2022, §5.5).
 
 Generative model, for each data point in the ``"data"`` plate::
 
-    y ~ OneHotCategorical(1/C, ..., 1/C)                 (site "y", C components, fixed uniform prior)
-    z | y ~ Normal(mu(y), diag sigma(y)^2)               (site "z"; mu, sigma linear in the one-hot y)
+    y ~ Categorical(1/C, ..., 1/C)                       (site "y", C components, fixed uniform prior)
+    z | y ~ Normal(mu(e_y), diag sigma(e_y)^2)           (site "z"; mu, sigma linear in the one-hot e_y)
     x | z ~ Bernoulli(sigmoid(decoder(z)))               (site "x", binary pixels)
+
+``y`` is an index; the networks read it one-hot (:func:`~pyrovae.nn.mixture.component_code`), so
+an enumerated ``y`` and a relaxed one-hot sample (the Gumbel estimators below) go through the same
+networks.
 
 paired with the guide :math:`q(y \mid x)\, q(z \mid x, y)` of :class:`~pyrovae.guides.GMVAEGuide`.
 Its per-example ELBO is
@@ -46,6 +50,23 @@ Temperatures are fixed (``temperature``) or annealed between epochs with
 (:meth:`GMVAE.sample_images`) and clustering (:func:`pyrovae.clustering.clustering_accuracy`) use the
 discrete ``y`` whatever the estimator, and :func:`pyrovae.clustering.enumerated_elbo` gives the true
 ELBO of a model trained with a relaxation.
+
+Cluster assignments, for a batch ``x``:
+
+* :math:`\arg\max_y q(y \mid x)`, the guide's: ``guide.cluster_probabilities(x).argmax(-1)``, what
+  :func:`pyrovae.clustering.clustering_accuracy` scores;
+* the model's posterior :math:`p(y \mid x, z) \propto p(y)\, p(z \mid y)` given a code ``z`` drawn
+  from the guide, by Pyro's ``infer_discrete`` (``temperature=0``: the most probable ``y``;
+  ``1``: a posterior draw) or ``TraceEnum_ELBO.compute_marginals`` (the probabilities):
+  :func:`pyrovae.clustering.infer_assignments` and :func:`pyrovae.clustering.posterior_assignment_probabilities`
+  do it, as in Pyro's own words::
+
+      from pyro import poutine
+      from pyro.infer import config_enumerate, infer_discrete
+
+      z = poutine.trace(guide).get_trace(x).nodes["z"]["value"]
+      conditioned = config_enumerate(poutine.condition(model.with_estimator("enumerate"), data={"z": z}))
+      map_y = poutine.trace(infer_discrete(conditioned, first_available_dim=-2, temperature=0)).get_trace(x).nodes["y"]["value"]
 """
 
 from __future__ import annotations
@@ -59,7 +80,6 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from pyrovae.callbacks import Callback
 from pyrovae.clustering import ClusterMetrics, cluster_sample_grid
@@ -132,10 +152,11 @@ class GMVAE(DecodesThroughLikelihood, nn.Module):
         return view
 
     def prior_y(self, batch_size: int) -> dist.TorchDistribution:
-        """``p(y)`` for a batch, as the estimator needs it: one-hot, relaxed, or relaxed and masked."""
+        """``p(y)`` for a batch, as the estimator needs it: categorical (an index), relaxed one-hot, or
+        relaxed one-hot and masked."""
         logits = self.prior_logits.expand(batch_size, self.num_components)
         if self.estimator == "enumerate":
-            return dist.OneHotCategorical(logits=logits)
+            return dist.Categorical(logits=logits)
         relaxed = relaxed_one_hot_categorical(self.temperature, logits, self.straight_through)
         # gumbel-b: log p(y) enters through the guide's closed-form KL, not through this site.
         return relaxed if self.estimator == "gumbel-a" else relaxed.mask(False)
@@ -150,8 +171,7 @@ class GMVAE(DecodesThroughLikelihood, nn.Module):
     @torch.no_grad()
     def sample_components(self, components: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean images ``E[x | z]``, ``z ~ p(z | y = e_k)`` for each component ``k`` in ``components``: ``(N, D)``."""
-        y = F.one_hot(components, self.num_components).to(self.prior_logits.dtype)
-        loc, scale = self.component_prior(y)
+        loc, scale = self.component_prior(components)
         z = loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=loc.device)
         return self.decode_mean(z)
 

@@ -2,9 +2,11 @@ r"""The mixed categorical–Gaussian deep latent-variable model of Rainforth (20
 
 Generative model, for each data point in the ``"data"`` plate (the lecture's :math:`z_1, z_2`)::
 
-    y ~ OneHotCategorical(1/K, ..., 1/K)                 (site "y": z_1, one of K = 5 components)
+    y ~ Categorical(1/K, ..., 1/K)                       (site "y": z_1, one of K = 5 components)
     z | y ~ Normal(m_y, diag S_y)                         (site "z": z_2; m, S fixed per component)
-    x | y, z ~ Normal(mu_theta(y, z), diag Sigma_theta(y, z))   (site "x": a Gaussian decoder)
+    x | y, z ~ Normal(mu_theta(e_y, z), diag Sigma_theta(e_y, z))   (site "x": a Gaussian decoder)
+
+``y`` is an index, read one-hot (:math:`e_y`) by the networks (:func:`~pyrovae.nn.mixture.component_code`).
 
 The lecture fixes :math:`m_{1:K}` and :math:`S_{1:K}` and leaves their values open; here the means
 sit at the vertices of a regular K-gon of radius ``component_spread`` in the first two latent
@@ -28,6 +30,13 @@ others untrained (it kept two of five, clothing against footwear and bags, in 5 
 ``rainforth`` with seed 0). How the components agree with the classes is
 :func:`pyrovae.clustering.clustering_accuracy` (with K = 5 components for 10 classes, the best
 one-to-one matching can cover at most half of a balanced data set).
+
+Cluster assignments: :math:`\arg\max_y q(y \mid x)` is ``guide.cluster_probabilities(x).argmax(-1)``;
+the model's posterior :math:`p(y \mid x, z) \propto p(y)\, p(z \mid y)\, p(x \mid y, z)` given a code
+``z`` from the guide comes from Pyro's ``infer_discrete`` (most probable ``y`` or a posterior draw)
+or ``TraceEnum_ELBO.compute_marginals``, through :func:`pyrovae.clustering.infer_assignments` and
+:func:`pyrovae.clustering.posterior_assignment_probabilities` (the recipe in plain Pyro is in
+:mod:`pyrovae.models.gmvae`).
 """
 
 from __future__ import annotations
@@ -40,12 +49,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from pyrovae.clustering import ClusterMetrics, cluster_sample_grid
 from pyrovae.nn import ACTIVATIONS, LocScaleHead, open_data_plate
 from pyrovae.nn.initialization import glorot_normal_
-from pyrovae.nn.mixture import ComponentGaussian, ConditionedEncoder
+from pyrovae.nn.mixture import ComponentGaussian, ConditionedEncoder, component_code
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec
 
@@ -112,8 +120,8 @@ class MixtureVAE(nn.Module):
         self.register_buffer("prior_logits", torch.zeros(num_components))
 
     def decode(self, z: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
-        """``p(x | y, z)`` for a one-hot ``y``."""
-        loc, scale = self.decoder(z, y)
+        """``p(x | y, z)`` for ``y`` an index or a one-hot vector (:func:`~pyrovae.nn.mixture.component_code`)."""
+        loc, scale = self.decoder(z, component_code(y, self.num_components, z))
         return dist.Normal(loc, scale).to_event(1)
 
     def decode_mean(self, code: torch.Tensor) -> torch.Tensor:
@@ -124,7 +132,7 @@ class MixtureVAE(nn.Module):
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         with open_data_plate(self, x, num_data=num_data):
             logits = self.prior_logits.expand(x.shape[0], self.num_components)
-            y = pyro.sample("y", dist.OneHotCategorical(logits=logits))
+            y = pyro.sample("y", dist.Categorical(logits=logits))
             z = pyro.sample("z", self.component_prior.distribution(y))
             pyro.sample("x", self.decode(z, y), obs=x)
         return z
@@ -132,10 +140,9 @@ class MixtureVAE(nn.Module):
     @torch.no_grad()
     def sample_components(self, components: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Mean images ``E[x | y, z]``, ``z ~ p(z | y = e_k)`` for each component ``k`` in ``components``: ``(N, D)``."""
-        y = F.one_hot(components, self.num_components).to(self.prior_logits.dtype)
-        loc, scale = self.component_prior(y)
+        loc, scale = self.component_prior(components)
         z = loc + scale * torch.randn(loc.shape, generator=generator, dtype=loc.dtype, device=loc.device)
-        return self.decoder(z, y)[0]
+        return self.decode(z, components).mean
 
     @torch.no_grad()
     def sample_images(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:

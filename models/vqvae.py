@@ -115,6 +115,11 @@ class UniformCodes(dist.TorchDistribution):
         return self.codebook.new_full(self.batch_shape, self.grid_shape.numel() * math.log(self.num_codes))
 
 
+#: Why the EMA codebook refuses Pyro's ``Jit*`` objectives (see :class:`Codebook`).
+JIT_DROPS_EMA = ("the EMA codebook (ema=True) cannot train under Pyro's Jit* objectives: torch.jit.trace drops its "
+                 "moving-average update after the first step; use Trace_ELBO (engine 'compiled' for speed) or ema=False")
+
+
 class Codebook(nn.Module):
     r"""``M`` code vectors ``e_1..e_M`` of dimension ``d`` (``vectors``, shape ``(M, d)``), nearest-code
     lookup, and optionally the exponential-moving-average update.
@@ -140,10 +145,11 @@ class Codebook(nn.Module):
     1,100 steps at :math:`\gamma = 0.99`) and then shrinks toward 0.
 
     The update is a side effect of the guide's forward pass in a training step, like batch norm's
-    running statistics. With ``engine="compiled"`` (:mod:`pyrovae.capture`), capturing the loss for a
-    new batch shape runs the guide once on the real buffers, which applies one extra update per shape
-    (two in a run whose last batch is smaller); every step after that updates once, as the module
-    engine does.
+    running statistics: every engine applies it once per step (the captured and compiled engines
+    record it in their graph, :mod:`pyrovae.capture`). Pyro's ``Jit*`` objectives cannot:
+    ``torch.jit.trace`` keeps only what reaches the loss, so the traced step would leave the buffers
+    alone after the first step. The engines refuse the combination (:attr:`jit_blocker`), and
+    :meth:`update` refuses to run under ``torch.jit.trace`` (plain ``SVI`` with ``JitTrace_ELBO``).
 
     Args:
         num_codes: ``M >= 1``.
@@ -175,6 +181,12 @@ class Codebook(nn.Module):
         else:
             self.vectors = nn.Parameter(initial)
 
+    @property
+    def jit_blocker(self) -> str | None:
+        """Why Pyro's ``Jit*`` objectives cannot train this codebook, or ``None``
+        (:func:`pyrovae.engines.check_jit_side_effects` reads it)."""
+        return JIT_DROPS_EMA if self.ema else None
+
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Indices ``(B, h, w)`` of the code nearest (squared Euclidean distance) to each vector of ``z`` ``(B, d, h, w)``."""
         if z.dim() != 4 or z.shape[1] != self.code_dim:
@@ -193,6 +205,8 @@ class Codebook(nn.Module):
         """One moving-average step from encoder outputs ``z`` ``(B, d, h, w)`` assigned to ``indices`` ``(B, h, w)``."""
         if not self.ema:
             raise RuntimeError("update() is the EMA codebook's; this codebook learns by gradient (ema=False)")
+        if torch.jit.is_tracing():
+            raise ValueError(JIT_DROPS_EMA)
         flat = z.detach().movedim(1, -1).reshape(-1, self.code_dim)
         index = indices.reshape(-1)
         counts = torch.zeros_like(self.cluster_size).index_add_(0, index, torch.ones_like(index, dtype=flat.dtype))

@@ -73,6 +73,18 @@ def _host_sync_free():
             setattr(module, attribute, original)
 
 
+@contextlib.contextmanager
+def _buffers_kept(module: torch.nn.Module):
+    """The module's buffers as they were on entry, restored on exit."""
+    saved = [(buffer, buffer.detach().clone()) for buffer in module.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
+
+
 def _where(error: BaseException) -> str:
     """``file:line (function)`` of the innermost frame of Pyro's or pyrovae's code in the traceback."""
     frames = traceback.extract_tb(error.__traceback__)
@@ -182,11 +194,13 @@ class CapturedModule:
             return loss.detach(), {key: value.detach() for key, value in metrics.items()}, gradients
 
         # Tracing runs the module once on real tensors; fork_rng keeps that run's noise draws out of
-        # the run's random stream, so the graph's first call draws what an eager call would.
+        # the run's random stream, so the graph's first call draws what an eager call would, and
+        # _buffers_kept undoes that run's in-place buffer updates (an EMA codebook's), so that the
+        # graph's call applies the step's update once.
         devices = [a.device for a in args if torch.is_tensor(a) and a.device.type == "cuda"]
         with _host_sync_free(), pyro.validation_enabled(False), pyro.poutine.block(), \
                 pyro.settings.context(pyrovae_check_data=False, pyrovae_register_modules=False), \
-                torch.random.fork_rng(devices=devices):
+                torch.random.fork_rng(devices=devices), _buffers_kept(self.module):
             try:
                 if self.gradients:  # traced below autograd: the backward, hooks included, is recorded
                     graph = make_fx(function_and_gradients)(self.tensors, *args)

@@ -9,13 +9,20 @@ cluster :math:`\arg\max_y q(y \mid x)` is matched to at most one class so that t
 agree (the Hungarian algorithm, :func:`scipy.optimize.linear_sum_assignment`, on the
 cluster-by-class count table), and the accuracy is the fraction of examples whose class is their
 cluster's match.
+
+The model's own posterior over ``y`` given a code ``z`` drawn from the guide,
+:math:`p(y \mid x, z) \propto p(y)\, p(z \mid y)\, p(x \mid y, z)`, is Pyro's to compute:
+:func:`infer_assignments` runs ``infer_discrete`` (the most probable ``y``, or a posterior draw) and
+:func:`posterior_assignment_probabilities` ``TraceEnum_ELBO.compute_marginals`` on the model with ``z``
+conditioned and ``y`` enumerated.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from pyro.infer import TraceEnum_ELBO
+from pyro import poutine
+from pyro.infer import TraceEnum_ELBO, config_enumerate, infer_discrete
 from scipy.optimize import linear_sum_assignment
 
 from pyrovae.callbacks import Callback
@@ -82,6 +89,38 @@ def enumerated_elbo(model, guide, data, batch_size: int = 1000) -> float:
         model, guide = model.with_estimator("enumerate"), guide.with_estimator("enumerate")
     elbo = TraceEnum_ELBO(max_plate_nesting=model.max_plate_nesting)
     return mean_elbo(model, guide, data, elbo, batch_size=batch_size, engine="eager")
+
+
+def _enumerated_and_conditioned(model, guide, x: torch.Tensor):
+    """The model with ``y`` marked for enumeration and ``z`` conditioned on a draw of the guide."""
+    if hasattr(model, "with_estimator"):  # a relaxed y cannot be enumerated: the discrete model's view
+        model = model.with_estimator("enumerate")
+    with poutine.block():
+        z = poutine.trace(guide).get_trace(x).nodes["z"]["value"]
+    return config_enumerate(poutine.condition(model, data={"z": z}), default="parallel")
+
+
+@torch.no_grad()
+def infer_assignments(model, guide, x: torch.Tensor, temperature: int = 0) -> torch.Tensor:
+    """Components ``(B,)`` for a batch ``x`` from the model's posterior :math:`p(y \\mid x, z)` given a
+    code ``z`` drawn from the guide, by Pyro's ``infer_discrete``: with ``temperature=0`` the most
+    probable ``y``, with ``1`` a draw from the posterior."""
+    conditioned = _enumerated_and_conditioned(model, guide, x)
+    sampler = infer_discrete(conditioned, first_available_dim=-1 - model.max_plate_nesting, temperature=temperature)
+    return poutine.trace(sampler).get_trace(x).nodes["y"]["value"]
+
+
+def _no_guide(*args, **kwargs) -> None:
+    """A guide with no sites: every latent of the model is either conditioned or enumerated."""
+
+
+@torch.no_grad()
+def posterior_assignment_probabilities(model, guide, x: torch.Tensor) -> torch.Tensor:
+    """:math:`p(y \\mid x, z)`, shape ``(B, C)``, for a batch ``x`` and a code ``z`` drawn from the
+    guide, by ``TraceEnum_ELBO.compute_marginals`` (the exact sum over ``y``)."""
+    conditioned = _enumerated_and_conditioned(model, guide, x)
+    elbo = TraceEnum_ELBO(max_plate_nesting=model.max_plate_nesting)
+    return elbo.compute_marginals(conditioned, _no_guide, x)["y"].probs
 
 
 class ClusterMetrics(Callback):

@@ -55,6 +55,19 @@ def is_jit(elbo) -> bool:
     return isinstance(elbo, JIT_OBJECTIVES)
 
 
+def check_jit_side_effects(elbo, *modules) -> None:
+    """Refuse a ``Jit*`` objective for modules with an update that ``torch.jit.trace`` would drop: a
+    submodule whose ``jit_blocker`` names one (the VQ-VAE's EMA codebook). Buffers that the loss
+    reads (annealed temperatures and betas) need no check: the traced graph reads them by reference."""
+    if not is_jit(elbo):
+        return
+    for module in modules:
+        for submodule in module.modules():
+            reason = getattr(submodule, "jit_blocker", None)
+            if reason:
+                raise ValueError(reason)
+
+
 def _check_lr(lr: float) -> None:
     if not lr > 0:
         raise ValueError(f"the learning rate must be positive, got {lr}")
@@ -71,6 +84,10 @@ class ModuleEngine:
 
     def __init__(self, model, guide, elbo, lr: float, eps: float = 1e-8):
         _check_lr(lr)
+        check_jit_side_effects(elbo, model, guide)
+        if not (hasattr(elbo, "differentiable_loss") or hasattr(elbo, "loss_and_metrics")):
+            raise ValueError(f"{type(elbo).__name__} has no differentiable_loss, which this engine steps; use engine "
+                             "'svi' (or, for TraceGraph_ELBO, pyrovae.infer.DifferentiableTraceGraph_ELBO)")
         self.model, self.guide, self.elbo = model, guide, elbo
         self.loss_module = elbo(model, guide)
         self.optimizer = torch.optim.Adam(self.loss_module.parameters(), lr=lr, eps=eps, fused=True)
@@ -137,6 +154,7 @@ class SVIEngine:
 
     def __init__(self, model, guide, elbo, lr: float, eps: float = 1e-8):
         _check_lr(lr)
+        check_jit_side_effects(elbo, model, guide)
         if distributed.active():
             raise ValueError("engine 'svi' cannot run data-parallel under torchrun; use engine 'module' or 'compiled'")
         self.optimizer = pyro.optim.Adam({"lr": lr, "eps": eps, "fused": True})

@@ -141,7 +141,9 @@ def fit(model: torch.nn.Module, guide: torch.nn.Module, elbo: pyro.infer.ELBO, t
         epochs, batch_size, lr, seed: Adam's settings. ``seed`` seeds the batches and the noise; seed
             the initial weights yourself before building the networks (the CLI does).
         engine: ``"module"``, ``"compiled"``, ``"captured"``, ``"svi"`` or ``"auto"`` (:mod:`pyrovae.engines`);
-            with a ``Jit*`` objective (module, svi), whose graph fixes the batch size, last batches are dropped.
+            with a ``Jit*`` objective (module, svi), whose graph fixes the batch size, last batches are dropped;
+            it is refused for a model whose forward pass updates its own state (the VQ-VAE's EMA codebook),
+            whose update ``torch.jit.trace`` would drop (:func:`pyrovae.engines.check_jit_side_effects`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (:func:`pyrovae.devices.resolve_device`; under
             ``torchrun`` each rank's own GPU): the pair and the data move there once; ``None``: the model's.
         callbacks: :class:`~pyrovae.callbacks.Callback`\\ s, called in this order at each point of the run

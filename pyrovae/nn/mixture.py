@@ -2,10 +2,13 @@ r"""Pieces shared by the models with a categorical latent ``y`` and a Gaussian l
 :class:`~pyrovae.models.GMVAE` (Yang 2022, §5.5) and :class:`~pyrovae.models.MixtureVAE`
 (Rainforth 2020, "Deep LVM").
 
-Both write ``y`` one-hot, :math:`y \in \{e_1, \dots, e_C\}`, so every network reads it as a vector
-of ``C`` numbers; a Gumbel-softmax sample (a point inside the simplex) or an enumerated batch of
-one-hot vectors, shaped ``(C, 1, C)`` with the enumeration dimension left of the data plate, go
-through the same code.
+Both sample ``y`` as a ``Categorical`` index, :math:`y \in \{0, \dots, C - 1\}`, so that Pyro's
+``infer_discrete`` and ``TraceEnum_ELBO.compute_marginals`` can read it (an enumerated index has no
+event dimension), and every network reads it one-hot, as a vector of ``C`` numbers
+(:func:`component_code`). An enumerated batch of indices, shaped ``(C, 1)`` with the enumeration
+dimension left of the data plate, becomes ``(C, 1, C)``; a Gumbel-softmax sample (a point inside the
+simplex, what the relaxed estimators sample at ``"y"``) is already such a vector, and goes through
+the same networks unchanged.
 
 * :class:`ComponentGaussian`: the prior :math:`p(z \mid y) = \mathcal N(\mu(y), \operatorname{diag}\sigma(y)^2)`,
   learned (linear in ``y``) or fixed per component.
@@ -29,6 +32,20 @@ from torch.nn import functional as F
 
 from pyrovae.nn.heads import LocScaleHead, LogitsHead
 from pyrovae.nn.networks import Encoder, activation_module, mlp
+
+
+def component_code(y: torch.Tensor, num_components: int, like: torch.Tensor) -> torch.Tensor:
+    """The vector a network reads for a value of ``"y"``: the one-hot :math:`e_y`, shape ``(..., C)``
+    and ``like``'s dtype, for an integer index (a ``Categorical`` sample or enumerated value, shape
+    ``(...)``); a floating ``y`` of shape ``(..., C)`` (a relaxed one-hot sample, or a code already
+    one-hot) unchanged.
+
+    The one-hot is a comparison with ``arange(C)``, not ``F.one_hot``, which reads the indices'
+    range on the host and so cannot be captured (:mod:`pyrovae.capture`)."""
+    if y.is_floating_point():
+        return y
+    components = torch.arange(num_components, device=y.device)
+    return (y.unsqueeze(-1) == components).to(like.dtype)
 
 
 class ComponentGaussian(nn.Module):
@@ -71,9 +88,12 @@ class ComponentGaussian(nn.Module):
         return self.head is not None
 
     def forward(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loc, scale)`` of shape ``(..., L)`` for ``y`` of shape ``(..., C)``."""
+        """``(loc, scale)`` of shape ``(..., L)`` for ``y`` an index of shape ``(...)`` or a (relaxed)
+        one-hot vector of shape ``(..., C)`` (:func:`component_code`)."""
         if self.head is not None:
+            y = component_code(y, self.num_components, self.head.loc.weight)
             return self.head(y)
+        y = component_code(y, self.num_components, self.locs)
         return y @ self.locs, y @ self.scales
 
     def distribution(self, y: torch.Tensor) -> dist.TorchDistribution:
@@ -114,7 +134,7 @@ class ConditionedEncoder(nn.Module):
 class MixtureEncoder(nn.Module):
     r"""The networks of the guide :math:`q(y \mid x)\, q(z \mid x, y)` (Yang 2022, §5.5.2):
 
-    * :math:`q(y \mid x) = \mathrm{OneHotCategorical}(\operatorname{softmax} f(x))`, ``f`` an MLP to ``C`` logits;
+    * :math:`q(y \mid x) = \mathrm{Categorical}(\operatorname{softmax} f(x))`, ``f`` an MLP to ``C`` logits;
     * :math:`q(z \mid x, y) = \mathcal N(\mu(x, y), \operatorname{diag}\sigma(x, y)^2)`, an MLP on ``[x; y]``.
 
     The two networks share no layers, as in the tutorial's code.
@@ -135,8 +155,9 @@ class MixtureEncoder(nn.Module):
         return self.classifier(x)
 
     def z_params(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(loc, scale)`` of :math:`q(z \\mid x, y)`, broadcast over the leading dimensions of ``x`` and ``y``."""
-        return self.z_encoder(x, y)
+        """``(loc, scale)`` of :math:`q(z \\mid x, y)`, broadcast over the leading dimensions of ``x`` and ``y``
+        (an index, or a (relaxed) one-hot vector: :func:`component_code`)."""
+        return self.z_encoder(x, component_code(y, self.num_components, x))
 
     @torch.no_grad()
     def cluster_probabilities(self, x: torch.Tensor) -> torch.Tensor:
@@ -153,8 +174,8 @@ class MixtureEncoder(nn.Module):
 
 
 def sample_mixture_latents(encoder: MixtureEncoder, x: torch.Tensor, y_distribution: dist.TorchDistribution):
-    """The guide body, inside the caller's data plate: ``"y" ~ y_distribution`` (one-hot or relaxed
-    one-hot, batch shape ``(B,)``), then ``"z" ~ q(z | x, y)``. Returns ``(y, z)``."""
+    """The guide body, inside the caller's data plate: ``"y" ~ y_distribution`` (a ``Categorical`` or
+    a relaxed one-hot, batch shape ``(B,)``), then ``"z" ~ q(z | x, y)``. Returns ``(y, z)``."""
     y = pyro.sample("y", y_distribution)
     loc, scale = encoder.z_params(x, y)
     z = pyro.sample("z", dist.Normal(loc, scale).to_event(1))
@@ -162,14 +183,14 @@ def sample_mixture_latents(encoder: MixtureEncoder, x: torch.Tensor, y_distribut
 
 
 #: :func:`sample_mixture_latents` with every enumerable site marked for parallel enumeration: a
-#: ``OneHotCategorical`` ``y`` is summed out exactly by ``TraceEnum_ELBO``; a relaxed ``y`` (not
+#: ``Categorical`` ``y`` is summed out exactly by ``TraceEnum_ELBO``; a relaxed ``y`` (not
 #: enumerable) is sampled.
 enumerated_mixture_latents = config_enumerate(sample_mixture_latents, default="parallel")
 
 
 def relaxed_one_hot_categorical(temperature: torch.Tensor, logits: torch.Tensor,
                                 straight_through: bool = False) -> dist.TorchDistribution:
-    r"""The Gumbel-softmax (Concrete) relaxation of ``OneHotCategorical(logits)`` at ``temperature``
+    r"""The Gumbel-softmax (Concrete) relaxation of ``Categorical(logits)``, one-hot encoded, at ``temperature``
     (Jang et al. 2017; Maddison et al. 2017): samples :math:`\operatorname{softmax}((\text{logits} + g)/\tau)`,
     ``g`` i.i.d. Gumbel(0, 1). With ``straight_through`` the sample is the one-hot argmax on the
     forward pass and the relaxed sample's gradient on the backward pass; its density is read at the

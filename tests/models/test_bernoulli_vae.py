@@ -46,8 +46,13 @@ def test_every_relaxation_trains_and_its_true_bound_improves(relaxation):
     assert all(math.isfinite(row["true_bound"]) for row in history.rows)
     if relaxation == "variance-loss":
         # The variance loss is zero wherever q is the exact posterior, including a decoder that
-        # ignores z (Stojanovič n.d.; pyrovae.infer.VarianceELBO): it does not push log p(x) up much.
-        assert after > before - 1.0
+        # ignores z (Stojanovič n.d.; pyrovae.infer.VarianceELBO): it does not push log p(x) up
+        # much (+0.45 nats here), but it drives the variance of the log weights (0.082 -> 0.0002
+        # over the run) and with it the gap log p(x) - ELBO (0.07 -> 0.001 nats) to zero.
+        losses = history.column("train_loss")
+        assert losses[-1] < 0.05 * losses[0], losses
+        assert after > before + 0.2, (before, after)
+        assert float(exact_log_likelihood(model, test).mean()) - after < 0.02
     else:
         assert after > before + 3.0, (before, after)
 

@@ -100,12 +100,26 @@ def test_prior_is_a_linear_function_of_the_one_hot_label():
                           + head.min_scale)
 
 
-def test_vectorized_particles_broadcast_the_labels():
+@pytest.mark.parametrize("particles", [1, 3])
+def test_vectorized_particles_broadcast_the_labels(particles):
+    """Each of S particles z_s = mu(x, y) + sigma(x, y) eps_s, eps one (S, B, L) draw, is scored
+    against its own example's label: -loss = sum_b mean_s [log p(x|y,z) + log p(z|y) - log q(z|x,y)]."""
     model, guide = ConditionalVAE(X_DIM, CLASSES, Z_DIM, (8,)), ConditionalGuide(X_DIM, CLASSES, Z_DIM, (8,))
-    x, y = torch.rand(5, X_DIM), torch.tensor([0, 1, 2, 3, 0])
-    single = pyro.infer.Trace_ELBO(max_plate_nesting=1)
-    vectorized = pyro.infer.Trace_ELBO(num_particles=3, vectorize_particles=True, max_plate_nesting=1)
-    assert torch.isfinite(torch.tensor([single.loss(model, guide, x, y), vectorized.loss(model, guide, x, y)])).all()
+    x, y = torch.bernoulli(torch.full((5, X_DIM), 0.5)), torch.tensor([0, 1, 2, 3, 0])
+    elbo = pyro.infer.Trace_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+    pyro.set_rng_seed(2)
+    loss = elbo.loss(model, guide, x, y)
+    pyro.set_rng_seed(2)
+    eps = torch.randn(particles, 5, Z_DIM)
+    with torch.no_grad():
+        posterior = guide.posterior(x, y)
+        z = posterior.mean + posterior.stddev * eps
+        label = torch.nn.functional.one_hot(y, CLASSES).float()
+        output = model.decoder(torch.cat([label.expand(particles, -1, -1), z], dim=-1))
+        log_weights = (model.likelihood.distribution(output).log_prob(x) + model.prior(label).log_prob(z)
+                       - posterior.log_prob(z))
+    assert log_weights.shape == (particles, 5)
+    assert loss == pytest.approx(-log_weights.mean(0).sum().item(), rel=1e-5)
 
 
 def test_training_beats_the_label_only_baseline(trained):

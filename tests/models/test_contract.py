@@ -164,6 +164,9 @@ def _train_three_steps(experiment, engine):
     return [value.detach().clone() for module in (model, guide) for value in module.state_dict().values()]
 
 
+#: Objectives whose loss cannot be captured yet, and where (Pyro's enumeration reads a tensor's value).
+MAY_FALL_BACK = {"enum": "pyro/infer/util.py", "enum_meanfield": "pyro/infer/util.py"}
+
 CAPTURE_CASES = [(model, guide, None) for model, guide in PAIRS] + \
     [("bernoulli-vae", None, relaxation) for relaxation in sorted(RELAXATIONS)]
 
@@ -186,6 +189,10 @@ def test_the_captured_engine_trains_as_the_module_engine_or_says_why_not(name, g
         warnings.simplefilter("always")
         captured = _train_three_steps(experiment, "captured")
     fell_back = [str(w.message) for w in caught if "runs eagerly instead" in str(w.message)]
-    assert len(fell_back) <= 1, fell_back
+    # A fallback runs the module engine, so the comparison below would hold trivially: only the
+    # objectives known to resist capture may fall back, for their known reason.
+    reason = MAY_FALL_BACK.get(experiment.run.objective)
+    assert len(fell_back) <= (1 if reason else 0), (experiment.run.objective, fell_back)
+    assert all(reason in message for message in fell_back), fell_back
     # A refused capture leaves the random stream alone, so the run is the module engine's either way.
     assert all(torch.equal(a, b) for a, b in zip(module, captured)), (experiment.run.objective, fell_back)

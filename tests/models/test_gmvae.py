@@ -124,22 +124,65 @@ def digits():
     return train, load_dataset("digits", "test", binarize="dynamic").realize(seed=1)
 
 
-@pytest.mark.parametrize("estimator, straight_through, anneal", [("gumbel-a", False, True), ("gumbel-b", True, False)])
-def test_gumbel_training_improves_the_true_enumerated_elbo(digits, estimator, straight_through, anneal):
+class InputIgnoringGuide:
+    """q(y | x) the same for every x: its clusters are one, matched to the largest class."""
+
+    def cluster_probabilities(self, x):
+        return torch.full((x.shape[0], 10), 0.1)
+
+
+DIGITS_PAIR = dict(num_components=10, z_dim=4, hidden_sizes=[64])
+DIGITS_RUN = dict(epochs=5, batch_size=64, lr=3e-3)
+
+
+def digits_pair(**options):
+    return glorot_normal_(GMVAE(64, **DIGITS_PAIR, **options)), glorot_normal_(GMVAEGuide(64, **DIGITS_PAIR, **options))
+
+
+@pytest.fixture(scope="module")
+def enumerated_run(digits):
+    """The enumerated estimator (TraceEnum_ELBO) trained 5 epochs on digits: (true test ELBO, accuracy)."""
     train, test = digits
-    options = dict(num_components=10, z_dim=4, hidden_sizes=[64], estimator=estimator, straight_through=straight_through)
-    model, guide = glorot_normal_(GMVAE(64, **options)), glorot_normal_(GMVAEGuide(64, **options))
+    pyro.set_rng_seed(0)
+    model, guide = digits_pair()
+    fit(model, guide, TraceEnum_ELBO(), train, test, **DIGITS_RUN)
+    return enumerated_elbo(model, guide, test), clustering_accuracy(model, guide, test)
+
+
+def test_a_short_run_on_digits_clusters_far_better_than_a_guide_that_ignores_its_input(digits, enumerated_run):
+    """q(y | x) must read each example: a guide computing it from anything shared by the batch (its
+    mean, say) clusters every example alike, as the input-ignoring guide does (accuracy 0.10 on
+    this test set). Measured: 0.26-0.28 over init seeds 0-2 (enum_meanfield 0.27-0.28)."""
+    _, test = digits
+    chance = clustering_accuracy(None, InputIgnoringGuide(), test)
+    assert chance == pytest.approx(0.103, abs=0.01)
+    accuracy = enumerated_run[1]
+    assert accuracy > chance + 0.1, (accuracy, chance)
+
+
+@pytest.mark.parametrize("estimator, straight_through, anneal", [("gumbel-a", False, True), ("gumbel-b", True, False)])
+def test_gumbel_training_improves_the_true_enumerated_elbo(digits, enumerated_run, estimator, straight_through, anneal):
+    """The Gumbel estimators optimise the discrete model: its true (enumerated) ELBO rises by about
+    20 nats in 5 epochs and ends within 2 nats of the enumerated estimator's at the same budget
+    (measured 0.3-1.0 nats behind over seeds 0-2), and its clusters beat an input-ignoring guide's
+    (accuracy 0.18-0.26 against 0.10)."""
+    train, test = digits
+    model, guide = digits_pair(estimator=estimator, straight_through=straight_through)
     before = enumerated_elbo(model, guide, test)
     metrics = ClusterMetrics(model, guide, test, elbo=True)
     schedule = [TemperatureAnnealing(model, guide, rate=0.3)] if anneal else []
-    history = fit(model, guide, Trace_ELBO(), train.subset(640), test, epochs=4, batch_size=64, lr=3e-3,
-                  callbacks=[*schedule, metrics])
+    history = fit(model, guide, Trace_ELBO(), train, test, **DIGITS_RUN, callbacks=[*schedule, metrics])
     rows = history.rows
-    assert rows[-1]["enumerated_elbo"] > before + 10, (before, [row["enumerated_elbo"] for row in rows])
+    reference_elbo, _ = enumerated_run
+    assert rows[-1]["enumerated_elbo"] > before + 15, (before, [row["enumerated_elbo"] for row in rows])
+    assert rows[-1]["enumerated_elbo"] > reference_elbo - 2, (reference_elbo, rows[-1]["enumerated_elbo"])
     assert rows[-1]["enumerated_elbo"] == pytest.approx(enumerated_elbo(model, guide, test), abs=0.5)  # one z draw
-    assert 0 < rows[-1]["cluster_accuracy"] <= 1 and 0 <= rows[-1]["cluster_entropy"] <= math.log(10) + 1e-6
+    chance = clustering_accuracy(None, InputIgnoringGuide(), test)
+    assert rows[-1]["cluster_accuracy"] > chance + 0.05, [row["cluster_accuracy"] for row in rows]
+    assert rows[-1]["cluster_accuracy"] == clustering_accuracy(model, guide, test)
+    assert 0 <= rows[-1]["cluster_entropy"] <= math.log(10) + 1e-6
     if anneal:
-        assert [row["temperature"] for row in rows] == pytest.approx([math.exp(-0.3 * e) for e in (1, 2)] + [0.5, 0.5])
+        assert [row["temperature"] for row in rows] == pytest.approx([math.exp(-0.3 * e) for e in (1, 2)] + [0.5] * 3)
         assert float(model.temperature) == float(guide.temperature) == 0.5
 
 

@@ -9,8 +9,8 @@ import torch
 import torch.distributions as td
 from pyro.infer import TraceEnum_ELBO
 
-from pyrovae.clustering import clustering_accuracy, enumerated_elbo, samples_per_cluster
-from pyrovae.data import load_dataset
+from pyrovae.clustering import clustering_accuracy, enumerated_elbo, match_clusters, samples_per_cluster
+from pyrovae.data import Dataset, load_dataset
 from pyrovae.guides import MixtureGuide
 from pyrovae.models import MixtureVAE
 from pyrovae.models.mixture_vae import DECODER_MIN_SCALE, polygon_components
@@ -72,7 +72,7 @@ def test_bad_input_is_rejected():
         MixtureVAE(D, 1, L, (8,))
 
 
-def test_short_run_on_dequantized_digits_improves_the_elbo_and_reports_agreement():
+def test_short_run_on_dequantized_digits_improves_the_elbo():
     train = load_dataset("digits", "train", dequantize=True)
     test = load_dataset("digits", "test", dequantize=True).realize(seed=1)
     model, guide = MixtureVAE(64, K, 4, (64,)), MixtureGuide(64, K, 4, (64,))
@@ -83,5 +83,23 @@ def test_short_run_on_dequantized_digits_improves_the_elbo_and_reports_agreement
     assert history.rows[-1]["test_elbo"] == pytest.approx(after, abs=1.0)
     # A Gaussian decoder cannot beat the per-pixel scale floor: log N(x; x, 1e-3) per pixel.
     assert after < 64 * -math.log(DECODER_MIN_SCALE * math.sqrt(2 * math.pi))
-    accuracy = clustering_accuracy(model, guide, test)
-    assert 0 < accuracy <= 0.5 + 1e-9  # five components matched one to one with ten balanced classes
+
+
+def test_components_recover_well_separated_clusters_that_an_input_ignoring_guide_cannot():
+    """Five Gaussian clusters in 16 dimensions (prototypes 2 N(0, I) apart, noise 0.3): the trained
+    q(y | x) must put different clusters in different components. An input-ignoring guide (or one
+    computing q(y | x) from the batch) matches one cluster: accuracy 0.2. On digits the model
+    settles on one component in short runs (see the model's docstring), so the check is here.
+    Measured after 5 epochs: 0.4-0.8 over init seeds 0-3 (0.8 at seed 0); an ELBO local optimum
+    merges some clusters."""
+    generator = torch.Generator().manual_seed(0)
+    prototypes = 2 * torch.randn(K, 16, generator=generator)
+    labels = torch.arange(1000) % K
+    x = prototypes[labels] + 0.3 * torch.randn(1000, 16, generator=generator)
+    train, test = Dataset.from_tensor(x[:800], labels[:800]), Dataset.from_tensor(x[800:], labels[800:])
+    chance = match_clusters(torch.zeros(200, dtype=torch.long), test.y)[0]
+    assert chance == pytest.approx(0.2)
+    torch.manual_seed(0)
+    model, guide = MixtureVAE(16, K, 2, (32,)), MixtureGuide(16, K, 2, (32,))
+    fit(model, guide, TraceEnum_ELBO(), train, test, epochs=5, batch_size=50, lr=3e-3)
+    assert clustering_accuracy(model, guide, test) >= chance + 0.4
