@@ -1,0 +1,73 @@
+r"""Evaluation of a semi-supervised classifier (:class:`~pyrovae.models.M2`): the test accuracy of
+:math:`\arg\max_y q(y \mid x)`, and of the model's own posterior over ``y`` through Pyro's
+``infer_discrete``.
+
+A guide here has ``class_probabilities(x)`` (:math:`q(y \mid x)`, ``(B, C)``) and ``encode(x)``; the
+data set's ``y`` holds the true labels (hidden from the model or not: the evaluation reads them).
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro import poutine
+from pyro.infer import infer_discrete
+
+from pyrovae.data import UNLABELLED, Dataset, as_dataset
+
+
+def _true_labels(dataset: Dataset) -> torch.Tensor:
+    if dataset.y is None:
+        raise ValueError(f"accuracy compares predictions with labels; data set {dataset.name!r} has none")
+    return dataset.y
+
+
+@torch.no_grad()
+def classifier_predictions(guide, data, batch_size: int = 1000) -> torch.Tensor:
+    """:math:`\\arg\\max_y q(y \\mid x)` for every example of ``data``: ``(N,)``."""
+    dataset = as_dataset(data)
+    return torch.cat([guide.class_probabilities(x).argmax(-1) for x, _ in dataset.batches(batch_size, shuffle=False)])
+
+
+def classification_accuracy(guide, data, batch_size: int = 1000) -> float:
+    """The fraction of ``data`` whose label is :math:`\\arg\\max_y q(y \\mid x)`."""
+    dataset = as_dataset(data)
+    labels = _true_labels(dataset)
+    return float((classifier_predictions(guide, dataset, batch_size) == labels.to(dataset.x.device)).double().mean())
+
+
+@torch.no_grad()
+def model_predictions(model, guide, data, batch_size: int = 1000) -> torch.Tensor:
+    """The most probable class under the model, :math:`\\arg\\max_y p(y)\\, p(x \\mid y, z)` at the
+    guide's style :math:`z = \\mathbb E_q[z \\mid x, \\hat y]`, found by ``infer_discrete`` (temperature 0,
+    ``"y_unobserved"`` enumerated in the model) with every label hidden: ``(N,)``. It asks the
+    generative model which class explains each image best in the style the guide reads from it."""
+    dataset = as_dataset(data)
+    enumerated = infer_discrete(pyro.infer.config_enumerate(model, default="parallel"), first_available_dim=-2,
+                                temperature=0)
+    predictions = []
+    for x, _ in dataset.batches(batch_size, shuffle=False):
+        hidden = torch.full((x.shape[0],), UNLABELLED, dtype=torch.long, device=x.device)
+        conditioned = poutine.condition(enumerated, data={"z": guide.encode(x)})
+        trace = poutine.trace(conditioned).get_trace(x, hidden)
+        predictions.append(trace.nodes["y_unobserved"]["value"].reshape(-1))
+    return torch.cat(predictions)
+
+
+def model_accuracy(model, guide, data, batch_size: int = 1000) -> float:
+    """The fraction of ``data`` whose label is :func:`model_predictions`'s class."""
+    dataset = as_dataset(data)
+    labels = _true_labels(dataset)
+    return float((model_predictions(model, guide, dataset, batch_size) == labels.to(dataset.x.device)).double().mean())
+
+
+def accuracy_callback(guide, data):
+    """An ``epoch_callback`` for :func:`pyrovae.train.fit` logging ``test_accuracy``
+    (:func:`classification_accuracy` on ``data``, e.g. the test set)."""
+    dataset = as_dataset(data)
+    _true_labels(dataset)
+
+    def callback(epoch: int, row: dict) -> None:
+        row["test_accuracy"] = classification_accuracy(guide, dataset)
+
+    return callback
