@@ -178,7 +178,7 @@ class M2(nn.Module):
 
 @torch.no_grad()
 def every_class(model: M2, z: torch.Tensor) -> torch.Tensor:
-    """Each style of ``z`` ``(N, L)`` rendered as every class: ``(N, C, D)``, :math:`\mathbb E[x \mid y = k, z_i]`."""
+    """Each style of ``z`` ``(N, L)`` rendered as every class: ``(N, C, D)``, :math:`\\mathbb E[x \\mid y = k, z_i]`."""
     classes = torch.arange(model.num_classes, device=z.device)
     images = model.generate(z.repeat_interleave(model.num_classes, 0), classes.repeat(z.shape[0]))
     return images.reshape(z.shape[0], model.num_classes, -1)
@@ -194,7 +194,7 @@ def analogies(model: M2, guide, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def styles_by_class(model: M2, num_styles: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """``num_styles`` styles :math:`z \sim p(z)`, each rendered as every class: ``(num_styles, C, D)``."""
+    """``num_styles`` styles :math:`z \\sim p(z)`, each rendered as every class: ``(num_styles, C, D)``."""
     if num_styles < 1:
         raise ValueError(f"num_styles must be at least 1, got {num_styles}")
     return every_class(model, torch.randn(num_styles, model.z_dim, generator=generator, device=model.prior_logits.device))
@@ -203,7 +203,7 @@ def styles_by_class(model: M2, num_styles: int, generator: torch.Generator | Non
 def style_grid(model: M2, image_shape, rows: int = 10, generator: torch.Generator | None = None,
                title: str | None = None):
     """Conditional generation with the style held fixed along a row (Kingma et al. 2014, Fig. 1): row
-    ``i`` shows :math:`\mathbb E[x \mid y = k, z_i]` for ``k = 0, ..., C - 1``, ``z_i ~ p(z)``."""
+    ``i`` shows :math:`\\mathbb E[x \\mid y = k, z_i]` for ``k = 0, ..., C - 1``, ``z_i ~ p(z)``."""
     from pyrovae import plots  # matplotlib: only when a figure is drawn
 
     images = styles_by_class(model, rows, generator).flatten(0, 1).cpu()
