@@ -1,0 +1,111 @@
+"""Semi-supervised MNIST with M2 (Kingma et al. 2014): test accuracy with 100, 600, 1,000 and 3,000
+labels, beside Kingma et al.'s Table 1 and Pyro's SS-VAE tutorial.
+
+Each preset ``m2/labels-N`` is trained exactly as ``pyrovae train --model m2 --preset labels-N`` does
+(its labelled subset, network, objective and optimiser), to the preset's epoch budget or ``--epochs``,
+with a checkpoint after every epoch in ``--runs`` (default: ``$PYROVAE_CACHE_DIR/benchmarks/m2``, outside
+the repository). A run stopped for any reason continues from its last epoch with ``--resume``. Each
+row records the epochs done out of the budget, the test accuracy of ``argmax q(y | x)`` per epoch, the
+final accuracy of the model's own classification through ``infer_discrete``
+(:func:`pyrovae.classification.model_accuracy`), the test ELBO with ``y`` summed out, and both references.
+
+    python -m benchmarks.m2 [--presets labels-100 ...] [--epochs N] [--device cuda] [--resume]
+
+Writes benchmarks/results/m2.json (the rows of presets run earlier are kept).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import RESULTS, print_table, save_results
+from pyrovae import registry
+from pyrovae.classification import classification_accuracy, model_accuracy
+from pyrovae.data import cache_dir
+from pyrovae.experiment import Experiment, build
+from pyrovae.train import fit
+
+NAME = "m2"
+PRESETS = [name for name in registry.get(NAME).presets if name.startswith("labels-")]
+
+
+def command(args) -> str:
+    """The command that reproduces this invocation, every argument written out."""
+    options = ["--presets", *args.presets, "--seed", str(args.seed), "--device", args.device, "--runs", str(args.runs),
+               "--threads", str(args.threads)]
+    options += ["--epochs", str(args.epochs)] if args.epochs else []
+    options += ["--data-dir", args.data_dir] if args.data_dir else []
+    options += ["--max-minutes", str(args.max_minutes)] if args.max_minutes else []
+    return "python -m benchmarks.m2 " + shlex.join(options + (["--resume"] if args.resume else []))
+
+
+def run_preset(preset: str, args) -> dict:
+    settings = {"model": NAME, "preset": preset, "seed": args.seed, "device": args.device}
+    experiment = Experiment.resolve(settings)
+    train, test, model, guide, objective = build(experiment, args.data_dir)
+    run, budget = experiment.run, experiment.run.epochs
+    epochs = min(args.epochs or budget, budget)
+    run_dir = Path(args.runs) / f"{preset}-seed{args.seed}"
+    resume = args.resume and (run_dir / "checkpoint.pt").exists()
+    began = time.perf_counter()
+    options = experiment.entry.training_options(experiment.model, model, guide, test)
+    history = fit(model, guide, objective, train, test, epochs=epochs, batch_size=run.batch_size, lr=run.lr,
+                  adam_eps=run.adam_eps, seed=run.seed, run_dir=run_dir, resume=resume, engine=run.engine,
+                  config=experiment.to_dict(), progress=False, device=args.device,
+                  max_seconds=args.max_minutes * 60 if args.max_minutes else None, **options)
+    model.eval(), guide.eval()
+    test = test.to(next(model.parameters()).device)
+    reference = experiment.entry.references[preset]
+    last = history.rows[-1]
+    return {
+        "preset": preset, "labels": experiment.model.labels, "seed": args.seed,
+        "epochs_done": history.epochs_done, "epoch_budget": budget,
+        "test_accuracy": classification_accuracy(guide, test),
+        "model_accuracy": model_accuracy(model, guide, test),
+        "test_elbo": last["test_elbo"],
+        "kingma_2014_accuracy": reference["value"], "kingma_2014_source": reference["source"],
+        "pyro_tutorial_accuracy": reference["pyro_tutorial"]["value"],
+        "pyro_tutorial_source": reference["pyro_tutorial"]["source"],
+        "minutes_this_call": (time.perf_counter() - began) / 60,
+        "run_dir": str(run_dir), "settings": experiment.to_dict(), "curve": history.rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
+    parser.add_argument("--epochs", type=int, default=None, help="stop at this epoch (default: the preset's budget)")
+    parser.add_argument("--max-minutes", type=float, default=None, help="training time per preset in this call")
+    parser.add_argument("--resume", action="store_true", help="continue each run from its last checkpoint")
+    parser.add_argument("--runs", default=str(cache_dir() / "benchmarks" / NAME), help="folder of the run directories")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    torch.set_num_threads(args.threads)
+    path = RESULTS / f"{NAME}.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    columns = ["preset", "epochs_done", "epoch_budget", "test_accuracy", "model_accuracy", "kingma_2014_accuracy",
+               "pyro_tutorial_accuracy"]
+    for preset in args.presets:
+        row = run_preset(preset, args)
+        row["command"] = command(args)
+        rows = [r for r in rows if (r["preset"], r["seed"]) != (preset, args.seed)] + [row]
+        print_table([row], columns)
+        # After every preset, so that a call stopped later keeps the finished ones.
+        save_results(NAME, {"rows": rows})
+    print_table(rows, columns)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
