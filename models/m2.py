@@ -261,12 +261,14 @@ def prepare_m2_data(config: M2Config, train, test):
 
 
 def m2_fit_options(config: M2Config, model: M2, guide, test) -> dict:
-    """Test accuracy of :math:`\\arg\\max_y q(y \\mid x)` every epoch (``test_accuracy``)."""
+    """Test accuracy of :math:`\\arg\\max_y q(y \\mid x)` every epoch (``test_accuracy``), and for a
+    Gumbel-softmax run the test ELBO with ``y`` summed out (``enumerated_elbo``)."""
     from pyrovae.classification import accuracy_callback
 
     if test is None or test.y is None:
         return {}
-    return {"epoch_callback": accuracy_callback(guide, test)}
+    relaxed = config.estimator != "enumerate"
+    return {"epoch_callback": accuracy_callback(guide, test, model if relaxed else None)}
 
 
 # Kingma et al. 2014, §4.1: MLPs with one hidden layer of 500 softplus units, z of 50, alpha = 0.1 N. Their

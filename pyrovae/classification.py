@@ -61,13 +61,19 @@ def model_accuracy(model, guide, data, batch_size: int = 1000) -> float:
     return float((model_predictions(model, guide, dataset, batch_size) == labels.to(dataset.x.device)).double().mean())
 
 
-def accuracy_callback(guide, data):
+def accuracy_callback(guide, data, model=None):
     """An ``epoch_callback`` for :func:`pyrovae.train.fit` logging ``test_accuracy``
-    (:func:`classification_accuracy` on ``data``, e.g. the test set)."""
+    (:func:`classification_accuracy` on ``data``, e.g. the test set) and, given the ``model`` of a
+    pair trained with a relaxed ``y``, ``enumerated_elbo``: the ELBO with ``y`` summed out
+    (:func:`pyrovae.clustering.enumerated_elbo`), as the test ELBO of such a run is its relaxed objective."""
+    from pyrovae.clustering import enumerated_elbo
+
     dataset = as_dataset(data)
     _true_labels(dataset)
 
     def callback(epoch: int, row: dict) -> None:
         row["test_accuracy"] = classification_accuracy(guide, dataset)
+        if model is not None:
+            row["enumerated_elbo"] = enumerated_elbo(model, guide, dataset)
 
     return callback

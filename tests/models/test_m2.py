@@ -175,3 +175,18 @@ def test_a_short_run_on_digits_beats_a_classifier_trained_on_its_labels_alone():
     with torch.no_grad():
         supervised = (alone.logits(test.x).argmax(-1) == test.y).double().mean().item()
     assert semi_supervised > supervised, (semi_supervised, supervised)
+
+
+def test_a_gumbel_run_logs_its_accuracy_and_the_elbo_with_y_summed_out():
+    from pyrovae.clustering import enumerated_elbo
+    from pyrovae.experiment import build
+
+    experiment = Experiment.resolve({"model": "m2", "preset": "tiny", "estimator": "gumbel-b"})
+    train, test, model, guide, objective = build(experiment)
+    assert test.labelled.sum() == 0 and test.y is not None  # the test ELBO sums y out; accuracy reads the labels
+    test = test.subset(100)
+    options = experiment.entry.training_options(experiment.model, model, guide, test)
+    row = fit(model, guide, objective, train.subset(256), test, epochs=1, batch_size=64, progress=False,
+              **options).rows[0]
+    assert 0 <= row["test_accuracy"] <= 1
+    assert row["enumerated_elbo"] == pytest.approx(enumerated_elbo(model, guide, test), abs=1.0)  # one z draw
