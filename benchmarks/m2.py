@@ -26,6 +26,7 @@ import torch
 
 from benchmarks.common import RESULTS, print_table, save_results
 from pyrovae import registry
+from pyrovae.checkpoint import holds_run
 from pyrovae.classification import classification_accuracy, model_accuracy
 from pyrovae.data import cache_dir
 from pyrovae.experiment import Experiment, build
@@ -45,13 +46,17 @@ def command(args) -> str:
     return "python -m benchmarks.m2 " + shlex.join(options + (["--resume"] if args.resume else []))
 
 
+def run_directory(preset: str, args) -> Path:
+    return Path(args.runs) / f"{preset}-seed{args.seed}"
+
+
 def run_preset(preset: str, args) -> dict:
     settings = {"model": NAME, "preset": preset, "seed": args.seed, "device": args.device}
     experiment = Experiment.resolve(settings)
     train, test, model, guide, objective = build(experiment, args.data_dir)
     run, budget = experiment.run, experiment.run.epochs
     epochs = min(args.epochs or budget, budget)
-    run_dir = Path(args.runs) / f"{preset}-seed{args.seed}"
+    run_dir = run_directory(preset, args)
     resume = args.resume and (run_dir / "checkpoint.pt").exists()
     began = time.perf_counter()
     options = experiment.entry.training_options(experiment.model, model, guide, test)
@@ -91,6 +96,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    existing = [str(run_directory(p, args)) for p in args.presets if holds_run(run_directory(p, args))]
+    if existing and not args.resume:
+        parser.error(f"{', '.join(existing)} already hold runs: pass --resume to continue them, or remove them")
     torch.set_num_threads(args.threads)
     path = RESULTS / f"{NAME}.json"
     rows = json.loads(path.read_text())["rows"] if path.exists() else []
@@ -102,7 +110,7 @@ def main() -> None:
         rows = [r for r in rows if (r["preset"], r["seed"]) != (preset, args.seed)] + [row]
         print_table([row], columns)
         # After every preset, so that a call stopped later keeps the finished ones.
-        save_results(NAME, {"rows": rows})
+        save_results(NAME, {"rows": rows, "device": args.device})
     print_table(rows, columns)
     print(f"wrote {path}")
 

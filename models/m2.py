@@ -221,7 +221,8 @@ def analogy_grid(model: M2, guide, data, rows: int = 10, title: str | None = Non
         raise ValueError(f"rows must be at least 1, got {rows}")
     x = data.x[:rows].to(model.prior_logits.device)
     images = torch.cat([x.unsqueeze(1), analogies(model, guide, x)], dim=1).flatten(0, 1).cpu()
-    caption = "left: test image x; then E[x | y, z] for y = 0, ..., 9 with its style z = E_q[z | x, argmax q(y | x)]"
+    caption = (f"left: test image x; then E[x | y, z] for y = 0, ..., {model.num_classes - 1} with its style "
+               "z = E_q[z | x, argmax q(y | x)]")
     return plots.image_grid(images, data.image_shape, columns=model.num_classes + 1,
                             title=f"{title}\n{caption}" if title else caption)
 
