@@ -24,12 +24,13 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, print_table, save_results
+from benchmarks.common import RESULTS, machine, print_table
 from pyrovae import registry
 from pyrovae.checkpoint import holds_run
 from pyrovae.classification import classification_accuracy, model_accuracy
 from pyrovae.data import cache_dir
 from pyrovae.experiment import Experiment, build
+from pyrovae.io import write_json
 from pyrovae.train import fit
 
 NAME = "m2"
@@ -110,7 +111,7 @@ def main() -> None:
         rows = [r for r in rows if (r["preset"], r["seed"]) != (preset, args.seed)] + [row]
         print_table([row], columns)
         # After every preset, so that a call stopped later keeps the finished ones.
-        save_results(NAME, {"rows": rows, "device": args.device})
+        write_json(path, {"rows": rows, "command": row["command"], "machine": machine(args.device)})
     print_table(rows, columns)
     print(f"wrote {path}")
 
