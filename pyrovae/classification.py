@@ -43,13 +43,13 @@ def model_predictions(model, guide, data, batch_size: int = 1000) -> torch.Tenso
     ``"y_unobserved"`` enumerated in the model) with every label hidden: ``(N,)``. It asks the
     generative model which class explains each image best in the style the guide reads from it."""
     dataset = as_dataset(data)
-    enumerated = infer_discrete(pyro.infer.config_enumerate(model, default="parallel"), first_available_dim=-2,
-                                temperature=0)
+    enumerated = pyro.infer.config_enumerate(model, default="parallel")
     predictions = []
     for x, _ in dataset.batches(batch_size, shuffle=False):
         hidden = torch.full((x.shape[0],), UNLABELLED, dtype=torch.long, device=x.device)
+        # Conditioned inside infer_discrete, whose enumeration pass blocks the handlers around it.
         conditioned = poutine.condition(enumerated, data={"z": guide.encode(x)})
-        trace = poutine.trace(conditioned).get_trace(x, hidden)
+        trace = poutine.trace(infer_discrete(conditioned, first_available_dim=-2, temperature=0)).get_trace(x, hidden)
         predictions.append(trace.nodes["y_unobserved"]["value"].reshape(-1))
     return torch.cat(predictions)
 

@@ -190,3 +190,18 @@ def test_a_gumbel_run_logs_its_accuracy_and_the_elbo_with_y_summed_out():
               **options).rows[0]
     assert 0 <= row["test_accuracy"] <= 1
     assert row["enumerated_elbo"] == pytest.approx(enumerated_elbo(model, guide, test), abs=1.0)  # one z draw
+
+
+def test_infer_discrete_finds_the_class_that_explains_each_image_best_at_the_guides_style():
+    from pyrovae.classification import model_predictions
+    from pyrovae.data import Dataset
+
+    model, guide = small_pair()
+    x = binary_batch(20)
+    data = Dataset.from_tensor(x, torch.zeros(20, dtype=torch.long), num_classes=C)
+    z = guide.encode(x)
+    with torch.no_grad():  # p(y) is uniform, so the argmax of p(y) p(x | y, z) is that of p(x | y, z)
+        log_px = torch.stack([model.decode(z, F.one_hot(torch.full((20,), k), C).float()).log_prob(x) for k in range(C)], -1)
+    # The same answer every time: z is fixed in infer_discrete's enumeration pass too (no draw from p(z)).
+    for _ in range(3):
+        assert torch.equal(model_predictions(model, guide, data, batch_size=7), log_px.argmax(-1))
