@@ -488,7 +488,9 @@ def with_labels(dataset: Dataset, count: int | None, seed: int = 0) -> Dataset:
     if ((dataset.y < 0) | (dataset.y >= classes)).any():
         raise ValueError(f"{dataset.name} holds labels outside 0..{classes - 1}")
     per_class = count // classes
-    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))
+    # numpy's generator, not torch's: a torch permutation seeded alike would be the first epoch's batch order of
+    # a run seeded with the same number, which would put the labelled examples in its first batches.
+    order = torch.as_tensor(np.random.default_rng(seed).permutation(len(dataset)))
     y = dataset.y.cpu()[order]
     labelled = torch.zeros(len(dataset), dtype=torch.bool)
     for k in range(classes):

@@ -105,6 +105,13 @@ def test_with_labels_shows_the_same_number_per_class_chosen_by_the_seed():
     assert with_labels(digits, None).labelled is None and with_labels(digits, 0).labelled.sum() == 0
 
 
+def test_the_labelled_examples_are_spread_over_the_batches_of_a_run_with_the_same_seed():
+    digits = with_labels(load_dataset("digits", "train"), 100, seed=0)
+    first = next(digits.batches(64, torch.Generator().manual_seed(0)))[1]
+    # 100 of 1,437 labelled: about 4.5 in a batch of 64, not most of the first batch.
+    assert (first >= 0).sum() <= 15
+
+
 @pytest.mark.parametrize("count, message", [
     (2000, "2000 labels asked for, but digits/train has only 1437 examples"),
     (105, "105 labels cannot be balanced over 10 classes: give a multiple of 10"),
