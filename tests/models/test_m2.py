@@ -161,28 +161,31 @@ def test_the_presets_are_the_papers_network_with_its_references():
 @pytest.mark.slow
 def test_a_short_run_on_digits_beats_a_classifier_trained_on_its_labels_alone():
     """10 labels per class of the 8x8 digits: M2 (y summed out on the other 1,337 training images)
-    against the same classifier network trained on the 100 labelled images alone."""
+    after 50 epochs against the same classifier network trained on the 100 labelled images alone,
+    at the best of its test accuracies over 1,000 steps (a baseline favoured by choosing on the test set).
+    Measured: 0.853 against 0.833 (the baseline's best over seeds 0-2 is also 0.833)."""
     pyro.set_rng_seed(0)
     train = with_labels(load_dataset("digits", "train", binarize="dynamic"), 100, seed=0)
     test = with_labels(load_dataset("digits", "test", binarize="dynamic").realize(seed=1), 0)
     model, guide = M2(64, 10, 4, [64]), M2Guide(64, 10, 4, [64], classification_weight=1.0 * len(train) / 100)
-    history = fit(model, guide, TraceEnum_ELBO(), train, test, epochs=30, batch_size=64, lr=3e-3, progress=False,
+    history = fit(model, guide, TraceEnum_ELBO(), train, test, epochs=50, batch_size=64, lr=3e-3, progress=False,
                   epoch_callback=accuracy_callback(guide, test))
     semi_supervised = history.rows[-1]["test_accuracy"]
     assert semi_supervised == pytest.approx(classification_accuracy(guide, test))
-    assert 0.1 < model_accuracy(model, guide, test) <= 1.0
+    assert 0.5 < model_accuracy(model, guide, test) <= 1.0  # infer_discrete on the trained model
 
     pyro.set_rng_seed(0)
     alone = MixtureEncoder(64, 10, 4, [64])
     optimizer = torch.optim.Adam(alone.classifier.parameters(), lr=3e-3)
     x, y = train.x[train.labelled], train.y[train.labelled]
-    for _ in range(500):
+    supervised = 0.0
+    for step in range(1, 1001):
         loss = F.cross_entropy(alone.logits(torch.bernoulli(x)), y)
         optimizer.zero_grad(), loss.backward(), optimizer.step()
-    with torch.no_grad():
-        supervised = (alone.logits(test.x).argmax(-1) == test.y).double().mean().item()
+        if step % 100 == 0:
+            with torch.no_grad():
+                supervised = max(supervised, (alone.logits(test.x).argmax(-1) == test.y).double().mean().item())
     assert semi_supervised > supervised, (semi_supervised, supervised)
-
 
 def test_a_gumbel_run_logs_its_accuracy_and_the_elbo_with_y_summed_out():
     from pyrovae.clustering import enumerated_elbo
