@@ -3,7 +3,8 @@ r"""Evaluation of a semi-supervised classifier (:class:`~pyrovae.models.M2`): th
 ``infer_discrete``.
 
 A guide here has ``class_probabilities(x)`` (:math:`q(y \mid x)`, ``(B, C)``) and ``encode(x)``; the
-data set's ``y`` holds the true labels (hidden from the model or not: the evaluation reads them).
+data set's ``y`` holds the true labels (hidden from the model or not: the evaluation reads them). The
+data set is moved to the guide's device, where training may have put it.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pyro import poutine
 from pyro.infer import infer_discrete
 
 from pyrovae.data import UNLABELLED, Dataset, as_dataset
+from pyrovae.devices import module_device
 
 
 def _true_labels(dataset: Dataset) -> torch.Tensor:
@@ -25,7 +27,7 @@ def _true_labels(dataset: Dataset) -> torch.Tensor:
 @torch.no_grad()
 def classifier_predictions(guide, data, batch_size: int = 1000) -> torch.Tensor:
     """:math:`\\arg\\max_y q(y \\mid x)` for every example of ``data``: ``(N,)``."""
-    dataset = as_dataset(data)
+    dataset = as_dataset(data).to(module_device(guide))
     return torch.cat([guide.class_probabilities(x).argmax(-1) for x, _ in dataset.batches(batch_size, shuffle=False)])
 
 
@@ -33,7 +35,8 @@ def classification_accuracy(guide, data, batch_size: int = 1000) -> float:
     """The fraction of ``data`` whose label is :math:`\\arg\\max_y q(y \\mid x)`."""
     dataset = as_dataset(data)
     labels = _true_labels(dataset)
-    return float((classifier_predictions(guide, dataset, batch_size) == labels.to(dataset.x.device)).double().mean())
+    predictions = classifier_predictions(guide, dataset, batch_size)
+    return float((predictions == labels.to(predictions.device)).double().mean())
 
 
 @torch.no_grad()
@@ -42,7 +45,7 @@ def model_predictions(model, guide, data, batch_size: int = 1000) -> torch.Tenso
     guide's style :math:`z = \\mathbb E_q[z \\mid x, \\hat y]`, found by ``infer_discrete`` (temperature 0,
     ``"y_unobserved"`` enumerated in the model) with every label hidden: ``(N,)``. It asks the
     generative model which class explains each image best in the style the guide reads from it."""
-    dataset = as_dataset(data)
+    dataset = as_dataset(data).to(module_device(model))
     enumerated = pyro.infer.config_enumerate(model, default="parallel")
     predictions = []
     for x, _ in dataset.batches(batch_size, shuffle=False):
@@ -58,7 +61,8 @@ def model_accuracy(model, guide, data, batch_size: int = 1000) -> float:
     """The fraction of ``data`` whose label is :func:`model_predictions`'s class."""
     dataset = as_dataset(data)
     labels = _true_labels(dataset)
-    return float((model_predictions(model, guide, dataset, batch_size) == labels.to(dataset.x.device)).double().mean())
+    predictions = model_predictions(model, guide, dataset, batch_size)
+    return float((predictions == labels.to(predictions.device)).double().mean())
 
 
 def accuracy_callback(guide, data, model=None):
