@@ -67,7 +67,8 @@ def model_accuracy(model, guide, data, batch_size: int = 1000) -> float:
 
 def accuracy_callback(guide, data, model=None):
     """An ``epoch_callback`` for :func:`pyrovae.train.fit` logging ``test_accuracy``
-    (:func:`classification_accuracy` on ``data``, e.g. the test set) and, given the ``model`` of a
+    (:func:`classification_accuracy` on ``data``, e.g. the test set), ``test_error_percent`` (the
+    figure Kingma et al. 2014 report) and, given the ``model`` of a
     pair trained with a relaxed ``y``, ``enumerated_elbo``: the ELBO with ``y`` summed out
     (:func:`pyrovae.clustering.enumerated_elbo`), as the test ELBO of such a run is its relaxed objective."""
     from pyrovae.clustering import enumerated_elbo
@@ -76,7 +77,8 @@ def accuracy_callback(guide, data, model=None):
     _true_labels(dataset)
 
     def callback(epoch: int, row: dict) -> None:
-        row["test_accuracy"] = classification_accuracy(guide, dataset)
+        row["test_accuracy"] = accuracy = classification_accuracy(guide, dataset)
+        row["test_error_percent"] = 100 * (1 - accuracy)
         if model is not None:
             row["enumerated_elbo"] = enumerated_elbo(model, guide, dataset)
 
