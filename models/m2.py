@@ -278,7 +278,7 @@ def m2_fit_options(config: M2Config, model: M2, guide, test) -> dict:
 # optimiser pyrovae's runs use; batches of 100 and the example's default budget of 100 epochs. Pixels are dynamically
 # binarized (the Bernoulli likelihood needs binary data; the example feeds intensities to it). Pyro's example weighs
 # the classification term 300 per labelled example (its --aux-loss-multiplier), far above the paper's 0.1 N / N_l
-# (50 with 100 labels, 2 with 3,000 of 60,000): that setting is --alpha 300 N_l / N (0.5 with 100 labels).
+# (60 with 100 labels, 2 with 3,000, of 60,000 images): that setting is --alpha 300 N_l / N (0.5 with 100 labels).
 _PAPER = dict(dataset="mnist", binarize="dynamic", objective="enum", z_dim=50, hidden_sizes=[500],
               activation="softplus", alpha=0.1, batch_size=100, lr=3e-4, epochs=100)
 #: The numbers of labels of the MNIST presets: Kingma et al. 2014, Table 1's columns (their results, and the
