@@ -10,10 +10,11 @@ from pyrovae.guides.conditional import ConditionalGuide
 from pyrovae.guides.factor_analysis import FactorAnalysisGuide
 from pyrovae.guides.flow import NormalizingFlowGuide
 from pyrovae.guides.gmvae import GMVAEGuide
+from pyrovae.guides.m2 import M2Guide
 from pyrovae.guides.mixture import MixtureGuide
 from pyrovae.guides.normal import DiagonalNormalGuide, FullCovarianceNormalGuide
 from pyrovae.guides.vqvae import VQVAEGuide
 from pyrovae.guides.vrnn import VRNNGuide
 
 __all__ = ["AmortizedGuide", "BernoulliLatentGuide", "ConditionalGuide", "DiagonalNormalGuide", "FactorAnalysisGuide",
-           "FullCovarianceNormalGuide", "GMVAEGuide", "MixtureGuide", "NormalizingFlowGuide", "VQVAEGuide", "VRNNGuide"]
+           "FullCovarianceNormalGuide", "GMVAEGuide", "M2Guide", "MixtureGuide", "NormalizingFlowGuide", "VQVAEGuide", "VRNNGuide"]

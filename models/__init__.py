@@ -8,10 +8,11 @@ from pyrovae.models.bernoulli_vae import BernoulliVAE, BernoulliVAEConfig
 from pyrovae.models.conditional_vae import ConditionalVAE, ConditionalVAEConfig
 from pyrovae.models.factor_analysis import FactorAnalysis, FactorAnalysisConfig
 from pyrovae.models.gmvae import GMVAE, GMVAEConfig
+from pyrovae.models.m2 import M2, M2Config
 from pyrovae.models.mixture_vae import MixtureVAE, MixtureVAEConfig
 from pyrovae.models.vae import VAE, VAEConfig
 from pyrovae.models.vqvae import VQVAE, VQVAEConfig
 from pyrovae.models.vrnn import VRNN, VRNNConfig
 
 __all__ = ["BernoulliVAE", "BernoulliVAEConfig", "ConditionalVAE", "ConditionalVAEConfig", "FactorAnalysis", "FactorAnalysisConfig", "GMVAE", "GMVAEConfig",
-           "MixtureVAE", "MixtureVAEConfig", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VRNN", "VRNNConfig"]
+           "M2", "M2Config", "MixtureVAE", "MixtureVAEConfig", "VAE", "VAEConfig", "VQVAE", "VQVAEConfig", "VRNN", "VRNNConfig"]

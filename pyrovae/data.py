@@ -49,6 +49,8 @@ OMNIGLOT_SIZE = 28
 #: The ground truth of the factor-analysis data (Yang 2022, §5.2): loading W (D x L) and noise scales sigma (D).
 FACTOR_ANALYSIS_LOADING = ((-0.5, -1.0), (-1.0, -1.0), (2.0, 0.5))
 FACTOR_ANALYSIS_NOISE_SCALE = (0.4, 0.2, 0.3)
+#: The label a batch carries for an example whose label is hidden (semi-supervised training).
+UNLABELLED = -1
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -85,6 +87,8 @@ class Dataset:
             the values are not quantized levels (then dequantization does not apply).
         is_binary: the source itself is binary (binarization does not apply).
         binarize, dequantize: the representation (see the module docstring).
+        labelled: bool ``(N,)``, which labels a model is shown, or ``None`` for all of them; batches
+            carry a hidden label as :data:`UNLABELLED` (see :func:`with_labels`).
     """
 
     name: str
@@ -98,6 +102,7 @@ class Dataset:
     binarize: str | None = None
     dequantize: bool = False
     metadata: dict = field(default_factory=dict)
+    labelled: torch.Tensor | None = None
 
     @classmethod
     def from_tensor(
@@ -163,7 +168,14 @@ class Dataset:
     def subset(self, size_or_indices) -> Dataset:
         """The first ``n`` examples, or those at the given indices."""
         index = torch.arange(int(size_or_indices)) if isinstance(size_or_indices, int) else torch.as_tensor(size_or_indices)
-        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index])
+        return replace(self, x=self.x[index], y=None if self.y is None else self.y[index],
+                       labelled=None if self.labelled is None else self.labelled[index])
+
+    def shown_labels(self) -> torch.Tensor | None:
+        """The labels a model sees: ``y`` with each hidden label replaced by :data:`UNLABELLED`."""
+        if self.y is None or self.labelled is None:
+            return self.y
+        return torch.where(self.labelled, self.y, UNLABELLED)
 
     @property
     def draws_noise(self) -> bool:
@@ -191,7 +203,8 @@ class Dataset:
         device = torch.device(device)
         if self.x.device == device:
             return self
-        return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device))
+        return replace(self, x=self.x.to(device), y=None if self.y is None else self.y.to(device),
+                       labelled=None if self.labelled is None else self.labelled.to(device))
 
     def shard(self, rank: int, world_size: int) -> Dataset:
         """The ``rank``-th of ``world_size`` contiguous, nearly equal parts (for evaluation split over ranks)."""
@@ -211,7 +224,8 @@ class Dataset:
         self, batch_size: int, generator: torch.Generator | None = None, shuffle: bool = True, drop_last: bool = False,
         shard: tuple[int, int] = (0, 1),
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """Yield ``(x, y)`` minibatches by indexing the in-memory tensors (one permutation per epoch).
+        """Yield ``(x, y)`` minibatches by indexing the in-memory tensors (one permutation per epoch);
+        ``y`` holds the :meth:`shown_labels`.
 
         ``shard=(rank, world_size)``: this rank's part of each global batch of ``batch_size``
         (data-parallel training, :mod:`pyrovae.distributed`). Every rank draws the same permutation
@@ -230,13 +244,14 @@ class Dataset:
         if not 0 <= rank < world_size:
             raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
         n = len(self)
+        labels = self.shown_labels()
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         order = order.to(self.x.device)  # one copy of the indices per epoch, none per step
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             index = order[start : start + batch_size]
             if world_size == 1:
-                yield self.transform(self.x[index], generator), None if self.y is None else self.y[index]
+                yield self.transform(self.x[index], generator), None if labels is None else labels[index]
                 continue
             per_rank = len(index) // world_size
             # One draw per global batch on every rank keeps the generators in step; each rank then
@@ -250,7 +265,7 @@ class Dataset:
             rank_generator = None
             if batch_seed is not None:
                 rank_generator = torch.Generator(device=generator.device).manual_seed(batch_seed + rank)
-            yield self.transform(self.x[index], rank_generator), None if self.y is None else self.y[index]
+            yield self.transform(self.x[index], rank_generator), None if labels is None else labels[index]
 
 
 def _on_device(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
@@ -453,6 +468,38 @@ def _load_factor_analysis(name: str, split: str, root, download) -> Dataset:
     x = torch.as_tensor(z[split] @ loading.T + noise[split] * noise_scale)
     truth = {"loading": torch.tensor(FACTOR_ANALYSIS_LOADING), "noise_scale": torch.tensor(FACTOR_ANALYSIS_NOISE_SCALE)}
     return Dataset(name, split, x, None, (1, loading.shape[0]), 0, levels=None, metadata=truth)
+
+
+def with_labels(dataset: Dataset, count: int | None, seed: int = 0) -> Dataset:
+    """``dataset`` with only ``count`` of its labels shown, the same number per class: the first
+    ``count / num_classes`` examples of each class in an order shuffled by ``seed`` (Kingma et al.
+    2014's balanced labelled subsets). ``count=None`` shows every label, ``0`` none."""
+    if dataset.y is None:
+        raise ValueError(f"data set {dataset.name!r} has no labels to show")
+    if count is None:
+        return replace(dataset, labelled=None)
+    classes = dataset.num_classes
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise ValueError(f"the number of labels must be a non-negative integer, got {count!r}")
+    if count > len(dataset):
+        raise ValueError(f"{count} labels asked for, but {dataset.name}/{dataset.split} has only {len(dataset)} examples")
+    if count % classes:
+        raise ValueError(f"{count} labels cannot be balanced over {classes} classes: give a multiple of {classes}")
+    if ((dataset.y < 0) | (dataset.y >= classes)).any():
+        raise ValueError(f"{dataset.name} holds labels outside 0..{classes - 1}")
+    per_class = count // classes
+    # numpy's generator, not torch's: a torch permutation seeded alike would be the first epoch's batch order of
+    # a run seeded with the same number, which would put the labelled examples in its first batches.
+    order = torch.as_tensor(np.random.default_rng(seed).permutation(len(dataset)))
+    y = dataset.y.cpu()[order]
+    labelled = torch.zeros(len(dataset), dtype=torch.bool)
+    for k in range(classes):
+        members = order[y == k]
+        if len(members) < per_class:
+            raise ValueError(f"class {k} of {dataset.name}/{dataset.split} has {len(members)} examples, "
+                             f"fewer than the {per_class} labels per class asked for")
+        labelled[members[:per_class]] = True
+    return replace(dataset, labelled=labelled.to(dataset.y.device))
 
 
 def as_dataset(data) -> Dataset:

@@ -109,13 +109,15 @@ class Experiment:
 
 
 def build_data(experiment: Experiment, data_dir=None, download: bool = False):
-    """``(train, test)`` data sets; a dynamically binarized test set is binarized once, with a fixed seed."""
+    """``(train, test)`` data sets, as the model's ``prepare_data`` makes them; a dynamically binarized
+    test set is binarized once, with a fixed seed."""
     run = experiment.run
     binarize = None if run.dataset == "binarized-mnist" else run.binarize
     options = dict(root=data_dir, download=download, binarize=binarize, dequantize=run.dequantize)
     train = load_dataset(run.dataset, "train", seed=run.seed, **options)
-    test = load_dataset(run.dataset, "test", seed=run.seed + 1, **options)
-    return train, test.realize(seed=run.seed + 1)
+    test = load_dataset(run.dataset, "test", seed=run.seed + 1, **options).realize(seed=run.seed + 1)
+    prepare = experiment.entry.prepare_data
+    return prepare(experiment.model, train, test) if prepare is not None else (train, test)
 
 
 def build_model_and_guide(experiment: Experiment, train):

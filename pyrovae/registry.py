@@ -114,6 +114,9 @@ class ModelEntry:
     #: own figures, drawn by ``pyrovae train`` and ``pyrovae plot`` beside the samples, reconstructions
     #: and curves every model gets (samples per class or per cluster, row-by-row generation).
     figures: dict[str, Callable] = field(default_factory=dict)
+    #: ``prepare_data(config, train, test) -> (train, test)``: the data sets as the model trains and is
+    #: evaluated on them (the semi-supervised M2 shows only some training labels and no test label).
+    prepare_data: Callable | None = None
 
     @property
     def references(self) -> dict[str, dict]:
@@ -139,12 +142,12 @@ _RESERVED = set(RUN_FIELDS)
 
 def register_model(name: str, config_class: type, build: Callable, presets: dict[str, dict], description: str,
                    default_guide: str, default_objective: Callable | None = None, callbacks: Callable | None = None,
-                   figures: dict[str, Callable] | None = None) -> None:
+                   figures: dict[str, Callable] | None = None, prepare_data: Callable | None = None) -> None:
     """Register a model. ``presets`` must include ``tiny``; their keys must be run or model settings.
     ``default_guide`` names the guide used when none is chosen (registered by a guide file).
     The published number a preset reproduces is an entry of ``pyrovae/references.json`` naming the
     preset (:mod:`pyrovae.references`), not an argument here; ``default_objective``,
-    ``callbacks`` and ``figures`` are described in :class:`ModelEntry`."""
+    ``callbacks``, ``figures`` and ``prepare_data`` are described in :class:`ModelEntry`."""
     if not dataclasses.is_dataclass(config_class):
         raise TypeError(f"{name}: the config must be a dataclass, got {config_class!r}")
     if name in _MODELS:
@@ -161,7 +164,7 @@ def register_model(name: str, config_class: type, build: Callable, presets: dict
             raise ValueError(f"preset {name}/{preset} sets unknown settings {sorted(unknown)}")
     _MODELS[name] = ModelEntry(name, config_class, build, dict(presets), description, default_guide,
                                default_objective=default_objective, callbacks=callbacks,
-                               figures=dict(figures or {}))
+                               figures=dict(figures or {}), prepare_data=prepare_data)
 
 
 def register_guide(model: str, name: str, build: Callable) -> None:

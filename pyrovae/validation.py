@@ -48,16 +48,20 @@ def check_data(x, shape: tuple[int, ...], name: str = "x", support: str = "real"
         )
 
 
-def check_labels(y, num_classes: int, batch_size: int, name: str = "y") -> None:
-    """Raise unless ``y`` holds ``batch_size`` integer labels in ``{0, ..., num_classes - 1}``."""
+def check_labels(y, num_classes: int, batch_size: int, name: str = "y", unlabelled: bool = False) -> None:
+    """Raise unless ``y`` holds ``batch_size`` integer labels in ``{0, ..., num_classes - 1}`` (or -1,
+    an unknown label, when ``unlabelled``)."""
     if y is None:
         raise ValueError(f"this model needs labels {name}; pass a data set with labels (Dataset.from_tensor(x, y))")
     if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor of class labels, got {getattr(y, 'dtype', type(y).__name__)}")
     if tuple(y.shape) != (batch_size,):
         raise ValueError(f"{name} must have shape ({batch_size},) to match the batch, got {tuple(y.shape)}")
-    if ((y < 0) | (y >= num_classes)).any():
-        raise ValueError(f"{name} must hold labels in 0..{num_classes - 1}, got values in [{y.min().item()}, {y.max().item()}]")
+    lowest = -1 if unlabelled else 0
+    if ((y < lowest) | (y >= num_classes)).any():
+        unknown = " or -1 (unknown)" if unlabelled else ""
+        raise ValueError(f"{name} must hold labels in 0..{num_classes - 1}{unknown}, got values in "
+                         f"[{y.min().item()}, {y.max().item()}]")
 
 
 @dataclass(frozen=True)
@@ -69,12 +73,14 @@ class InputSpec:
         kind: ``"flat"``, ``"image"`` or ``"sequence"`` (what ``shape`` means).
         support: ``"real"``, ``"unit_interval"`` or ``"binary"``, as the likelihood needs.
         num_classes: the number of label values when the model takes labels ``y``, else ``None``.
+        partially_labelled: the labels may be -1, unknown (a semi-supervised model).
     """
 
     shape: tuple[int, ...]
     kind: str = "flat"
     support: str = "real"
     num_classes: int | None = None
+    partially_labelled: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
@@ -102,7 +108,7 @@ class InputSpec:
         """Check a batch ``x`` (and its labels ``y`` when the model takes them)."""
         check_data(x, self.shape, support=self.support)
         if self.takes_labels:
-            check_labels(y, self.num_classes, x.shape[0])
+            check_labels(y, self.num_classes, x.shape[0], unlabelled=self.partially_labelled)
 
     def shape_batch(self, x: torch.Tensor) -> torch.Tensor:
         """A batch of flattened examples ``(B, size)`` viewed in this spec's shape ``(B, *shape)``."""

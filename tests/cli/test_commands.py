@@ -90,7 +90,7 @@ def test_the_curves_title_names_data_model_objective_and_epochs(tmp_path, monkey
     assert "latents.png" not in figures  # --tsne-points 0
 
 
-@pytest.mark.parametrize("model", ["cvae", "gmvae", "mixture-vae", "vrnn"])
+@pytest.mark.parametrize("model", ["cvae", "gmvae", "m2", "mixture-vae", "vrnn"])
 def test_a_model_draws_its_own_figures_and_reconstructions_even_when_its_guide_reads_labels(model, tmp_path):
     from pyrovae import registry
 
