@@ -109,8 +109,9 @@ def _batches(model, dataset: Dataset, batch_size: int, progress: bool = False, d
         yield spec.arguments(x, y), x.shape[0]
 
 
-def default_elbo(model, guide, args) -> pyro.infer.ELBO:
-    """``TraceEnum_ELBO`` when ``guide`` marks a site for enumeration (``config_enumerate``), else ``Trace_ELBO``.
+def default_elbo(model, guide, args, **options) -> pyro.infer.ELBO:
+    """``TraceEnum_ELBO(**options)`` when ``guide`` marks a site for enumeration (``config_enumerate``),
+    else ``Trace_ELBO(**options)``.
 
     Such a site is meant to be summed out: ``TraceEnum_ELBO`` sums the bound over its values exactly,
     while ``Trace_ELBO`` would sample it and Pyro would warn that it cannot enumerate. The guide is
@@ -124,7 +125,7 @@ def default_elbo(model, guide, args) -> pyro.infer.ELBO:
     finally:
         set_rng_state(state)
     enumerated = any(site["type"] == "sample" and site["infer"].get("enumerate") for site in trace.nodes.values())
-    return TraceEnum_ELBO() if enumerated else Trace_ELBO()
+    return (TraceEnum_ELBO if enumerated else Trace_ELBO)(**options)
 
 
 @torch.no_grad()

@@ -3,11 +3,12 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyrovae.data import load_dataset
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
-from pyrovae.guides import DiagonalNormalGuide
-from pyrovae.models import VAE
+from pyrovae.guides import DiagonalNormalGuide, GMVAEGuide
+from pyrovae.models import GMVAE, VAE
 from pyrovae.nn import data_plate
 from pyrovae.train import fit
 from tests.support.linear_gaussian import ExactPosteriorGuide
@@ -133,3 +134,24 @@ def test_reconstructions_reject_a_non_positive_count():
 
     with pytest.raises(ValueError, match="count must be a positive integer"):
         reconstructions(None, None, torch.zeros(2, 4), 0)
+
+
+def test_mean_elbo_sums_out_a_site_the_guide_enumerates_and_draws_nothing_to_choose():
+    # The GMVAE's guide enumerates y: by default its bound is TraceEnum_ELBO's sum over y (no Pyro warning;
+    # pyproject turns warnings into errors), with the same draws of z as an explicit TraceEnum_ELBO.
+    model, guide = GMVAE(12, 4, 3, (8,)), GMVAEGuide(12, 4, 3, (8,))
+    x = torch.bernoulli(torch.full((20, 12), 0.5), generator=torch.Generator().manual_seed(1))
+    pyro.set_rng_seed(3)
+    default = mean_elbo(model, guide, x)
+    pyro.set_rng_seed(3)
+    assert default == mean_elbo(model, guide, x, TraceEnum_ELBO())
+    pyro.set_rng_seed(3)
+    with pytest.warns(UserWarning, match="you need to use TraceEnum_ELBO"):  # the warning a user asks for
+        sampled = mean_elbo(model, guide, x, Trace_ELBO())
+    assert sampled != default
+    # A guide with no enumerated site gets Trace_ELBO, with the caller's random stream untouched.
+    vae, vae_guide = VAE(12, 2, (8,)), DiagonalNormalGuide(12, 2, (8,))
+    pyro.set_rng_seed(3)
+    default = mean_elbo(vae, vae_guide, x)
+    pyro.set_rng_seed(3)
+    assert default == mean_elbo(vae, vae_guide, x, Trace_ELBO())
