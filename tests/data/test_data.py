@@ -48,7 +48,8 @@ def test_binarized_mnist_splits(data_dir):
         assert ds.x.shape == (count, 784)
         assert set(ds.x.unique().tolist()) == {0.0, 1.0}
         assert ds.y is None
-    first_row = (data_dir / "binarized_mnist" / "binarized_mnist_test.amat").open().readline().split()
+    with (data_dir / "binarized_mnist" / "binarized_mnist_test.amat").open() as handle:
+        first_row = handle.readline().split()
     assert ds.x[0].tolist() == [float(v) for v in first_row]
 
 
