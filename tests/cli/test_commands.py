@@ -15,9 +15,11 @@ from tests.cli.invocation import refusal, run_main
 def test_a_run_writes_its_results_and_plots(trained_run):
     results = json.loads((trained_run.path / "results.json").read_text())
     assert results["num_importance_samples"] == 20
+    assert "Warning" not in trained_run.stderr, trained_run.stderr  # none that the user did not cause
     assert results["test_elbo"] <= results["test_log_likelihood"] + 0.5  # a bound, up to estimator noise
     for name in ("samples.png", "reconstructions.png", "latents.png", "curves.png"):
-        assert min(Image.open(trained_run.path / name).size) > 50, name
+        with Image.open(trained_run.path / name) as image:
+            assert min(image.size) > 50, name
 
 
 def test_evaluate_reproduces_the_final_test_elbo_of_training(run_copy, capsys):
@@ -81,4 +83,5 @@ def test_a_model_draws_its_own_figures_and_reconstructions_even_when_its_guide_r
     figures = registry.get(model).figures
     assert figures, f"{model} registers no figures of its own"
     for name in ("reconstructions.png", *figures):
-        assert min(Image.open(tmp_path / "run" / name).size) > 50, name
+        with Image.open(tmp_path / "run" / name) as image:
+            assert min(image.size) > 50, name
