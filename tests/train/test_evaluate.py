@@ -1,11 +1,14 @@
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
-from pyrovae.data import load_dataset
+import pyrovae.evaluate
+from pyrovae.data import Dataset, load_dataset
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
 from pyrovae.guides import DiagonalNormalGuide, GMVAEGuide
 from pyrovae.models import GMVAE, VAE
@@ -13,6 +16,7 @@ from pyrovae.nn import data_plate
 from pyrovae.train import fit
 from tests.support.linear_gaussian import ExactPosteriorGuide
 from tests.support.linear_gaussian import linear_gaussian as make_linear_gaussian
+from tests.support.toy_models import ImageGaussian, ImageGuide
 
 
 @pytest.fixture
@@ -155,3 +159,61 @@ def test_mean_elbo_sums_out_a_site_the_guide_enumerates_and_draws_nothing_to_cho
     default = mean_elbo(vae, vae_guide, x)
     pyro.set_rng_seed(3)
     assert default == mean_elbo(vae, vae_guide, x, Trace_ELBO())
+
+
+def two_globals_model(x, num_data=None):
+    """Two global latents, ``a`` and ``b``, shared by every example."""
+    a = pyro.sample("a", dist.Normal(torch.zeros(x.shape[1], dtype=x.dtype), 1.0).to_event(1))
+    b = pyro.sample("b", dist.Normal(torch.zeros(x.shape[1], dtype=x.dtype), 1.0).to_event(1))
+    with data_plate(x.shape[0], num_data):
+        pyro.sample("x", dist.Normal(a + b, 1.0).to_event(1), obs=x)
+
+
+def two_globals_guide(x, num_data=None):
+    pyro.sample("a", dist.Normal(x.mean(0), 1.0).to_event(1))
+    pyro.sample("b", dist.Normal(x.mean(0), 1.0).to_event(1))
+
+
+def test_the_refusal_of_global_latents_names_each_of_them(linear_gaussian):
+    _, data = linear_gaussian
+    with pytest.raises(ValueError, match=r"plate; 'a', 'b' are outside it$"):
+        importance_log_likelihood(two_globals_model, two_globals_guide, data, 3)
+    with pytest.raises(ValueError, match=r"plate; 'mu' is outside it$"):
+        importance_log_likelihood(global_mean_model, global_mean_guide, data, 3)
+
+
+def test_importance_sampling_moves_the_model_and_the_guide_to_the_device_asked_for(linear_gaussian, monkeypatch):
+    model, data = linear_gaussian
+    guide = ExactPosteriorGuide(model)
+    moved = []
+    for name, module in (("model", model), ("guide", guide)):
+        monkeypatch.setattr(module, "to", lambda device, name=name, module=module: moved.append((name, device)) or module)
+    importance_log_likelihood(model, guide, data, 3, device="cpu")
+    assert moved == [("model", torch.device("cpu")), ("guide", torch.device("cpu"))]
+
+
+def test_importance_sampling_hands_the_model_batches_shaped_as_it_declares():
+    model, guide = ImageGaussian((1, 4, 5), 2), ImageGuide((1, 4, 5), 2)
+    data = Dataset.from_tensor(torch.rand(6, 1, 4, 5))
+    assert math.isfinite(importance_log_likelihood(model, guide, data, 2, batch_size=3))
+    assert [tuple(x.shape) for x in model.calls] == [(3, 1, 4, 5)] * len(model.calls) and model.calls
+
+
+def test_the_compiled_engine_captures_each_chunk_size_and_auto_compiles_from_200_calls(linear_gaussian, monkeypatch,
+                                                                                       capsys):
+    model, data = linear_gaussian
+    guide = ExactPosteriorGuide(model)
+    captured = []
+    # Stands in for torch.compile (minutes on a CPU): records what would be compiled and runs it eagerly.
+    monkeypatch.setattr(pyrovae.evaluate, "CapturedModule", lambda module, name: captured.append(name) or module)
+    importance_log_likelihood(model, guide, data, 5, chunk_size=2, engine="compiled")
+    assert captured == ["log weights (K=2)", "log weights (K=1)"]
+    assert capsys.readouterr().err == ""  # no progress bar unless asked for
+    captured.clear()
+    importance_log_likelihood(model, guide, data.subset(20), 10, chunk_size=1, batch_size=1, engine="auto")
+    assert captured == ["log weights (K=1)"]  # 20 batches x 10 chunks = 200 calls
+    captured.clear()
+    importance_log_likelihood(model, guide, data.subset(19), 10, chunk_size=1, batch_size=1, engine="auto",
+                              progress=True)
+    assert captured == []  # 190 calls: eager
+    assert "log-likelihood, K=10" in capsys.readouterr().err  # the progress bar
