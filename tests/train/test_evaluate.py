@@ -203,11 +203,17 @@ def test_the_compiled_engine_captures_each_chunk_size_and_auto_compiles_from_200
                                                                                        capsys):
     model, data = linear_gaussian
     guide = ExactPosteriorGuide(model)
-    captured = []
-    # Stands in for torch.compile (minutes on a CPU): records what would be compiled and runs it eagerly.
-    monkeypatch.setattr(pyrovae.evaluate, "CapturedModule", lambda module, name: captured.append(name) or module)
+    captured, calls = [], []
+
+    def capture(module, name):
+        """Stands in for torch.compile (minutes on a CPU): records what would be compiled, runs it eagerly."""
+        captured.append(name)
+        return lambda *args: calls.append(name) or module(*args)
+
+    monkeypatch.setattr(pyrovae.evaluate, "CapturedModule", capture)
     importance_log_likelihood(model, guide, data, 5, chunk_size=2, engine="compiled")
     assert captured == ["log weights (K=2)", "log weights (K=1)"]
+    assert calls == ["log weights (K=2)"] * 2 + ["log weights (K=1)"]  # one batch of 40: chunks 2, 2, 1
     assert capsys.readouterr().err == ""  # no progress bar unless asked for
     captured.clear()
     importance_log_likelihood(model, guide, data.subset(20), 10, chunk_size=1, batch_size=1, engine="auto")
