@@ -8,8 +8,9 @@ import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 import pyrovae.evaluate
+from pyrovae.capture import CaptureError
 from pyrovae.data import Dataset, load_dataset
-from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
+from pyrovae.evaluate import _Evaluator, importance_log_likelihood, mean_elbo, reconstruction_error, set_plate_nesting
 from pyrovae.guides import DiagonalNormalGuide, GMVAEGuide
 from pyrovae.models import GMVAE, VAE
 from pyrovae.nn import data_plate
@@ -223,3 +224,30 @@ def test_the_compiled_engine_captures_each_chunk_size_and_auto_compiles_from_200
                               progress=True)
     assert captured == []  # 190 calls: eager
     assert "log-likelihood, K=10" in capsys.readouterr().err  # the progress bar
+
+
+def test_a_capture_that_fails_warns_once_and_evaluation_goes_on_eagerly():
+    def cannot_capture(*args):
+        raise CaptureError("no graph")
+
+    evaluator = _Evaluator(cannot_capture, lambda *args: sum(args))
+    with pytest.warns(RuntimeWarning, match="^evaluating eagerly: no graph$"):
+        assert evaluator(1, 2) == 3
+    assert evaluator.captured is None and evaluator(3, 4) == 7
+    assert _Evaluator(lambda *args: 10 * sum(args), lambda *args: sum(args))(1, 2) == 30  # the captured one runs
+
+
+def test_set_plate_nesting_takes_the_models_and_adds_a_vectorized_particle_plate():
+    class Declares:
+        max_plate_nesting = 2
+
+    def nesting(elbo, model=Declares()):
+        set_plate_nesting(elbo, model)
+        return elbo.max_plate_nesting
+
+    assert nesting(Trace_ELBO()) == 2
+    assert nesting(Trace_ELBO(num_particles=3, vectorize_particles=True)) == 3
+    assert nesting(Trace_ELBO(num_particles=1, vectorize_particles=True)) == 2
+    assert nesting(Trace_ELBO(num_particles=3)) == 2
+    assert nesting(Trace_ELBO(max_plate_nesting=5)) == 5  # the caller's own setting stays
+    assert nesting(Trace_ELBO(), model=lambda x: None) == float("inf")  # nothing declared: Pyro guesses
