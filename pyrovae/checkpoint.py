@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ NEW_CHECKPOINT = "checkpoint.pt.new"  # written in full before it becomes checkp
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, PREVIOUS_CHECKPOINT, NEW_CHECKPOINT)
+#: Where a sentence ends: a full stop, question or exclamation mark, then space and a capital letter.
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -183,8 +186,7 @@ def load_checkpoint_file(path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for a damaged file
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} cannot be read ({reason[:120]}); {hint()}") from None
+        raise CheckpointError(f"checkpoint {path} cannot be read ({first_sentence(error)}); {hint()}") from None
     if not isinstance(checkpoint, dict) or not {"epoch", "model", "guide"} <= set(checkpoint):
         raise CheckpointError(f"{path} is not a pyrovae checkpoint; {hint()}")
     return checkpoint
@@ -196,6 +198,20 @@ def load_weights(checkpoint: dict, model, guide, path="checkpoint") -> None:
         try:
             module.load_state_dict(checkpoint[owner])
         except RuntimeError as error:
-            first = str(error).strip().splitlines()
-            detail = first[1].strip() if len(first) > 1 else first[0]
-            raise CheckpointError(f"the {owner} in {path} does not fit the settings ({detail[:160]})") from None
+            # torch's first line only says which module failed; the second names the tensor and the shapes.
+            lines = [line for line in str(error).splitlines() if line.strip()]
+            detail = first_sentence(lines[1] if len(lines) > 1 else error)
+            raise CheckpointError(f"the {owner} in {path} does not fit the settings ({detail})") from None
+
+
+def first_sentence(error) -> str:
+    """The first sentence of an error's message, whole and without its full stop (or the error's type name).
+
+    A message is shortened at a sentence's end, never inside a word: torch's zip reader adds advice
+    meant for its own developers after its first sentence ("This is an internal miniz error. If you ...").
+    """
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    line = text.splitlines()[0].strip()
+    return SENTENCE_END.split(line, maxsplit=1)[0].rstrip(".")

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from pyrovae import distributed, registry
+from pyrovae.arguments import Choice, Parser
 from pyrovae.checkpoint import (
     CONFIG,
     METRICS,
@@ -94,10 +95,8 @@ def _add_setting(group, name: str, spec: dataclasses.Field, default) -> None:
         return
     kind = _none_or(_TYPES[base]) if optional else _TYPES[base]
     if choices is not None:
-        options["choices"] = list(choices) + (["none"] if optional and base == "str" else [])
-        if optional and base == "str":
-            kind = str
-    group.add_argument(*flags, type=kind, metavar=None if choices else base.upper(), **options)
+        kind = Choice(name.replace("_", " "), list(choices) + (["none"] if optional and base == "str" else []))
+    group.add_argument(*flags, type=kind, metavar=kind.metavar if choices else base.upper(), **options)
 
 
 def _model_and_preset(argv: list[str]) -> tuple[str, str | None]:
@@ -125,7 +124,8 @@ def _train_parser(commands, argv: list[str]) -> None:
     choices = {"model": sorted(registry.models()), "guide": sorted(entry.guides), "preset": sorted(entry.presets)}
     for action in run._group_actions:
         if action.dest in choices:
-            action.choices, action.metavar = choices[action.dest], None
+            action.type = Choice(action.dest, choices[action.dest])
+            action.metavar = action.type.metavar
     hyper = train.add_argument_group(f"{entry.name} settings")
     for name, spec in entry.config_fields().items():
         _add_setting(hyper, name, spec, shown.get(name))
@@ -159,8 +159,8 @@ def _version() -> str:
         return "(not installed)"
 
 
-def _parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyrovae", description="Train and inspect Pyro VAEs.")
+def _parser(argv: list[str]) -> Parser:
+    parser = Parser(prog="pyrovae", description="Train and inspect Pyro VAEs.")
     parser.add_argument("--version", action="version", version=f"pyrovae {_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     _train_parser(commands, argv)
@@ -505,7 +505,7 @@ def _list_models() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser(argv).parse_args(argv)
+    args = _parser(argv).parse_command(argv)
     try:
         if args.command == "train":
             _train(args)
@@ -526,7 +526,8 @@ def main(argv: list[str] | None = None) -> None:
     except (DatasetNotFoundError, OSError, ValueError, TypeError, CheckpointError, DistributedError,
             TensorBoardUnavailable) as error:
         # One line, so that a script's log shows the whole message.
-        message = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+        text = error.for_cli() if isinstance(error, DatasetNotFoundError) else str(error)
+        message = " ".join(line.strip() for line in text.splitlines() if line.strip())
         sys.exit(f"pyrovae {args.command}: {message}")
 
 

@@ -21,7 +21,9 @@ MNIST-type files follow torchvision's layout (``<root>/MNIST/raw/*.gz``).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import math
 import os
 import shutil
@@ -53,8 +55,43 @@ FACTOR_ANALYSIS_NOISE_SCALE = (0.4, 0.2, 0.3)
 UNLABELLED = -1
 
 
+#: How a message names the two ways to supply data, to a Python caller and to a user of the ``pyrovae`` command.
+PYTHON_WORDING = {"root": "pass root=...", "download": "pass download=True"}
+CLI_WORDING = {"root": "pass --data-dir DIR", "download": "pass --download"}
+
+
 class DatasetNotFoundError(FileNotFoundError):
-    """A dataset's files are in none of the places searched."""
+    """A dataset's files are in none of the places searched.
+
+    ``str(error)`` speaks to a Python caller (``root=...``, ``download=True``); :meth:`for_cli` says
+    the same to a user of the ``pyrovae`` command (``--data-dir``, ``--download``).
+    """
+
+    def __init__(self, name: str, looked_at: list[Path], expected: str, downloadable: bool = False):
+        self.name, self.looked_at, self.expected, self.downloadable = name, list(looked_at), expected, downloadable
+        super().__init__(self.message(PYTHON_WORDING))
+
+    def message(self, wording: dict) -> str:
+        paths = "\n  ".join(str(p) for p in self.looked_at)
+        download = f", or {wording['download']}" if self.downloadable else ""
+        supply = wording["root"][0].upper() + wording["root"][1:]
+        return (f"dataset {self.name!r} not found. Looked at:\n  {paths}\n{self.expected} "
+                f"{supply} or set PYROVAE_DATA_DIR to the folder that holds it{download}.")
+
+    def for_cli(self) -> str:
+        return self.message(CLI_WORDING)
+
+
+class DatasetDownloadError(DatasetNotFoundError):
+    """A download was asked for and failed (no internet, say); what it created is removed."""
+
+    def __init__(self, name: str, url: str, reason: str, folder: str):
+        self.url, self.reason, self.folder = url, reason, folder
+        super().__init__(name, [], "")
+
+    def message(self, wording: dict) -> str:
+        return (f"could not download {self.name!r} from {self.url} ({self.reason}). Offline, copy torchvision's "
+                f"{self.folder}/raw files into a folder and {wording['root']} or set PYROVAE_DATA_DIR to that folder.")
 
 
 def default_roots(root: str | os.PathLike | None = None) -> list[Path]:
@@ -330,14 +367,6 @@ def load_dataset(
     return replace(dataset, x=x, binarize=binarize, dequantize=dequantize)
 
 
-def _missing(name: str, looked_at: list[Path], hint: str) -> DatasetNotFoundError:
-    paths = "\n  ".join(str(p) for p in looked_at)
-    return DatasetNotFoundError(
-        f"dataset {name!r} not found. Looked at:\n  {paths}\n{hint} "
-        "Pass root=... (CLI: --data-dir) or set PYROVAE_DATA_DIR to the folder that holds it."
-    )
-
-
 def _load_digits(name: str, split: str, root, download) -> Dataset:
     """scikit-learn's 1,797 8x8 digits (values 0..16), split 80/20 by a fixed stratified shuffle."""
     from sklearn.datasets import load_digits
@@ -377,9 +406,49 @@ def _load_mnist_like(name: str, split: str, root, download) -> Dataset:
             extracted_root = _decompress_into_cache(cls, raw, folder)
             return _from_torchvision(cls(str(extracted_root), train=split == "train", download=False), name, split)
     if download:
-        target = roots[0]
-        return _from_torchvision(cls(str(target), train=split == "train", download=True), name, split)
-    raise _missing(name, looked_at, f"Expected torchvision's layout {folder}/raw/*-idx?-ubyte[.gz], or pass download=True.")
+        return _from_torchvision(_download(cls, roots[0], split, name), name, split)
+    raise DatasetNotFoundError(name, looked_at, f"Expected torchvision's layout {folder}/raw/*-idx?-ubyte[.gz].",
+                               downloadable=True)
+
+
+def _download(cls, root: Path, split: str, name: str):
+    """``cls(root, download=True)``, torchvision's download of MNIST-type data into ``root/<Folder>/raw``.
+
+    On failure the files and folders this call created are removed (an existing folder and what it
+    held are left alone) and the error names the URL tried. torchvision's progress lines are printed
+    only when the download succeeds, so that a failure is the one line of the error.
+    """
+    raw = root / cls.__name__ / "raw"
+    created = [folder for folder in (root, root / cls.__name__, raw) if not folder.exists()]
+    before = set(raw.iterdir()) if raw.is_dir() else set()
+    progress = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(progress):
+            dataset = cls(str(root), train=split == "train", download=True)
+    except (RuntimeError, OSError) as error:
+        # torchvision fetches and extracts the files in turn: the first not extracted is the one that failed.
+        filename = next(f for f, _ in cls.resources if not (raw / os.path.splitext(f)[0]).is_file())
+        _remove_new(raw, before, created)
+        raise DatasetDownloadError(name, f"{cls.mirrors[0]}{filename}", _download_reason(error), cls.__name__) from None
+    print(progress.getvalue(), end="")
+    return dataset
+
+
+def _remove_new(raw: Path, before: set[Path], created: list[Path]) -> None:
+    """Remove what a failed download left: new files in ``raw``, then the folders it created, if empty."""
+    if raw.is_dir():
+        for path in set(raw.iterdir()) - before:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for folder in reversed(created):
+        with contextlib.suppress(OSError):  # not empty: something else wrote there meanwhile
+            folder.rmdir()
+
+
+def _download_reason(error: Exception) -> str:
+    """The first cause in torchvision's download error (``Tried <mirror>, got:`` then the cause), on one line."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    after = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line.endswith("got:")]
+    return (after or lines or [type(error).__name__])[0]
 
 
 def _has_files(folder: Path, names: list[str]) -> bool:
@@ -426,7 +495,7 @@ def _load_binarized_mnist(name: str, split: str, root, download) -> Dataset:
                 raise ValueError(f"{path} holds values other than 0 and 1")
             x = torch.as_tensor(values.reshape(-1, 784), dtype=torch.float32)
             return Dataset(name, split, x, None, (28, 28), 0, levels=None, is_binary=True)
-    raise _missing(name, looked_at, "Expected binarized_mnist/binarized_mnist_<split>.amat (Larochelle & Murray).")
+    raise DatasetNotFoundError(name, looked_at, "Expected binarized_mnist/binarized_mnist_<split>.amat (Larochelle & Murray).")
 
 
 def _load_omniglot(name: str, split: str, root, download) -> Dataset:
@@ -451,7 +520,7 @@ def _load_omniglot(name: str, split: str, root, download) -> Dataset:
             x = small.reshape(-1, OMNIGLOT_SIZE * OMNIGLOT_SIZE).clamp(0.0, 1.0)
             y = torch.arange(n_chars).repeat_interleave(n_drawers)
             return Dataset(name, split, x, y, (OMNIGLOT_SIZE, OMNIGLOT_SIZE), n_chars, levels=None)
-    raise _missing(name, looked_at, "Expected omniglot/images_background.npz and images_evaluation.npz.")
+    raise DatasetNotFoundError(name, looked_at, "Expected omniglot/images_background.npz and images_evaluation.npz.")
 
 
 def _load_factor_analysis(name: str, split: str, root, download) -> Dataset:

@@ -26,7 +26,8 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.util import get_rng_state, set_rng_state
 from tqdm.auto import tqdm
 
 from pyrovae import distributed
@@ -84,18 +85,41 @@ def _batches(model, dataset: Dataset, batch_size: int, progress: bool = False, d
         yield spec.arguments(x, y), x.shape[0]
 
 
+def default_elbo(model, guide, args, **options) -> pyro.infer.ELBO:
+    """``TraceEnum_ELBO(**options)`` when ``guide`` marks a site for enumeration (``config_enumerate``),
+    else ``Trace_ELBO(**options)``.
+
+    Such a site is meant to be summed out: ``TraceEnum_ELBO`` sums the bound over its values exactly,
+    while ``Trace_ELBO`` would sample it and Pyro would warn that it cannot enumerate. The guide is
+    traced once on ``args`` to read its sites; the random state is restored afterwards, so the
+    choice draws nothing from the caller's stream.
+    """
+    state = get_rng_state()
+    try:
+        with poutine.block():
+            trace = poutine.trace(guide).get_trace(*args)
+    finally:
+        set_rng_state(state)
+    enumerated = any(site["type"] == "sample" and site["infer"].get("enumerate") for site in trace.nodes.values())
+    return (TraceEnum_ELBO if enumerated else Trace_ELBO)(**options)
+
+
 @torch.no_grad()
 def mean_elbo(model, guide, data, elbo: pyro.infer.ELBO | None = None, batch_size: int = 1000,
               progress: bool = False, engine: str = "auto", device=None) -> float:
     """``(1/N) sum_i ELBO(x_i)`` in nats per example (a single-sample estimate per point by default).
 
     ``data`` should hold fixed data (see :meth:`Dataset.realize` for dynamically binarized sets).
+    ``elbo`` defaults to :func:`default_elbo`'s choice: the sum over the values of a discrete latent
+    that the guide enumerates, one sample of every other latent.
     ``engine``: ``"eager"``, ``"compiled"`` (the objective's loss captured and compiled once per batch
     shape, :mod:`pyrovae.capture`) or ``"auto"`` (compiled from 200 batches on).
     """
     dataset = on_device(model, guide, data, device)
     _check_batch_size(batch_size)
-    elbo = elbo or Trace_ELBO()
+    if elbo is None:
+        first, _ = next(_batches(model, dataset, batch_size))
+        elbo = default_elbo(model, guide, first)
     set_plate_nesting(elbo, model)
     calls = math.ceil(len(dataset) / batch_size)
     captured = CapturedLoss(elbo, model, guide) if _use_compiled(engine, calls) else None

@@ -73,10 +73,10 @@ def refusal(argv: list, capsys) -> str:
     if isinstance(code, str):  # sys.exit(message): what the user sees on stderr
         assert "\n" not in code, code
         return code
-    # argparse: a usage block, then one "error:" line
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
-    assert len(errors) == 1, errors
-    return errors[0]
+    # argparse (pyrovae.arguments.Parser): exit status 2 and one line, with no usage block
+    lines = capsys.readouterr().err.splitlines()
+    assert code == 2 and len(lines) == 1, lines
+    return lines[0]
 
 
 def checkpoint(run_dir, name: str = "checkpoint.pt") -> dict:

@@ -6,6 +6,7 @@ import os
 import pytest
 import torch
 
+from pyrovae.checkpoint import first_sentence
 from tests.cli.invocation import QUICK, assert_one_line_error
 
 
@@ -32,6 +33,10 @@ def test_a_damaged_checkpoint_gives_one_line_naming_the_file_and_the_fix(run_cop
     completed = cli(*COMMANDS[command](run_copy))
     message = assert_one_line_error(completed, command)
     assert str(run_copy / "checkpoint.pt") in message
+    if damage is _truncate_to_half:  # torch's own reason, its first sentence whole
+        with pytest.raises(Exception) as torch_error:
+            torch.load(run_copy / "checkpoint.pt", weights_only=True)
+        assert f"({first_sentence(torch_error.value)}); " in message, message
     assert "checkpoint.prev.pt" in message and "move it to checkpoint.pt" in message, message
     assert outputs == {name: (run_copy / name).read_bytes() for name in outputs}
 
@@ -60,3 +65,23 @@ def test_a_checkpoint_that_would_run_code_is_refused_without_running_it(run_copy
         message = assert_one_line_error(completed, command)
         assert str(run_copy / "checkpoint.pt") in message and "cannot be read" in message, message
         assert not marker.exists(), f"{command} ran code from the checkpoint"
+
+
+MINIZ = ("PytorchStreamReader failed reading zip archive: failed finding central directory. This is an internal "
+         "miniz error. If you are seeing this error, there is a high likelihood that your checkpoint file is corrupted.")
+
+
+@pytest.mark.parametrize("text, expected", [
+    (MINIZ, "PytorchStreamReader failed reading zip archive: failed finding central directory"),
+    ("size mismatch for net.0.weight: copying a param with shape torch.Size([4, 2]) from checkpoint, the shape in "
+     "current model is torch.Size([3, 2]).", "size mismatch for net.0.weight: copying a param with shape "
+     "torch.Size([4, 2]) from checkpoint, the shape in current model is torch.Size([3, 2])"),
+    ("first line. Second sentence\nsecond line", "first line"),
+    ("ends at e.g. a dot in a sentence", "ends at e.g. a dot in a sentence"),
+], ids=["miniz", "long-sentence", "two-lines", "no-end"])
+def test_an_error_is_shortened_to_its_first_whole_sentence(text, expected):
+    assert first_sentence(RuntimeError(text)) == expected
+
+
+def test_an_empty_error_is_named_by_its_type():
+    assert first_sentence(EOFError()) == "EOFError"

@@ -16,7 +16,8 @@ FIGURES = ("samples.png", "reconstructions.png", "latents.png", "curves.png")
 
 
 def pixels(path):
-    return np.asarray(Image.open(path).convert("RGB"))
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def assert_drawn(path):
@@ -28,6 +29,7 @@ def assert_drawn(path):
 def test_a_run_writes_its_results_and_plots(trained_run):
     results = json.loads((trained_run.path / "results.json").read_text())
     assert results["num_importance_samples"] == 20
+    assert "Warning" not in trained_run.stderr, trained_run.stderr  # none that the user did not cause
     assert results["test_elbo"] <= results["test_log_likelihood"] + 0.5  # a bound, up to estimator noise
     for name in FIGURES:
         assert_drawn(trained_run.path / name)

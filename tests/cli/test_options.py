@@ -4,6 +4,7 @@ default; the guide, likelihood, objective and thread options reach what they nam
 import argparse
 import importlib.metadata
 import re
+import urllib.error
 
 import pytest
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
@@ -27,8 +28,8 @@ TRAIN_ERRORS = [
     (["--threads", "0"], "--threads must be at least 1, got 0"),
     (["--nll-samples", "-1"], "--nll-samples must be 0 or more, got -1"),
     (["--tsne-points", "-1"], "--tsne-points must be 0 or more, got -1"),
-    (["--guide", "gaussian"], "argument --guide: invalid choice: 'gaussian'"),
-    (["--preset", "huge"], "argument --preset: invalid choice: 'huge'"),
+    (["--guide", "gaussian"], "argument --guide: unknown guide 'gaussian' (one of: diagonal, flow, full)"),
+    (["--preset", "huge"], "argument --preset: unknown preset 'huge' (one of: burda, "),
     (["--objective", "variance", "--num-particles", "1"], "--objective variance needs --num-particles of at least 2"),
     (["--likelihood", "gaussian", "--binarize", "dynamic"], "likelihood 'gaussian' models intensities; pass --binarize none"),
 ]
@@ -57,8 +58,38 @@ def test_option_errors_reach_the_user_without_a_traceback(cli, tmp_path):
     completed = cli("train", "--out", tmp_path / "run", "--epochs", "0", *QUICK)
     assert "--epochs must be at least 1" in assert_one_line_error(completed, "train")
     completed = cli("train", "--guide", "gaussian")
-    assert completed.returncode == 2 and "Traceback" not in completed.stderr
-    assert "invalid choice: 'gaussian'" in completed.stderr.splitlines()[-1]
+    assert completed.returncode == 2 and completed.stderr.splitlines() == [
+        "pyrovae train: argument --guide: unknown guide 'gaussian' (one of: diagonal, flow, full)"]
+
+
+MISTAKES = [
+    (["train", "--model", "vea"], "pyrovae train: argument --model: unknown model 'vea'; did you mean 'vae'?"),
+    (["train", "--preset", "burdaa"], "pyrovae train: argument --preset: unknown preset 'burdaa'; did you mean 'burda'?"),
+    (["train", "--guide", "ful"], "pyrovae train: argument --guide: unknown guide 'ful'; did you mean 'full'?"),
+    (["train", "--model", "bernoulli-vae", "--relaxation", "step-logistc"],
+     "pyrovae train: argument --relaxation: unknown relaxation 'step-logistc'; did you mean 'step-logistic'"),
+    (["train", "--objective", "iwea"],
+     "pyrovae train: argument --objective: unknown objective 'iwea'; did you mean 'iwae'?"),
+    (["train", "--epcohs", "3"], "pyrovae train: unknown option --epcohs; did you mean --epochs? "
+                                 "(pyrovae train --help lists them)"),
+    (["train", "--nll-smaples=3"], "pyrovae train: unknown option --nll-smaples; did you mean --nll-samples"),
+    (["evaluate", "run", "--num-smaples", "3"], "pyrovae evaluate: unknown option --num-smaples; did you mean --num-samples?"),
+    (["trian"], "pyrovae: unknown command 'trian'; did you mean 'train'? (one of: train, evaluate, sample, plot, models)"),
+]
+
+
+@pytest.mark.parametrize("argv, expected", MISTAKES, ids=[" ".join(a) for a, _ in MISTAKES])
+def test_a_misspelt_name_or_option_is_one_line_from_its_command_with_the_closest_names(capsys, argv, expected):
+    with pytest.raises(SystemExit) as info:
+        pyrovae.cli.main(argv)
+    assert info.value.code == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), lines
+
+
+def test_a_name_with_no_close_match_lists_the_choices_without_a_guess(capsys):
+    message = refusal(["train", "--objective", "zzz"], capsys)
+    assert "did you mean" not in message and "unknown objective 'zzz' (one of: disarm, enum," in message
 
 
 def test_a_missing_data_set_names_every_path_searched(tmp_path, capsys, monkeypatch):
@@ -71,8 +102,24 @@ def test_a_missing_data_set_names_every_path_searched(tmp_path, capsys, monkeypa
     assert "'mnist' not found" in message
     for root in ("/nonexistent", str(empty), str(tmp_path / "cache")):
         assert root in message, root
-    assert "--data-dir" in message and "PYROVAE_DATA_DIR" in message
+    assert "--data-dir" in message and "PYROVAE_DATA_DIR" in message and "pass --download" in message
+    assert "download=True" not in message and "root=" not in message  # Python's words, not a CLI user's
     assert not (tmp_path / "run").exists()
+
+
+def test_a_download_without_internet_is_one_line_with_the_url_and_the_offline_way(tmp_path, capsys, monkeypatch):
+    def offline(url, download_root, filename, md5):
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", offline)
+    monkeypatch.delenv("PYROVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("PYROVAE_CACHE_DIR", str(tmp_path / "cache"))
+    message = refusal(["train", "--preset", "burda", "--download", "--out", tmp_path / "run", *QUICK], capsys)
+    assert message.startswith("pyrovae train: could not download 'mnist' from "
+                              "https://ossci-datasets.s3.amazonaws.com/mnist/train-images-idx3-ubyte.gz"), message
+    assert "pass --data-dir DIR or set PYROVAE_DATA_DIR" in message and "root=" not in message
+    assert capsys.readouterr().out == ""
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "run").exists()
 
 
 def _train_parser() -> argparse.ArgumentParser:

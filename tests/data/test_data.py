@@ -1,12 +1,14 @@
 import gzip
 import os
+import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from torchvision import datasets
 
-from pyrovae.data import Dataset, DatasetNotFoundError, cache_dir, load_dataset
+from pyrovae.data import Dataset, DatasetDownloadError, DatasetNotFoundError, cache_dir, load_dataset
 
 
 def idx_images(path):
@@ -46,7 +48,8 @@ def test_binarized_mnist_splits(data_dir):
         assert ds.x.shape == (count, 784)
         assert set(ds.x.unique().tolist()) == {0.0, 1.0}
         assert ds.y is None
-    first_row = (data_dir / "binarized_mnist" / "binarized_mnist_test.amat").open().readline().split()
+    with (data_dir / "binarized_mnist" / "binarized_mnist_test.amat").open() as handle:
+        first_row = handle.readline().split()
     assert ds.x[0].tolist() == [float(v) for v in first_row]
 
 
@@ -130,7 +133,11 @@ def test_missing_dataset_names_every_path(tmp_path, monkeypatch):
     message = str(info.value)
     for path in ("arg/MNIST/raw", "env/MNIST/raw", "cache/MNIST/raw"):
         assert path in message
-    assert "PYROVAE_DATA_DIR" in message and "download=True" in message
+    assert "PYROVAE_DATA_DIR" in message and "Pass root=..." in message and "pass download=True" in message
+    assert "--download" not in message and "--data-dir" not in message  # a Python caller has no flags
+    cli_message = info.value.for_cli()
+    assert "Pass --data-dir DIR" in cli_message and "pass --download" in cli_message
+    assert "download=True" not in cli_message and "root=" not in cli_message
     with pytest.raises(DatasetNotFoundError, match="binarized_mnist_test.amat"):
         load_dataset("binarized-mnist", "test", root=tmp_path / "arg")
 
@@ -231,3 +238,50 @@ def test_dequantization_adds_fresh_uniform_noise_within_each_level():
         assert abs(u.var().item() - 1 / 12) < 0.002
     assert (passes[0] != passes[1]).float().mean() > 0.999  # fresh noise on every pass
     assert torch.equal(deq.realize(seed=3).x, deq.realize(seed=3).x)
+
+
+def _download_that_fails_on_the_second_file(url, download_root, filename, md5):
+    """torchvision's per-file download, offline: the first file arrives (and is extracted), the second
+    is cut off after a few bytes, then the connection fails."""
+    raw = Path(download_root)
+    if filename == datasets.MNIST.resources[0][0]:
+        (raw / filename).write_bytes(b"gz")
+        (raw / os.path.splitext(filename)[0]).write_bytes(b"idx")
+        return
+    (raw / filename).write_bytes(b"partial")
+    raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["fresh-cache", "existing-folder"])
+def test_a_failed_download_names_the_url_and_the_offline_way_and_leaves_nothing(tmp_path, monkeypatch, existing):
+    monkeypatch.delenv("PYROVAE_DATA_DIR", raising=False)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("PYROVAE_CACHE_DIR", str(cache))
+    monkeypatch.setattr("torchvision.datasets.mnist.download_and_extract_archive", _download_that_fails_on_the_second_file)
+    if existing:  # a folder of the user's, with a file of theirs: both stay
+        (cache / "MNIST" / "raw").mkdir(parents=True)
+        (cache / "MNIST" / "raw" / "notes.txt").write_text("mine")
+    with pytest.raises(DatasetDownloadError) as info:
+        load_dataset("mnist", "train", download=True)
+    message = str(info.value)
+    second = datasets.MNIST.resources[1][0]
+    assert f"could not download 'mnist' from {datasets.MNIST.mirrors[0]}{second}" in message, message
+    assert "Temporary failure in name resolution" in message
+    assert "pass root=..." in message and "PYROVAE_DATA_DIR" in message and "--data-dir" not in message
+    assert "pass --data-dir DIR" in info.value.for_cli() and "root=" not in info.value.for_cli()
+    assert "\n" not in message
+    if existing:
+        assert [p.name for p in (cache / "MNIST" / "raw").iterdir()] == ["notes.txt"]
+    else:
+        assert not cache.exists()
+
+
+def test_a_download_from_an_unreachable_mirror_is_one_error_and_prints_nothing(tmp_path, monkeypatch, capsys):
+    # Port 9 (discard) on this machine: the connection is refused at once, no network is involved.
+    monkeypatch.setattr(datasets.MNIST, "mirrors", ["http://127.0.0.1:9/"])
+    monkeypatch.delenv("PYROVAE_DATA_DIR", raising=False)
+    monkeypatch.setenv("PYROVAE_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(DatasetDownloadError, match="from http://127.0.0.1:9/train-images-idx3-ubyte.gz"):
+        load_dataset("mnist", "test", root=tmp_path / "data", download=True)
+    assert not (tmp_path / "data").exists()
+    assert capsys.readouterr().out == ""

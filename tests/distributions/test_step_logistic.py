@@ -360,3 +360,57 @@ def test_makes_no_call_to_torchs_log_sigmoid_kernel():
     alpha = torch.full((16,), 0.7, requires_grad=True)
     counts = aten_op_counts(lambda: StepLogistic(alpha).log_prob(torch.linspace(-3, 3, 16)).sum().backward())
     assert sum(counts.values()) > 5 and not {op: n for op, n in counts.items() if "log_sigmoid" in op}
+
+
+def test_entropy_by_logits_equals_entropy_by_alpha():
+    # alpha = 2 sigmoid(a): the logits branch has its own closed form, which must agree.
+    logits = torch.tensor([-8.0, -1.0, 0.0, 0.7, 8.0], dtype=torch.float64)
+    torch.testing.assert_close(StepLogistic(logits=logits).entropy(),
+                               StepLogistic(2 * torch.sigmoid(logits)).entropy(), atol=1e-12, rtol=0)
+
+
+def test_an_expanded_distribution_validates_as_its_original_does():
+    nan = torch.tensor(float("nan"))
+    with pytest.raises(ValueError, match="support"):
+        StepLogistic(torch.tensor(0.5), validate_args=True).expand([3]).log_prob(nan)
+    assert StepLogistic(torch.tensor(0.5), validate_args=False).expand([3]).log_prob(nan).isnan().all()
+
+
+class ScaledStepLogistic(StepLogistic):
+    """A subclass with state of its own that expands through ``StepLogistic.expand(_instance=...)``,
+    as torch's distributions chain ``expand``."""
+
+    def __init__(self, alpha, scale):
+        self.scale = scale
+        super().__init__(alpha)
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(ScaledStepLogistic, _instance)
+        new.scale = self.scale
+        return super().expand(batch_shape, _instance=new)
+
+
+def test_a_subclass_expands_into_its_own_instance():
+    expanded = ScaledStepLogistic(torch.tensor(0.5), scale=3.0).expand([2])
+    assert type(expanded) is ScaledStepLogistic and expanded.scale == 3.0 and expanded.batch_shape == (2,)
+
+
+def test_the_logits_parameterisation_gives_the_halves_of_alpha():
+    logits = torch.tensor([-8.0, -1.0, 0.0, 0.7, 8.0], dtype=torch.float64)
+    for by_logits, by_alpha in zip(StepLogistic(logits=logits).halves(), StepLogistic(2 * torch.sigmoid(logits)).halves()):
+        torch.testing.assert_close(by_logits, by_alpha, atol=1e-12, rtol=1e-12)
+
+
+def test_zero_belongs_to_the_negative_half_as_in_hard_and_cdf():
+    d = StepLogistic(torch.tensor(0.5, dtype=torch.float64))
+    zero = torch.zeros((), dtype=torch.float64)
+    assert d.hard(zero) == 0.0
+    torch.testing.assert_close(d.log_prob(zero), torch.log(torch.tensor(1.5, dtype=torch.float64) / 4))
+
+
+def test_one_parameterisation_and_floating_point_logits_are_required():
+    for arguments in ({}, {"alpha": torch.tensor(0.5), "logits": torch.tensor(0.0)}):
+        with pytest.raises(ValueError, match="^StepLogistic takes exactly one of alpha and logits$"):
+            StepLogistic(**arguments)
+    with pytest.raises(TypeError, match="logits"):
+        StepLogistic(logits=torch.tensor(1))

@@ -21,10 +21,9 @@ import pyro
 import pyro.poutine as poutine
 import pytest
 import torch
-from pyro.infer import Trace_ELBO
 
 from pyrovae import registry
-from pyrovae.evaluate import input_spec
+from pyrovae.evaluate import default_elbo, input_spec
 from pyrovae.experiment import Experiment, build, build_model_and_guide
 from pyrovae.io import save_torch
 from pyrovae.nn import DATA_PLATE
@@ -58,7 +57,9 @@ def elbo_at_fixed_noise(model, guide, args, seed=11, **kwargs):
     model.eval(), guide.eval()
     pyro.set_rng_seed(seed)
     with torch.no_grad():
-        return Trace_ELBO(max_plate_nesting=model.max_plate_nesting).loss(model, guide, *args, **kwargs)
+        # TraceEnum_ELBO for a guide that enumerates a site: Trace_ELBO would sample it, and Pyro warn.
+        elbo = default_elbo(model, guide, args, max_plate_nesting=model.max_plate_nesting)
+        return elbo.loss(model, guide, *args, **kwargs)
 
 
 def weights(module):
