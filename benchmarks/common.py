@@ -79,17 +79,24 @@ def finished_runs(name: str, key: str, retry=lambda run: False, directory: Path 
     return kept
 
 
-def alternating_step_times(contenders: dict, batches: list, steps: int, warmup: int) -> dict[str, list[float]]:
+def alternating_step_times(contenders: dict, batches: list, steps: int, warmup: int,
+                           cpu_times: dict | None = None) -> dict[str, list[float]]:
     """Seconds of each of ``steps`` calls ``contenders[name](x)`` after ``warmup`` untimed ones, the
     contenders taking turns on each batch (cycling through ``batches``) so that machine load affects
-    them alike; pyrovae's per-batch data checks are off, as in training after the first batch."""
+    them alike; pyrovae's per-batch data checks are off, as in training after the first batch.
+    ``cpu_times``, if given, receives each call's CPU seconds on the calling thread (all of a step's
+    work at one torch thread), which other processes' load changes less than the wall clock."""
     times = {name: [] for name in contenders}
+    if cpu_times is not None:
+        cpu_times.update({name: [] for name in contenders})
     with pyro.settings.context(pyrovae_check_data=False):
         for i in range(warmup + steps):
             x = batches[i % len(batches)]
             for name, step in contenders.items():
-                began = time.perf_counter()
+                began, cpu_began = time.perf_counter(), time.thread_time()
                 step(x)
                 if i >= warmup:
                     times[name].append(time.perf_counter() - began)
+                    if cpu_times is not None:
+                        cpu_times[name].append(time.thread_time() - cpu_began)
     return times

@@ -7,15 +7,16 @@ networks, batch 100) trained on the bound
 
 (a) by pyrovae: ``TraceEnum_ELBO`` (objective ``enum``, the z terms from one sample) and
     ``TraceEnumMeanField_ELBO`` (``enum_meanfield``, the z terms as a closed-form KL), each through
-    the training engine ``pyrovae train`` uses (``engine="auto"``, which tries to capture and compile
-    the loss and falls back to the eager module engine when capture fails: Pyro's enumeration reads
-    a tensor's value in ``pyro/infer/util.py``) and through the eager module engine;
+    the training engine ``pyrovae train`` uses (``engine="auto"``: compiled for the preset's 100
+    epochs; enumeration is captured through :class:`~pyrovae.infer.dice.MaskFreeDice`, and a fallback
+    to eager would be named in the contender), through the captured engine (the same graph,
+    uncompiled) and through the eager module engine;
 (b) by a hand-written PyTorch loss of the same two estimators, with the same networks (its
     ``q(z|x,y)`` computes the image's share of the first layer once for all ten values of ``y``, as
     pyrovae's :class:`~pyrovae.nn.mixture.ConditionedEncoder` does), eager and under ``torch.compile``.
 All use Adam's fused kernel. Steps alternate between the contenders in one process; the median
-ms/step and its ratio to the hand-written loss of the same estimator are reported. Target (the
-compiled-engine issue): at most 1.05x.
+ms/step and its ratio to the hand-written eager loss of the same estimator are reported. Target
+(issue 19): pyrovae's default step at most 1.00x.
 
     python -m benchmarks.enumeration_step [--threads 1 2] [--steps 100]
 """
@@ -40,6 +41,7 @@ from pyrovae.experiment import Experiment, build_model_and_guide, build_objectiv
 from pyrovae.nn import mlp
 
 X_DIM, NUM_DATA = 784, 60000
+TARGET_RATIO = 1.0
 
 
 class PlainGMVAE(nn.Module):
@@ -133,10 +135,11 @@ def measure(threads: int, steps: int, warmup: int) -> list[dict]:
             default_step(batches[0])  # the first step tries the capture and, failing, warns
         fallback = next((str(w.message) for w in caught if "runs eagerly instead" in str(w.message)), None)
         label = f"pyrovae {objective} default (auto: {default}{', fell back to eager' if fallback else ''})"
-        module = f"pyrovae {objective} module (eager)"
+        module, captured = f"pyrovae {objective} module (eager)", f"pyrovae {objective} captured"
         contenders[label] = default_step
+        contenders[captured] = pyrovae_step(experiment, data, "captured", f"{objective}_captured")
         contenders[module] = pyrovae_step(experiment, data, "module", f"{objective}_module")
-        baseline_of.update(dict.fromkeys((plain, plain_compiled, label, module), plain))
+        baseline_of.update(dict.fromkeys((plain, plain_compiled, label, captured, module), plain))
         if fallback:
             print(f"{objective}: {fallback}")
     times = alternating_step_times(contenders, batches, steps, warmup)
@@ -158,10 +161,11 @@ def main() -> None:
     rows = [row for threads in args.threads for row in measure(threads, args.steps, args.warmup)]
     print_table(rows, ["threads", "contender", "ms_per_step", "p90_ms", "ratio_to_pytorch_eager"])
     defaults = [r for r in rows if "default" in r["contender"]]
-    met = all(r["ratio_to_pytorch_eager"] <= 1.05 for r in defaults)
-    print(f"target (pyrovae's default step <= 1.05x the hand-written loss of the same estimator): {'met' if met else 'NOT met'}")
+    met = all(r["ratio_to_pytorch_eager"] <= TARGET_RATIO for r in defaults)
+    print(f"target (pyrovae's default step <= {TARGET_RATIO:.2f}x the hand-written loss of the same estimator): "
+          f"{'met' if met else 'NOT met'}")
     path = save_results("enumeration_step", {"rows": rows, "steps": args.steps, "warmup": args.warmup,
-                                             "target_ratio": 1.05, "target_met": met}, args=args)
+                                             "target_ratio": TARGET_RATIO, "target_met": met}, args=args)
     print(f"wrote {path}")
 
 

@@ -7,7 +7,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO, config_enumerate
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from pyrovae.callbacks import Checkpoint
 from pyrovae.capture import CapturedLoss, CaptureError
@@ -154,38 +154,39 @@ def test_variance_loss_reports_its_particles_elbo_on_the_compiled_engine(digits)
     assert all(-80 < row["train_elbo"] < -10 for row in history.rows)
 
 
-class Mixture(torch.nn.Module):
+class BranchingModel(torch.nn.Module):
+    """A model that reads a tensor's value (``if loc > 0``): no graph can hold it."""
+
     max_plate_nesting = 1
 
     def __init__(self):
         super().__init__()
-        self.locs = torch.nn.Parameter(torch.tensor([-2.0, 0.0, 2.0]))
+        self.loc = torch.nn.Parameter(torch.tensor(0.5))
 
     def forward(self, x, num_data=None):
         with pyro.plate("data", x.shape[0]):
-            y = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
-            pyro.sample("x", dist.Normal(self.locs[y], 1.0), obs=x)
+            z = pyro.sample("z", dist.Normal(self.loc if self.loc > 0 else -self.loc, 1.0))
+            pyro.sample("x", dist.Normal(z, 1.0), obs=x)
 
 
-class MixtureGuide(torch.nn.Module):
+class BranchingGuide(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.net = torch.nn.Linear(1, 3)
+        self.loc = torch.nn.Parameter(torch.tensor(0.0))
 
-    @config_enumerate
     def forward(self, x, num_data=None):
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("y", dist.Categorical(logits=self.net(x.unsqueeze(-1))))
+            pyro.sample("z", dist.Normal(self.loc, 1.0))
 
 
-def test_uncapturable_enumeration_falls_back_to_eager_with_the_reason():
-    model, guide, where = Mixture(), MixtureGuide(), "pyro/infer/util.py"
+def test_uncapturable_loss_falls_back_to_eager_with_the_reason():
+    model, guide, where = BranchingModel(), BranchingGuide(), "test_compiled.py"
     x = torch.randn(20)
     with pytest.raises(CaptureError, match=where):
-        CapturedLoss(TraceEnum_ELBO(max_plate_nesting=1), model, guide, compile=False)((x,), 20)
+        CapturedLoss(Trace_ELBO(max_plate_nesting=1), model, guide, compile=False)((x,), 20)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        engine = CompiledEngine(model, guide, TraceEnum_ELBO(max_plate_nesting=1), lr=1e-2)
+        engine = CompiledEngine(model, guide, Trace_ELBO(max_plate_nesting=1), lr=1e-2)
         before = [p.detach().clone() for p in model.parameters()]
         loss, _ = engine.step((x,), 20)
     assert engine.fallback_reason is not None and where in engine.fallback_reason
