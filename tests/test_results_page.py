@@ -97,3 +97,23 @@ def test_benchmark_of_result_names():
     assert report.benchmark_of("dissertation") == "dissertation"
     assert report.benchmark_of("discrete_estimators") == "discrete_estimators"
     assert report.benchmark_of("zookeeper") is None
+
+
+def test_dissertation_runs_over_seeds_give_their_spread(tmp_path):
+    runs = [{"preset": "dissertation-fashion-8", "run": "step-logistic", "seed": seed, "settings": {}, "epochs": 12,
+             "trained_on": "elbo", "test_objective": value, "true_bound": value, "dead_units": dead,
+             "saturated_units": 0, "diverged": None, "minutes": 1.0, "curve": []}
+            for seed, value, dead in ((0, -280.0, 2), (1, -284.0, 0))]
+    summary = [{"preset": "dissertation-fashion-8", "run": "step-logistic", "settings": {}, "epochs": 12,
+                "seeds": [0, 1], "diverged_seeds": [],
+                "test_objective": {"mean": -282.0, "std": 2.8284, "min": -284.0, "max": -280.0},
+                "dead_units": {"mean": 1.0, "std": 1.4142, "min": 0, "max": 2}}]
+    _write(tmp_path, "dissertation", {"runs": runs, "summary": summary, "machine": MACHINE,
+                                      "budget": {"presets": ["dissertation-fashion-8"], "runs": ["step-logistic"],
+                                                 "seeds": [0, 1, 2]},
+                                      "command": "python -m benchmarks.dissertation --seeds 0 1 2"})
+    page = report.render(report.read_directory(tmp_path))
+    assert "| `dissertation-fashion-8` | step-logistic | 1 | elbo | 12 |" in page
+    assert ("| `dissertation-fashion-8` | step-logistic | 12 | 0, 1 | -282.00 ± 2.83 (-284.00 to -280.00) | - | - "
+            "| 1.00 ± 1.41 (0 to 2) | - |") in page
+    assert "Only 2 of the 3 runs of the command are recorded" in page
