@@ -19,6 +19,8 @@ logit's every gradient carries the factor :math:`\sigma(a)\sigma(-a) < 4.6 \cdot
 StepLogistic unit's KL, :math:`\mathrm{KL}(\mathrm{Bern}(\sigma(a)) \,\|\, \mathrm{Bern}(1/2))`, is
 within :math:`10^{-3}` of its cap :math:`\log 2`, so nothing pulls it back (Sadier-Gane 2020, §5.2,
 eq. 5.5). A dead unit costs up to :math:`\log 2` nats of KL per image and carries no information.
+The *saturated fraction* is the share of all (image, unit) logits beyond :math:`c`: how far the
+guide's logits have run off, which a unit being saturated for every image is the extreme of.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ class UnitActivity:
     activity: torch.Tensor
     #: Units whose logit exceeds the saturation threshold in absolute value for every image.
     saturated: torch.Tensor
+    #: The share of (image, unit) logits beyond the threshold, per unit.
+    saturated_fraction: torch.Tensor
 
     @property
     def dead(self) -> torch.Tensor:
@@ -68,12 +72,14 @@ def unit_activity(guide, data, batch_size: int = 1000, saturation_logit: float =
     probs, logits = torch.cat(probs), torch.cat(logits)
     # Two passes over the float64 probabilities: the variance of near-constant columns stays exact.
     activity = probs.double().var(dim=0, unbiased=False).to(probs.dtype)
-    return UnitActivity(activity, (logits.abs() > saturation_logit).all(dim=0))
+    beyond = logits.abs() > saturation_logit
+    return UnitActivity(activity, beyond.all(dim=0), beyond.to(probs.dtype).mean(dim=0))
 
 
 class DeadUnitsLog:
     """Per epoch, ``row["dead_units"]`` and ``row["saturated_units"]``: how many of the guide's units
-    are dead (:math:`A_u \\le 10^{-2}`) and saturated on ``data`` (the test set). Called as
+    are dead (:math:`A_u \\le 10^{-2}`) and saturated on ``data`` (the test set), and
+    ``row["saturated_logits"]``, the share of all its logits beyond the threshold. Called as
     ``log(epoch, row)``, the ``epoch_callback`` of :func:`pyrovae.train.fit`."""
 
     def __init__(self, guide, data, saturation_logit: float = SATURATION_LOGIT):
@@ -83,3 +89,4 @@ class DeadUnitsLog:
         stats = unit_activity(self.guide, self.data, saturation_logit=self.saturation_logit)
         row["dead_units"] = int(stats.dead.sum())
         row["saturated_units"] = int(stats.saturated.sum())
+        row["saturated_logits"] = float(stats.saturated_fraction.mean())

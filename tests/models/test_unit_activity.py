@@ -30,21 +30,24 @@ class TableGuide:
         return StepLogistic(logits=x @ LOGITS).to_event(1)
 
 
-def brute_force(logits: list[list[float]]) -> tuple[list[float], list[bool], list[bool]]:
-    """Activity Var_x(sigmoid(a_u(x))), dead (activity <= 0.01) and saturated (|a_u(x)| > 10 for all x), per unit."""
-    activity, saturated = [], []
+def brute_force(logits: list[list[float]]) -> tuple[list[float], list[bool], list[bool], list[float]]:
+    """Activity Var_x(sigmoid(a_u(x))), dead (activity <= 0.01), saturated (|a_u(x)| > 10 for all x) and the
+    share of images with |a_u(x)| > 10, per unit."""
+    activity, saturated, fraction = [], [], []
     for column in zip(*logits):
         probs = [1 / (1 + math.exp(-a)) for a in column]
         mean = sum(probs) / len(probs)
         activity.append(sum((p - mean) ** 2 for p in probs) / len(probs))
         saturated.append(all(abs(a) > 10 for a in column))
-    return activity, [a <= ACTIVITY_THRESHOLD for a in activity], saturated
+        fraction.append(sum(abs(a) > 10 for a in column) / len(column))
+    return activity, [a <= ACTIVITY_THRESHOLD for a in activity], saturated, fraction
 
 
 def test_dead_and_saturated_units_of_a_table_of_logits():
     stats = unit_activity(TableGuide(), torch.eye(len(LOGITS)), batch_size=4)
-    activity, dead, saturated = brute_force(LOGITS.tolist())
+    activity, dead, saturated, fraction = brute_force(LOGITS.tolist())
     assert torch.allclose(stats.activity, torch.tensor(activity), atol=1e-6)
+    assert torch.allclose(stats.saturated_fraction, torch.tensor(fraction)) and fraction[2] == 1.0
     assert stats.dead.tolist() == dead == [True, True, False, False, True]
     assert stats.saturated.tolist() == saturated == [True, False, True, False, False]
 
@@ -61,11 +64,12 @@ def test_the_epoch_log_counts_the_dead_units_of_a_trained_guide():
     x = torch.bernoulli(torch.full((200, 6), 0.5))
     with torch.no_grad():
         logits = guide.encoder(x)
-    _, dead, saturated = brute_force(logits.tolist())
+    _, dead, saturated, fraction = brute_force(logits.tolist())
     row = {}
     DeadUnitsLog(guide, x)(1, row)
     assert dead[:2] == [True, True] and saturated[:2] == [True, False]
-    assert row == {"dead_units": sum(dead), "saturated_units": sum(saturated)}
+    assert row == {"dead_units": sum(dead), "saturated_units": sum(saturated),
+                   "saturated_logits": pytest.approx(sum(fraction) / len(fraction))}
 
 
 def test_bad_arguments_are_refused():
