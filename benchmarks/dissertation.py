@@ -53,7 +53,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from benchmarks.common import RESULTS, finished_runs, print_table, save_results
+from benchmarks import common
+from benchmarks.common import RESULTS, print_table, save_results
 from benchmarks.zoo import parse_setting
 from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError, TrainingDivergedError
 from pyrovae.data import cache_dir
@@ -162,7 +163,8 @@ def run_one(preset: str, name: str, seed: int, args: argparse.Namespace) -> dict
         return result
     last = rows[-1]
     result.update(train_objective=-last["train_loss"], test_objective=last["test_elbo"],
-                  true_bound=last["true_bound"], dead_units=last["dead_units"], saturated_units=last["saturated_units"],
+                  true_bound=last["true_bound"], dead_units=last.get("dead_units"),
+                  saturated_units=last.get("saturated_units"), saturated_logits=last.get("saturated_logits"),
                   unit_activity=unit_activity(guide, test).activity.tolist())
     if model.z_dim <= MAX_UNITS:
         result["exact_log_likelihood"] = exact_log_likelihood(model, test).mean().item()
@@ -177,7 +179,7 @@ def run_one(preset: str, name: str, seed: int, args: argparse.Namespace) -> dict
 
 
 #: The per-epoch figures each run's curve keeps.
-CURVE = ("epoch", "train_loss", "test_elbo", "true_bound", "dead_units", "saturated_units")
+CURVE = ("epoch", "train_loss", "test_elbo", "true_bound", "dead_units", "saturated_units", "saturated_logits")
 #: The figures summarised over seeds.
 SUMMARISED = ("test_objective", "true_bound", "exact_log_likelihood", "dead_units", "saturated_units")
 
@@ -291,22 +293,25 @@ def main(argv: list[str] | None = None) -> None:
     selected = [(preset, name, seed) for seed in args.seeds for preset in args.presets for name in args.runs]
     same = lambda r, p, n, s: (r["preset"], r["run"], r.get("seed", 0), r.get("settings", {})) == (  # noqa: E731
         p, n, s, args.settings)
-    # The runs not selected now are kept; a selected run's entry is replaced by its new one.
-    results = finished_runs(args.output, "runs", retry=lambda r: any(same(r, *key) for key in selected))
     budget = {"presets": args.presets, "runs": args.runs, "seeds": args.seeds, "epochs": args.epochs,
               "settings": args.settings, "threads": args.threads}
+    command = benchmark_command(args, args.presets, args.runs, args.seeds, args.epochs)
+    done: list[dict] = []
 
-    def save() -> Path:
-        # After every run, so that a run stopped later keeps the finished ones.
-        # The command of this invocation; each run's entry has its own.
-        command = benchmark_command(args, args.presets, args.runs, args.seeds, args.epochs)
+    def save() -> tuple[Path, list[dict]]:
+        """Write this invocation's finished runs beside the others in the file, read again just before, so that
+        processes running other selections into the same output (one seed each, say) keep each other's
+        entries; a selected run's old entry is replaced by its new one."""
+        results = [r for r in recorded_runs(args.output) if not any(same(r, *key) for key in selected)] + done
+        # ``command`` is this invocation's; each run's entry has its own.
         return save_results(args.output, {"runs": results, "summary": seed_summary(results), "budget": budget,
-                                          "command": command})
+                                          "command": command}), results
 
     for preset, name, seed in selected:
-        results.append(run_one(preset, name, seed, args))
-        print_table(results[-1:], COLUMNS)
-        save()
+        done.append(run_one(preset, name, seed, args))
+        print_table(done[-1:], COLUMNS)
+        save()  # after every run, so that a run stopped later keeps the finished ones
+    path, results = save()
     for preset in args.presets:
         save_figure(curves_figure(results, preset), RESULTS / f"{args.output}-{preset}.png")
         if any("two_fours" in r for r in results if r["preset"] == preset):
@@ -314,7 +319,13 @@ def main(argv: list[str] | None = None) -> None:
             save_figure(posterior_means_figure(results, preset), RESULTS / f"{args.output}-{preset}-means.png")
     print()
     print_table(results, COLUMNS)
-    print(f"wrote {save()}")
+    print(f"wrote {path}")
+
+
+def recorded_runs(output: str) -> list[dict]:
+    """The runs already in ``results/<output>.json`` (none if there is no such file)."""
+    path = common.RESULTS / f"{output}.json"
+    return json.loads(path.read_text())["runs"] if path.exists() else []
 
 
 COLUMNS = ["preset", "run", "seed", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",

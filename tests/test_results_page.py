@@ -117,3 +117,8 @@ def test_dissertation_runs_over_seeds_give_their_spread(tmp_path):
     assert ("| `dissertation-fashion-8` | step-logistic | 12 | 0, 1 | -282.00 ± 2.83 (-284.00 to -280.00) | - | - "
             "| 1.00 ± 1.41 (0 to 2) | - |") in page
     assert "Only 2 of the 3 runs of the command are recorded" in page
+    assert "not a normalised density" not in page
+    runs[1]["likelihood"] = "bernoulli_cross_entropy"
+    _write(tmp_path, "dissertation", {"runs": runs, "machine": MACHINE})
+    page = report.render(report.read_directory(tmp_path))
+    assert "| `dissertation-fashion-8` | step-logistic* | 1 |" in page and "not a normalised density" in page

@@ -90,3 +90,11 @@ def test_grey_values_train_on_the_cross_entropy_only_when_it_is_named(tmp_path, 
     assert (run["likelihood"], run["binarize"]) == ("bernoulli_cross_entropy", None)
     assert "--set binarize=null --set likelihood=bernoulli_cross_entropy" in run["command"]
     assert (tmp_path / "runs" / "digits-step-logistic-binarize=null-likelihood=bernoulli_cross_entropy-seed0").is_dir()
+
+
+def test_processes_writing_one_output_keep_each_others_runs(tmp_path, monkeypatch):
+    _results(tmp_path / "a", tmp_path / "runs", "--epochs", "1", "--seeds", "0", monkeypatch=monkeypatch)
+    data = _results(tmp_path / "a", tmp_path / "runs", "--epochs", "1", "--seeds", "1", monkeypatch=monkeypatch)
+    assert [run["seed"] for run in data["runs"]] == [0, 1]
+    assert data["summary"][0]["seeds"] == [0, 1]
+    assert data["command"].endswith("--seeds 1 --epochs 1 --threads 1")
