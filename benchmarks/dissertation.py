@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
                         metavar="KEY=VALUE", help="a model or run setting over the preset's (repeatable), e.g. "
-                        "logit_bound=8")
+                        "centred_logits=true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="dissertation")

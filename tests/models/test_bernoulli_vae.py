@@ -287,7 +287,7 @@ def test_symmetric_power_trains_by_the_closed_form_kl_which_survives_samples_nea
 # Against dead units ------------------------------------------------------------------------------
 
 
-def test_centred_logits_are_standardised_over_the_batch_and_bounded_logits_stay_in_bounds():
+def test_centred_logits_are_standardised_over_the_batch():
     torch.manual_seed(0)
     model = BernoulliVAE(6, 3, "step-logistic", (5,))
     x = torch.bernoulli(torch.full((64, 6), 0.5))
@@ -304,16 +304,7 @@ def test_centred_logits_are_standardised_over_the_batch_and_bounded_logits_stay_
     with torch.no_grad():
         assert torch.equal(centred.posterior(x[:1]).base_dist.logits, centred.posterior(x).base_dist.logits[:1])
 
-    bounded = BernoulliLatentGuide(model, (5,), logit_bound=4.0)
-    with torch.no_grad():
-        bounded.encoder.head.logits.bias.fill_(40.0)
-        logits = bounded.posterior(x).base_dist.logits
-    torch.testing.assert_close(logits, 4.0 * torch.tanh(bounded.encoder(x) / 4.0))
-    assert (logits <= 4.0).all() and logits.max() > 3.9
 
-
-def test_logit_options_are_refused_where_there_are_no_logits():
-    with pytest.raises(ValueError, match="logit_bound and centred_logits apply to logits"):
+def test_centred_logits_are_refused_where_there_are_no_logits():
+    with pytest.raises(ValueError, match="centred_logits applies to logits"):
         BernoulliLatentGuide(BernoulliVAE(6, 3, "gaussian-sigmoid", (5,)), (5,), centred_logits=True)
-    with pytest.raises(ValueError, match="logit_bound must be positive"):
-        BernoulliLatentGuide(BernoulliVAE(6, 3, "step-logistic", (5,)), (5,), logit_bound=0.0)
