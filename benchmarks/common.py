@@ -30,9 +30,28 @@ def machine(device: str = "cpu") -> dict:
     }
 
 
-def save_results(name: str, results: dict) -> Path:
-    path = RESULTS / f"{name}.json"
-    write_json(path, {**results, "machine": machine()})
+#: Arguments that only locate files or choose what to skip, not what a run computes: left out of the
+#: recorded arguments, so that the printed command reproduces the numbers wherever the data lives.
+LOCATING = frozenset({"data_dir", "runs_dir", "resume", "retry_diverged", "force", "shard", "collect"})
+
+
+def recorded_arguments(args) -> dict:
+    """Every parsed argument that changed the run (``argparse.Namespace`` or dict), for the JSON:
+    ``benchmarks/report.py`` prints ``python -m benchmarks.<name>`` with them as the result's command."""
+    values = vars(args) if not isinstance(args, dict) else args
+    return {key: value for key, value in sorted(values.items()) if key not in LOCATING}
+
+
+def save_results(name: str, results: dict, args=None, directory: Path | None = None,
+                 benchmark: str | None = None) -> Path:
+    """Write ``<directory>/<name>.json`` atomically with the machine and, given ``args``, the arguments
+    of the run (:func:`recorded_arguments`); ``benchmark`` names the module that wrote it, for a file
+    whose name does not (``--output``)."""
+    path = Path(RESULTS if directory is None else directory) / f"{name}.json"
+    recorded = {"arguments": recorded_arguments(args)} if args is not None else {}
+    if benchmark is not None:
+        recorded["benchmark"] = benchmark
+    write_json(path, {**results, **recorded, "machine": machine()})
     return path
 
 
@@ -47,11 +66,11 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def finished_runs(name: str, key: str, retry=lambda run: False) -> list[dict]:
-    """Every run already in ``results/<name>.json`` under ``key`` (``--resume``), whatever the
-    selection of this invocation, so that saving the file again loses none; runs for which
+def finished_runs(name: str, key: str, retry=lambda run: False, directory: Path | None = None) -> list[dict]:
+    """Every run already in ``<directory>/<name>.json`` (default ``results/``) under ``key`` (``--resume``),
+    whatever the selection of this invocation, so that saving the file again loses none; runs for which
     ``retry(run)`` holds are left out, to be run again."""
-    path = RESULTS / f"{name}.json"
+    path = Path(RESULTS if directory is None else directory) / f"{name}.json"
     if not path.exists():
         return []
     runs = json.loads(path.read_text())[key]

@@ -29,6 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.page import Section, load_average, number, table
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -142,8 +144,39 @@ def main() -> None:
     print_table(rows, ["global_batch", "steps", "samples_per_s_1x1", "samples_per_s_2x1", "speedup",
                        "samples_per_s_independent", "ceiling_speedup"])
     path = save_results("ddp_scaling", {"rows": rows, "model": "vae/burda", "dataset": "mnist",
-                                        "load_average": os.getloadavg(), "target_speedup": 1.7})
+                                        "load_average": os.getloadavg(), "target_speedup": 1.7}, args=args)
     print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------- the results page
+
+def _render(data: dict) -> list[str]:
+    target = data.get("target_speedup")
+    rows = [[number(row["global_batch"]), number(row.get("steps")), number(row["samples_per_s_1x1"], 0),
+             number(row["samples_per_s_2x1"], 0), number(row["speedup"]),
+             "-" if target is None else ("met" if row["speedup"] >= target else "not met"),
+             number(row.get("samples_per_s_independent"), 0), number(row.get("ceiling_speedup"))]
+            for row in data["rows"]]
+    return [*table(["global batch", "steps", "samples/s, 1 x 1", "samples/s, 2 x 1", "speedup",
+                    f"target {number(target)}x", "samples/s, 2 independent", "ceiling"], rows),
+            f"Model `{data.get('model')}` on {data.get('dataset')}; median of alternating runs. \"2 independent\": two "
+            "single-process trainings at half the batch, timed in the same window with no communication (their "
+            "samples/s added): the most any 2-process scheme gets from this machine. No paper number."
+            + load_average(data), ""]
+
+
+def _arguments(data: dict) -> tuple[dict, list[str]]:
+    rows = [row for row in data.get("rows", []) if isinstance(row, dict)]
+    sizes = [row["global_batch"] for row in rows if "global_batch" in row]
+    repeats = {len(row["runs_1x1"]) for row in rows if isinstance(row.get("runs_1x1"), list)}
+    return ({"batch_sizes": sizes or None, "repeats": repeats.pop() if len(repeats) == 1 else None},
+            ["`--min-samples`, `--steps` and `--warmup` (each row records the steps it took, not the arguments "
+             "that set them)"])
+
+
+SECTION = Section(
+    "Data-parallel scaling", "Training samples per second of 2 processes x 1 thread (torchrun, gloo) over 1 "
+    "process x 1 thread, at the same global batch.", _render, arguments=_arguments, order=95)
 
 
 if __name__ == "__main__":

@@ -9,29 +9,46 @@ relaxation stands for:
 
 * ``true_bound``: the test ELBO with hard latents (:class:`pyrovae.infer.TrueDiscreteBound`, nats);
 * ``nll``: test -log p(x), importance-sampled with hard latents from the guide's Bernoulli
-  (``--nll-samples`` proposals on the first ``--nll-examples`` test images), and the true bound on
-  those images (100 particles), for comparison;
+  (``--nll-samples`` proposals on the whole test set, or on a random subset of ``--test-subset``
+  images drawn with ``--subset-seed``, whose sampling error is recorded), and the true bound on
+  those images, for comparison;
+* ``final_true_bound``: the true bound on the whole test set with ``--bound-particles`` particles per
+  image, evaluated ``--bound-repeats`` times: their mean and its standard error (the per-epoch
+  ``true_bound`` of the curve is a one-particle estimate);
 * ``encoder_snr`` / ``encoder_variance``: mean per-element SNR and variance of the guide's gradient
   over ``--draws`` redraws on one training batch of 50 (:func:`pyrovae.infer.gradient_statistics`;
   the encoder only: ``reinforce``'s NVIL baseline network is held fixed);
 * ``ms_per_step`` (median over epochs of seconds per epoch / steps) and the epochs trained.
 
-Anchors: test -log p(x) from Yin & Zhou 2019 (ARM), Table 2, trained to convergence (about 1,000s
-of epochs); the budget here is far smaller, and the table says so.
+Anchors: test -log p(x) from Yin & Zhou 2019 (ARM), Table 2 (``pyrovae/references.json``), trained to
+convergence (about 1,000s of epochs); the budget here is far smaller, and the table says so.
+
+The runs split across processes: ``--shard i/n`` runs every n-th run from the i-th (counting from 0)
+and writes its rows to a shard file under ``<cache>/benchmarks/discrete_estimators/``; once every
+shard is done, the same command with ``--collect`` instead of ``--shard`` merges them into
+``benchmarks/results/<output>.json`` (refusing shards of other arguments or missing ones).
 
     python -m benchmarks.discrete_estimators [--epochs 5] [--models linear nonlinear] [--relaxations ...]
+    python -m benchmarks.discrete_estimators --epochs 3 --shard 0/2 &  python -m benchmarks.discrete_estimators --epochs 3 --shard 1/2
+    python -m benchmarks.discrete_estimators --epochs 3 --collect
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from benchmarks.common import finished_runs, print_table, save_results
+from benchmarks.common import finished_runs, print_table, recorded_arguments, save_results
+from benchmarks.page import Section, budget_sentence, cell, difference, number, preset_epochs, table, with_error
+from pyrovae import references
 from pyrovae.checkpoint import TrainingDivergedError
+from pyrovae.data import cache_dir
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
 from pyrovae.experiment import Experiment, build
 from pyrovae.infer import TrueDiscreteBound, gradient_statistics
@@ -40,11 +57,8 @@ from pyrovae.registry import get
 from pyrovae.relaxations import RELAXATIONS
 from pyrovae.train import fit
 
-#: Yin & Zhou 2019, Table 2: test -log p(x) (nats) on statically binarized MNIST.
-ANCHORS = {
-    "linear": {"REINFORCE": 164.0, "NVIL": 113.1, "Concrete": 107.3, "REBAR": 107.7, "ARM": 107.2},
-    "nonlinear": {"REINFORCE": 114.6, "NVIL": 102.2, "MuProp": 99.1, "Concrete": 99.6, "REBAR": 101.4, "ARM": 98.4},
-}
+#: Yin & Zhou 2019, Table 2: test -log p(x) (nats) on statically binarized MNIST, ``{model: {estimator: value}}``.
+ANCHORS = references.estimator_table("yin-zhou2019/")
 #: The paper's row each of ours corresponds to (DisARM improves on ARM with the same two evaluations).
 PAPER_ROW = {"reinforce": "NVIL", "concrete": "Concrete", "disarm": "ARM"}
 PRESETS = {"linear": "arm-linear", "nonlinear": "arm-nonlinear"}
@@ -81,23 +95,93 @@ def run_one(architecture: str, relaxation: str, args) -> dict:
     minutes = (time.perf_counter() - start) / 60
     steps = -(-len(train) // experiment.run.batch_size)
     model.eval(), guide.eval()
-    subset = test.subset(args.nll_examples)
-    nll = -importance_log_likelihood(Discretized(model), Discretized(guide), subset,
-                                     num_samples=args.nll_samples, engine="eager")
-    subset_bound = mean_elbo(model, guide, subset, TrueDiscreteBound(num_particles=100, max_plate_nesting=1))
+    subset = test_subset(test, args.test_subset, args.subset_seed)
+    log_px = importance_log_likelihood(Discretized(model), Discretized(guide), subset,
+                                       num_samples=args.nll_samples, engine="eager", per_example=True)
+    nll = -log_px.mean().item()
+    # The error of the subset's mean as an estimate of the whole test set's (none for the whole set).
+    nll_sampling_error = (log_px.std().item() / len(subset) ** 0.5 if len(subset) < len(test) else None)
+    bound, bound_error = true_bound(model, guide, test, args.bound_particles, args.bound_repeats)
+    subset_bound, subset_bound_error = (true_bound(model, guide, subset, args.bound_particles, args.bound_repeats)
+                                        if len(subset) < len(test) else (None, None))
     stats = encoder_gradient_statistics(model, guide, objective, (train.x[: experiment.run.batch_size],), args.draws)
     last = history.rows[-1]
     paper = PAPER_ROW.get(relaxation)
     return {
         "model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
-        "epochs": len(history.rows), "minutes": minutes, "nll_budget": f"K={args.nll_samples}, first {len(subset)} test images",
+        "epochs": len(history.rows), "minutes": minutes, "nll_samples": args.nll_samples,
+        "test_images": len(subset), "subset_seed": args.subset_seed if len(subset) < len(test) else None,
         "ms_per_step": 1e3 * statistics.median(row["seconds"] for row in history.rows) / steps,
         "train_objective": -last["train_loss"], "test_objective": last["test_elbo"],
-        "true_bound": last["true_bound"], "nll": nll, "nll_subset_true_bound": subset_bound,
+        "true_bound": last["true_bound"], "final_true_bound": bound, "final_true_bound_error": bound_error,
+        "bound_particles": args.bound_particles, "nll": nll, "nll_sampling_error": nll_sampling_error,
+        "nll_subset_true_bound": subset_bound, "nll_subset_true_bound_error": subset_bound_error,
         "encoder_snr": stats["mean_snr"], "encoder_variance": stats["mean_variance"],
         "paper": paper, "paper_nll": ANCHORS[architecture].get(paper),
         "curve": [{k: row[k] for k in ("epoch", "train_loss", "test_elbo", "true_bound")} for row in history.rows],
     }
+
+
+def test_subset(test, size: int | None, seed: int):
+    """The whole test set, or ``size`` of its images drawn at random (without replacement) with ``seed``."""
+    if size is None or size >= len(test):
+        return test
+    generator = torch.Generator().manual_seed(seed)
+    return test.subset(torch.randperm(len(test), generator=generator)[:size].sort().values)
+
+
+def true_bound(model, guide, data, particles: int, repeats: int) -> tuple[float, float]:
+    """The true bound on ``data`` with ``particles`` particles per image, evaluated ``repeats`` times on
+    fresh noise: the mean of the repeats and its Monte Carlo standard error."""
+    objective = TrueDiscreteBound(num_particles=particles, max_plate_nesting=1)
+    values = [mean_elbo(model, guide, data, objective) for _ in range(repeats)]
+    return statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
+
+
+def shard(text: str) -> tuple[int, int]:
+    """``i/n``: the i-th (from 0) of n shards."""
+    index, sep, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        index = count = -1
+    if not sep or count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"--shard takes i/n with 0 <= i < n, got {text!r}")
+    return index, count
+
+
+def shard_directory() -> Path:
+    return cache_dir() / "benchmarks" / "discrete_estimators"
+
+
+def shard_name(output: str, index: int, count: int) -> str:
+    return f"{output}.shard-{index}-of-{count}"
+
+
+def collect(args) -> Path:
+    """Merge the shard files of ``args`` (same arguments, every shard present) into ``results/<output>.json``,
+    the runs in the order one process would have run them."""
+    wanted = recorded_arguments(args)
+    found = sorted(shard_directory().glob(f"{args.output}.shard-*-of-*.json"))
+    if not found:
+        sys.exit(f"error: no shard of {args.output!r} in {shard_directory()}: run with --shard i/n first")
+    shards = [json.loads(path.read_text()) for path in found]
+    count = shards[0]["shard"][1]
+    mismatched = [path.name for path, data in zip(found, shards)
+                  if data.get("arguments") != wanted or data["shard"][1] != count]
+    if mismatched:
+        sys.exit(f"error: shards {', '.join(mismatched)} were run with other arguments than this command's "
+                 f"({json.dumps(wanted)}); rerun them or collect with their arguments")
+    missing = sorted(set(range(count)) - {data["shard"][0] for data in shards})
+    if missing:
+        sys.exit(f"error: shards {', '.join(f'{i}/{count}' for i in missing)} of {args.output!r} are not done yet")
+    order = {run: position for position, run in enumerate(selected_runs(args))}
+    rows = sorted((row for data in shards for row in data["rows"]), key=lambda r: order[(r["model"], r["relaxation"])])
+    return save_results(args.output, {"rows": rows, "shards": count}, args=args, benchmark="discrete_estimators")
+
+
+def selected_runs(args) -> list[tuple[str, str]]:
+    return [(architecture, relaxation) for architecture in args.models for relaxation in args.relaxations]
 
 
 def main() -> None:
@@ -108,34 +192,147 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--relaxations", nargs="+", default=list(RELAXATIONS), choices=list(RELAXATIONS))
     parser.add_argument("--nll-samples", type=int, default=5000)
-    parser.add_argument("--nll-examples", type=int, default=500)
+    parser.add_argument("--test-subset", type=int, default=None,
+                        help="estimate -log p(x) on this many test images drawn at random (default: all of them)")
+    parser.add_argument("--subset-seed", type=int, default=0, help="seed of the --test-subset draw")
+    parser.add_argument("--bound-particles", type=int, default=10,
+                        help="particles per image of the final true bound on the whole test set")
+    parser.add_argument("--bound-repeats", type=int, default=4,
+                        help="evaluations of the final true bound, for its Monte Carlo standard error (at least 2)")
     parser.add_argument("--draws", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="discrete_estimators", help="results/<name>.json")
     parser.add_argument("--resume", action="store_true", help="keep the runs already in the output file and skip them")
     parser.add_argument("--retry-diverged", action="store_true", help="with --resume, run the diverged runs again")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--shard", type=shard, default=None, metavar="I/N",
+                       help="run every N-th run from the I-th into a shard file (then --collect)")
+    split.add_argument("--collect", action="store_true", help="merge the finished shards into results/<output>.json")
     args = parser.parse_args()
+    if args.bound_repeats < 2:
+        parser.error(f"--bound-repeats must be at least 2 for a standard error, got {args.bound_repeats}")
+    if args.collect:
+        print(f"wrote {collect(args)}")
+        return
     torch.set_num_threads(args.threads)
-    selected = lambda r: r["model"] in args.models and r["relaxation"] in args.relaxations  # noqa: E731
-    rows = finished_runs(args.output, "rows", lambda r: args.retry_diverged and "diverged" in r and selected(r)) \
-        if args.resume else []
-    for architecture in args.models:
-        for relaxation in args.relaxations:
-            if any(r["model"] == architecture and r["relaxation"] == relaxation for r in rows):
-                continue
-            rows.append(run_one(architecture, relaxation, args))
-            print_table(rows[-1:], COLUMNS)
-            save_results(args.output, {"rows": rows, "anchors": ANCHORS, "budget": vars(args), "command": COMMAND})
+    runs = selected_runs(args)
+    directory, name, extra = None, args.output, {}
+    if args.shard is not None:
+        index, count = args.shard
+        runs = runs[index::count]
+        directory, name, extra = shard_directory(), shard_name(args.output, index, count), {"shard": [index, count]}
+    chosen = set(runs)
+    rows = finished_runs(name, "rows", lambda r: args.retry_diverged and "diverged" in r
+                         and (r["model"], r["relaxation"]) in chosen, directory) if args.resume else []
+    for architecture, relaxation in runs:
+        if any(r["model"] == architecture and r["relaxation"] == relaxation for r in rows):
+            continue
+        rows.append(run_one(architecture, relaxation, args))
+        print_table(rows[-1:], COLUMNS)
+        save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
     print()
     print_table(rows, COLUMNS)
-    path = save_results(args.output, {"rows": rows, "anchors": ANCHORS, "budget": vars(args), "command": COMMAND})
-    print(f"wrote {path}")
+    path = save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
+    print(f"wrote {path}" + ("; when every shard is done: the same command with --collect instead of --shard"
+                             if args.shard is not None else ""))
 
 
-COLUMNS = ["model", "relaxation", "diverged", "epochs", "true_bound", "nll_subset_true_bound", "nll", "paper", "paper_nll", "encoder_snr",
-           "encoder_variance", "ms_per_step", "minutes"]
-COMMAND = "python -m benchmarks.discrete_estimators"
+COLUMNS = ["model", "relaxation", "diverged", "epochs", "final_true_bound", "nll_subset_true_bound", "nll", "paper",
+           "paper_nll", "encoder_snr", "encoder_variance", "ms_per_step", "minutes"]
+
+
+# ------------------------------------------------------------------------------- the results page
+
+def _images(row: dict, data: dict) -> str:
+    """The test images of a row's -log p(x), as recorded (older files: the first --nll-examples)."""
+    if isinstance(row.get("test_images"), int):
+        seed = row.get("subset_seed")
+        return (f"all {row['test_images']:,} test images" if seed is None
+                else f"{row['test_images']:,} test images drawn at random with seed {seed}")
+    recorded = data.get("budget") or {}
+    return f"the first {recorded.get('nll_examples', '?')} test images"
+
+
+def _bound(row: dict) -> str:
+    """The row's test true bound: the final many-particle one with its error, else the last epoch's one-particle one."""
+    if "final_true_bound" in row:
+        return with_error(row["final_true_bound"], row.get("final_true_bound_error"))
+    return number(row.get("true_bound")) + " (1 particle)"
+
+
+def _rows(data: dict) -> list[list[str]]:
+    rows = []
+    for row in data["rows"]:
+        paper = PAPER_ROW.get(row["relaxation"])
+        paper_nll = ANCHORS.get(row["model"], {}).get(paper)
+        if row.get("diverged"):
+            rows.append([cell(row["model"]), cell(row["relaxation"]), cell(row.get("objective")), "0",
+                         f"diverged: {row['diverged']}", "-", "-", "-", cell(paper), number(paper_nll), "-", "-", "-"])
+            continue
+        rows.append([cell(row["model"]), cell(row["relaxation"]), cell(row.get("objective")), number(row.get("epochs")),
+                     _bound(row), with_error(row.get("nll_subset_true_bound"), row.get("nll_subset_true_bound_error")),
+                     with_error(row["nll"], row.get("nll_sampling_error")), cell(_images(row, data)), cell(paper),
+                     number(paper_nll), difference(row["nll"], paper_nll), number(row.get("encoder_snr"), 3),
+                     number(row.get("ms_per_step"), 1)])
+    return rows
+
+
+HEADERS = ["model", "relaxation", "objective", "epochs", "true bound (test)", "true bound (NLL images)", "test NLL",
+           "NLL images", "paper row", "paper NLL (Yin & Zhou 2019)", "NLL - paper", "encoder SNR", "ms/step"]
+
+
+def _explanation(data: dict) -> list[str]:
+    recorded = data.get("arguments") or data.get("budget") or {}
+    return [f"NLL: importance-sampled -log p(x) of the discrete model with {recorded.get('nll_samples', '?')} "
+            "proposals, on the images its column names (± the sampling error of a random subset's mean); true "
+            "bounds in nats (higher is better), ± their Monte Carlo standard error where recorded, \"1 particle\" "
+            "where only the last epoch's one-particle estimate is recorded. SNR: mean per-element |E g| / sd(g) of "
+            f"the encoder's gradient over {recorded.get('draws', '?')} draws. The Concrete row is the relaxation of "
+            "Maddison et al. 2017, as Yin & Zhou 2019 report it.", ""]
+
+
+def _budgets(data: dict) -> list[str]:
+    lines = []
+    for model in sorted({row["model"] for row in data["rows"]}):
+        epochs = max(row.get("epochs", 0) for row in data["rows"] if row["model"] == model)
+        preset = PRESETS.get(model)
+        source_epochs = preset_epochs("bernoulli-vae", preset) if preset else None
+        lines.append(f"- {model}: " + budget_sentence(epochs, source_epochs, f"the `bernoulli-vae/{preset}` preset"))
+    return lines + [""]
+
+
+def _render(data: dict) -> list[str]:
+    lines = [*table(HEADERS, _rows(data)), *_explanation(data)]
+    recorded = data.get("arguments") or data.get("budget") or {}
+    expected = len(recorded.get("models") or []) * len(recorded.get("relaxations") or [])
+    if expected and len(data["rows"]) < expected:
+        lines += [f"Only {len(data['rows'])} of the {expected} runs of the command are recorded: the benchmark was "
+                  "still running or was stopped when this JSON was written.", ""]
+    architectures = sorted(ANCHORS)
+    estimators = sorted({name for values in ANCHORS.values() for name in values})
+    lines += ["Yin & Zhou 2019, Table 2: test -log p(x) in nats, after training to convergence:", ""]
+    lines += table(["estimator", *architectures],
+                   [[name, *(number(ANCHORS[a].get(name), 1) for a in architectures)] for name in estimators])
+    return lines + _budgets(data)
+
+
+def _summary(data: dict) -> list[str]:
+    return [*table(HEADERS, _rows(data)), *_explanation(data), *_budgets(data)]
+
+
+def _arguments(data: dict) -> tuple[dict, list[str]]:
+    """An older file's ``budget``: its ``--nll-examples N`` (the first N test images) is no longer an option."""
+    budget = dict(data.get("budget") or {})
+    examples = budget.pop("nll_examples", None)
+    return budget, ([f"`--nll-examples {examples}` (the first {examples} test images, an option since replaced by "
+                     "a seeded random `--test-subset`)"] if examples is not None else [])
+
+
+SECTION = Section(
+    "Bernoulli-latent estimators", "Every relaxation and estimator pyrovae trains 200 Bernoulli latents with, on "
+    "statically binarized MNIST with the linear and nonlinear models of Tucker et al. 2017, beside the test "
+    "-log p(x) of Yin & Zhou 2019, Table 2.", _render, _summary, _arguments, order=30)
 
 if __name__ == "__main__":
     main()

@@ -55,6 +55,7 @@ from matplotlib.figure import Figure
 
 from benchmarks import common
 from benchmarks.common import RESULTS, print_table, save_results
+from benchmarks.page import Section, budget_sentence, cell, number, preset_epochs, table
 from benchmarks.zoo import parse_setting
 from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError, TrainingDivergedError
 from pyrovae.data import cache_dir
@@ -211,8 +212,8 @@ def seed_summary(results: list[dict]) -> list[dict]:
 def curves_figure(results: list[dict], preset: str) -> Figure:
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
-    for number, result in enumerate(r for r in results if r["preset"] == preset and r["curve"]):
-        colour, name = f"C{number % 10}", f"{result['run']} (seed {result.get('seed', 0)})"
+    for index, result in enumerate(r for r in results if r["preset"] == preset and r["curve"]):
+        colour, name = f"C{index % 10}", f"{result['run']} (seed {result.get('seed', 0)})"
         epochs = [row["epoch"] for row in result["curve"]]
         ax.plot(epochs, [-row["train_loss"] for row in result["curve"]], color=colour,
                 label=f"{name}: training objective")
@@ -272,7 +273,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="run every (preset, run) with each seed")
     parser.add_argument("--presets", nargs="+", default=["dissertation-8", "dissertation-fashion-8"])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
+    parser.add_argument("--set", dest="settings", type=parse_setting, nargs="+", action="extend", default=[],
                         metavar="KEY=VALUE", help="a model or run setting over the preset's (repeatable), e.g. "
                         "centred_logits=true")
     parser.add_argument("--threads", type=int, default=1)
@@ -293,9 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     selected = [(preset, name, seed) for seed in args.seeds for preset in args.presets for name in args.runs]
     same = lambda r, p, n, s: (r["preset"], r["run"], r.get("seed", 0), r.get("settings", {})) == (  # noqa: E731
         p, n, s, args.settings)
-    budget = {"presets": args.presets, "runs": args.runs, "seeds": args.seeds, "epochs": args.epochs,
-              "settings": args.settings, "threads": args.threads}
-    command = benchmark_command(args, args.presets, args.runs, args.seeds, args.epochs)
+    # This invocation's arguments; each run's entry records its own command, which the page prints.
+    arguments = {"presets": args.presets, "runs": args.runs, "seeds": args.seeds, "epochs": args.epochs,
+                 "threads": args.threads, "set": [f"{k}={setting_text(v)}" for k, v in sorted(args.settings.items())],
+                 "output": args.output}
     done: list[dict] = []
 
     def save() -> tuple[Path, list[dict]]:
@@ -303,9 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         processes running other selections into the same output (one seed each, say) keep each other's
         entries; a selected run's old entry is replaced by its new one."""
         results = [r for r in recorded_runs(args.output) if not any(same(r, *key) for key in selected)] + done
-        # ``command`` is this invocation's; each run's entry has its own.
-        return save_results(args.output, {"runs": results, "summary": seed_summary(results), "budget": budget,
-                                          "command": command}), results
+        return save_results(args.output, {"runs": results, "summary": seed_summary(results)}, args=arguments,
+                            benchmark="dissertation"), results
 
     for preset, name, seed in selected:
         done.append(run_one(preset, name, seed, args))
@@ -330,6 +331,93 @@ def recorded_runs(output: str) -> list[dict]:
 
 COLUMNS = ["preset", "run", "seed", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",
            "dead_units", "saturated_units", "diverged", "minutes"]
+
+# ------------------------------------------------------------------------------- the results page
+
+#: Likelihoods whose "log p(x)" is no log-likelihood (:class:`pyrovae.nn.likelihoods.BernoulliCrossEntropy`).
+UNNORMALISED_LIKELIHOODS = ("bernoulli_cross_entropy",)
+
+
+def _settings_note(run: dict) -> str:
+    note = "".join(f" ({key}={value})" for key, value in sorted((run.get("settings") or {}).items()))
+    return note + ("*" if run.get("likelihood") in UNNORMALISED_LIKELIHOODS else "")
+
+
+def _spread(figure: dict | None) -> str:
+    if not figure:
+        return "-"
+    spread = f" ± {number(figure['std'])}" if figure.get("std") is not None else ""
+    return f"{number(figure['mean'])}{spread} ({number(figure['min'])} to {number(figure['max'])})"
+
+
+def _render(data: dict) -> list[str]:
+    rows, diverged = [], []
+    for run in data["runs"]:
+        losses = run.get("reconstruction_loss_of_two_fours")
+        rows.append([f"`{run['preset']}`", cell(run["run"]) + _settings_note(run), number(run.get("seed", 0)),
+                     cell(run.get("trained_on")), number(run.get("epochs")),
+                     number(run.get("train_objective")), number(run.get("test_objective")), number(run.get("true_bound")),
+                     number(run.get("exact_log_likelihood")),
+                     ", ".join(number(x, 1) for x in losses) if isinstance(losses, list) else "-",
+                     number(run.get("dead_units")), number(run.get("saturated_units")),
+                     "yes" if run.get("diverged") else "no", number(run.get("minutes"), 1)])
+        if run.get("diverged"):
+            diverged.append(f"- `{run['preset']}` {run['run']} (seed {run.get('seed', 0)}): {cell(run['diverged'])}")
+    lines = table(["preset", "run", "seed", "trained on", "epochs", "training objective", "test objective",
+                   "true bound (test)", "exact log p(x) (test)", "-log p(x|z_d) of two 4s (Table 5.2)",
+                   "dead units", "saturated units", "diverged", "minutes"], rows)
+    summary = [entry for entry in data.get("summary") or [] if len(entry["seeds"]) > 1]
+    if summary:
+        figures = ("test_objective", "true_bound", "exact_log_likelihood", "dead_units")
+        lines += ["Over seeds: mean ± sample standard deviation (least to greatest).", ""]
+        lines += table(["preset", "run", "epochs", "seeds", "test objective", "true bound (test)",
+                        "exact log p(x) (test)", "dead units", "diverged seeds"],
+                       [[f"`{entry['preset']}`", cell(entry["run"]) + _settings_note(entry),
+                         number(entry["epochs"]), ", ".join(map(str, entry["seeds"])),
+                         *(_spread(entry.get(figure)) for figure in figures),
+                         ", ".join(map(str, entry["diverged_seeds"])) or "-"] for entry in summary])
+    lines.append("Nats per image (higher is better, except the reconstruction losses). The true bound is the ELBO of "
+                 "the discrete model; the exact log-likelihood sums over all 2^8 latent states (not for 56-D). "
+                 "A dead unit's posterior probability varies by at most 0.01 in variance over the test set "
+                 "(Burda et al. 2016); a saturated one has |logit| > 10 for every test image "
+                 "(`pyrovae.unit_activity`). "
+                 "The concrete run is the binary Concrete relaxation of Maddison et al. 2017.")
+    if any(run.get("likelihood") in UNNORMALISED_LIKELIHOODS for run in data["runs"]):
+        lines += ["", "\\* Trained and scored on grey values with the dissertation's Bernoulli cross-entropy "
+                  "(Sadier-Gane 2020, eq. 3.3), which is not a normalised density: its bounds and its \"exact "
+                  "log p(x)\" are not log-likelihoods, and compare only with runs on the same data."]
+    lines += [""]
+    if diverged:
+        lines += ["Diverged runs:", "", *diverged, ""]
+    commands = list(dict.fromkeys(run["command"] for run in data["runs"] if isinstance(run.get("command"), str)))
+    legacy = sum(not isinstance(run.get("command"), str) for run in data["runs"])
+    if commands or legacy:
+        lines += ["Commands of the runs:", "", *(f"- `{command}`" for command in commands)]
+        if legacy:
+            lines.append(f"- {legacy} runs were written before each run recorded its command, by an older "
+                         "`--seed` version of this script (its arguments are the JSON's `budget`)")
+        lines += [""]
+    recorded = data.get("arguments") or data.get("budget") or {}
+    expected = (len(recorded.get("presets") or []) * len(recorded.get("runs") or [])
+                * len(recorded.get("seeds") or [0]))
+    if expected and len(rows) < expected:
+        lines += [f"Only {len(rows)} of the {expected} runs of the command are recorded: the benchmark was still "
+                  "running or was stopped when this JSON was written.", ""]
+    lines += ["The dissertation's own values (Table 5.2, Figs. 4.6-4.8) are not recorded in the JSON or in this "
+              "repository, so no source value is printed beside these rows.", ""]
+    for preset in sorted({run["preset"] for run in data["runs"]}):
+        epochs = max(run.get("epochs", 0) for run in data["runs"] if run["preset"] == preset)
+        lines.append(f"- `{preset}`: " + budget_sentence(epochs, preset_epochs("bernoulli-vae", preset),
+                                                         "Sadier-Gane 2020"))
+    return lines + [""]
+
+
+SECTION = Section(
+    "StepLogistic dissertation", "The MNIST experiments of Sadier-Gane 2020 (Bernoulli-latent VAEs trained "
+    "with StepLogistic, Logistic and Concrete relaxations, on their ELBO or on the \"Bernoulli ELBO\"): the "
+    "true bound, the exact log-likelihood, the dead latent units and Table 5.2's reconstruction losses, over "
+    "seeds.", _render, order=40, per_row_commands=True)
+
 
 if __name__ == "__main__":
     try:

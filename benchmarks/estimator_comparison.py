@@ -17,6 +17,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from benchmarks.common import print_table, save_results
+from benchmarks.page import Section, cell, number, table
 from pyrovae.experiment import Experiment, build
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO, gradient_statistics
 from pyrovae.train import fit
@@ -57,8 +58,31 @@ def main() -> None:
         })
     print_table(rows, list(rows[0]))
     path = save_results("estimator_comparison", {"rows": rows, "draws": args.draws, "particles": s,
-                                                 "pretrain_epochs": args.pretrain_epochs})
+                                                 "pretrain_epochs": args.pretrain_epochs}, args=args)
     print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------- the results page
+
+def _render(data: dict) -> list[str]:
+    rows = [[cell(row["objective"]), number(row["guide_snr"], 3), number(row.get("guide_median_snr"), 3),
+             number(row.get("guide_variance"), 3), number(row["model_snr"], 3), number(row.get("model_median_snr"), 3),
+             number(row.get("model_variance"), 3), number(row.get("ms_per_draw"), 1)] for row in data["rows"]]
+    return [*table(["objective", "guide SNR", "guide median SNR", "guide grad. variance", "model SNR",
+                    "model median SNR", "model grad. variance", "ms per draw"], rows),
+            f"{data.get('draws')} gradient draws, {data.get('particles')} samples per data point, after "
+            f"{data.get('pretrain_epochs')} epochs of Trace_ELBO. No source value: Stojanovič n.d. (§3) plans this "
+            "comparison but reports no numbers.", ""]
+
+
+def _arguments(data: dict) -> tuple[dict, list[str]]:
+    return ({"draws": data.get("draws"), "particles": data.get("particles"),
+             "pretrain_epochs": data.get("pretrain_epochs")}, ["`--threads`"])
+
+
+SECTION = Section(
+    "Gradient estimators", "Gradient variance, signal-to-noise ratio and cost of each objective on one VAE "
+    "(`vae/digits` with 64 hidden units) and one batch of 100 digits.", _render, arguments=_arguments, order=60)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ import torch
 from torch.nn import functional as F
 
 from benchmarks.common import print_table, save_results
+from benchmarks.page import Section, cell, load_average, number, table
 from pyrovae.evaluate import importance_log_likelihood
 from pyrovae.experiment import Experiment, build
 
@@ -116,8 +117,34 @@ def main() -> None:
     path = save_results("evaluation_speed", {"rows": rows, "examples": len(test), "num_samples": args.num_samples,
                                              "chunk_size": args.chunk_size, "batch_size": args.batch_size,
                                              "threads": args.threads, "target_minutes": 5.0,
-                                             "load_average": os.getloadavg()})
+                                             "load_average": os.getloadavg()}, args=args)
     print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------- the results page
+
+def _render(data: dict) -> list[str]:
+    rows = [[cell(row["contender"]), number(row["seconds"], 1), number(row["minutes_for_10000"], 1),
+             number(row["ratio_to_pytorch_eager"], 3), number(row.get("mean_log_likelihood"))] for row in data["rows"]]
+    return [*table(["contender", "seconds", "minutes for 10,000 images", "x plain eager PyTorch",
+                    "mean log-likelihood"], rows),
+            f"K = {data.get('num_samples')} on the first {data.get('examples')} MNIST test images, "
+            f"{data.get('chunk_size')} samples x {data.get('batch_size')} images per pass, {data.get('threads')} "
+            f"torch thread(s), with an untrained `vae/burda` network; minutes for 10,000 images extrapolated "
+            f"linearly. Target: at most {number(data.get('target_minutes'), 1)} minutes for the 10,000 test images "
+            "on this 2-core machine." + load_average(data), ""]
+
+
+def _arguments(data: dict) -> tuple[dict, list[str]]:
+    contenders = [row["contender"] for row in data.get("rows", []) if isinstance(row, dict) and "contender" in row]
+    return ({"examples": data.get("examples"), "threads": data.get("threads"), "num_samples": data.get("num_samples"),
+             "chunk_size": data.get("chunk_size"), "batch_size": data.get("batch_size"),
+             "contenders": contenders or None}, [])
+
+
+SECTION = Section(
+    "Evaluation speed", "Time of the importance-sampled test log-likelihood of `vae/burda` against a plain "
+    "PyTorch loop computing the same estimator in the same chunks.", _render, arguments=_arguments, order=90)
 
 
 if __name__ == "__main__":

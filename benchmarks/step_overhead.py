@@ -31,6 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.common import alternating_step_times, print_table, save_results
+from benchmarks.page import Section, cell, number, table
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
 from pyrovae.experiment import Experiment, build_model_and_guide
@@ -142,8 +143,37 @@ def main() -> None:
     print(f"targets (default <= 1.00x eager PyTorch and <= 1.05x compiled PyTorch): {'met' if met else 'NOT met'}")
     path = save_results("step_overhead", {"rows": rows, "steps": args.steps, "warmup": args.warmup,
                                           "target_ratio_to_eager": 1.0, "target_ratio_to_compiled": 1.05,
-                                          "targets_met": met})
+                                          "targets_met": met}, args=args)
     print(f"wrote {path}")
+
+
+# ------------------------------------------------------------------------------- the results page
+
+def _render(data: dict) -> list[str]:
+    rows = [[f"`vae/{row['preset']}`", number(row["threads"]), cell(row["engine"]), number(row["ms_per_step"]),
+             number(row.get("p90_ms")), number(row["ratio_to_eager"], 3), number(row["ratio_to_compiled"], 3)]
+            for row in data["rows"]]
+    met = data.get("targets_met")
+    return [*table(["preset", "threads", "engine", "ms/step (median)", "p90 ms", "x eager PyTorch",
+                    "x compiled PyTorch"], rows),
+            f"Median of {data.get('steps')} steps after {data.get('warmup')} warm-up steps. No paper number: the "
+            "reference is a hand-written PyTorch step of the same VAE, measured in the same process. Targets for "
+            f"pyrovae's default engine: at most {number(data.get('target_ratio_to_eager'))}x eager and "
+            f"{number(data.get('target_ratio_to_compiled'))}x compiled PyTorch: "
+            f"{'met' if met else 'not met' if met is not None else 'not recorded'}.", ""]
+
+
+def _arguments(data: dict) -> tuple[dict, list[str]]:
+    rows = [row for row in data.get("rows", []) if isinstance(row, dict)]
+    presets = list(dict.fromkeys(row["preset"] for row in rows if "preset" in row))
+    threads = list(dict.fromkeys(row["threads"] for row in rows if "threads" in row))
+    return ({"presets": presets or None, "threads": threads or None, "steps": data.get("steps"),
+             "warmup": data.get("warmup")}, [])
+
+
+SECTION = Section(
+    "Step overhead", "Per-step time of pyrovae's training engines and Pyro's SVI against a hand-written "
+    "PyTorch step of the same VAE and estimator.", _render, arguments=_arguments, order=70)
 
 
 if __name__ == "__main__":

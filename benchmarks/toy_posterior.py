@@ -21,8 +21,15 @@ import time
 import torch
 
 from benchmarks.common import RESULTS, print_table, save_results
-from pyrovae import toy_posterior
+from benchmarks.page import Section, cell, number, table
+from pyrovae import references, toy_posterior
 from pyrovae.plots import save_figure
+
+#: The exact posterior's Pr(z > 0 | x = 1) that Figure 5.1 of Sadier-Gane 2020 shows.
+EXACT = references.get("sadier-gane2020/toy-posterior")
+#: Iterations of the toy model's SVI in Sadier-Gane 2020, Figure 5.1.
+DISSERTATION_STEPS = 400
+LOGISTIC_GUIDE = "much more mass below 0 than the true posterior (no number)"
 
 
 def main(argv=None) -> dict:
@@ -66,23 +73,54 @@ def main(argv=None) -> dict:
     print(f"Toy model, x = 1: log p(x) = {log_evidence:.6f}; {args.steps} SVI steps, "
           f"{args.particles} particles, seed {args.seed} (seconds: both guides of one fit_guides call)")
     print_table(rows, ["guide", "params", "Pr(z>0)", "ELBO", "KL to posterior", "seconds"])
-    print("Sadier-Gane (2020), Figure 5.1: the Logistic(mu, 1) guide 'places much more probability mass "
-          "over z < 0 than the true posterior' (400 iterations; no number given); Pr(z>0 | x=1) = 0.881.")
+    print(f"Sadier-Gane (2020), Figure 5.1: the Logistic(mu, 1) guide 'places much more probability mass "
+          f"over z < 0 than the true posterior' ({DISSERTATION_STEPS} iterations; no number given); "
+          f"Pr(z>0 | x=1) = {EXACT.value}.")
 
     figure_path = save_figure(toy_posterior.posterior_figure(fits), RESULTS / "toy_posterior.png")
     results = {
-        "command": " ".join(["python -m benchmarks.toy_posterior", *argv]),
         "config": vars(args),
         "log_evidence": log_evidence,
         "rows": rows,
-        "reference": {"source": "Sadier-Gane 2020, §5.1, Figure 5.1", "prob_positive_exact": 0.881,
-                      "logistic_guide": "much more mass below 0 than the true posterior (no number)"},
         "figure": figure_path.name,
     }
-    path = save_results("toy_posterior", results)
+    path = save_results("toy_posterior", results, args=args)
     print(f"wrote {path} and {figure_path}")
     return results
 
+
+
+# ------------------------------------------------------------------------------- the results page
+
+def _render(data: dict, figure: bool = True) -> list[str]:
+    rows = []
+    for row in data["rows"]:
+        guide = row["guide"]
+        source = number(EXACT.value, 3) if not guide.startswith("logistic") else LOGISTIC_GUIDE
+        rows.append([cell(guide), cell(row.get("params")), number(row["Pr(z>0)"], 4), source,
+                     number(row.get("ELBO"), 4), number(row.get("KL to posterior"), 4), number(row.get("seconds"), 1)])
+    lines = table(["guide", "parameters", "Pr(z>0)", "Pr(z>0), Sadier-Gane 2020", "ELBO", "KL to posterior",
+                   "seconds"], rows)
+    lines.append(f"log p(x = 1) = {number(data.get('log_evidence'), 4)}. Source: {EXACT.cite}, {EXACT.where}.")
+    steps = (data.get("arguments") or data.get("config") or {}).get("steps")
+    if isinstance(steps, int) and steps < DISSERTATION_STEPS:
+        lines.append(f"This run took {steps} SVI steps against the dissertation's {DISSERTATION_STEPS}, so its "
+                     "guides may not have converged as far.")
+    else:
+        lines.append(f"SVI steps: {steps} (the dissertation: {DISSERTATION_STEPS}).")
+    if figure and data.get("figure"):
+        lines.append(f"Figure: [{data['figure']}](../benchmarks/results/{data['figure']}).")
+    return lines + [""]
+
+
+def _summary(data: dict) -> list[str]:
+    return _render(data, figure=False)
+
+
+SECTION = Section(
+    "Toy posterior", "Figure 5.1 of Sadier-Gane 2020 (§5.1): the toy model's exact posterior and the Logistic "
+    "and StepLogistic guides fitted to it by SVI.", _render, _summary, lambda data: (data.get("config") or {}, []),
+    order=50)
 
 if __name__ == "__main__":
     main()

@@ -7,7 +7,7 @@ preset's own settings for the preset's epochs (``--epochs`` caps them, ``--minut
 training time), and reports the metric of the last epoch beside the reference, with the epochs and
 minutes it got: a number far from the paper's after a short budget says so in its row.
 
-Long runs survive an interruption: every run keeps a run directory (config, metrics and the two
+Long runs survive an interruption: the JSON gets each run's row after every epoch, and every run keeps a run directory (config, metrics and the two
 newest checkpoints, written each epoch) under ``--runs-dir`` (default
 ``$PYROVAE_CACHE_DIR/benchmarks/zoo``, else ``~/.cache/pyrovae/benchmarks/zoo``), outside the
 repository. Stop the script at any moment; ``--resume`` continues every selected run from its last
@@ -25,15 +25,18 @@ import argparse
 import json
 import shlex
 import sys
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from benchmarks.common import finished_runs, print_table, save_results
+from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import registry
-from pyrovae.checkpoint import Checkpointer, CheckpointError, RunExistsError
+from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError
 from pyrovae.data import cache_dir
 from pyrovae.experiment import Experiment, build
+from pyrovae.io import read_jsonl
 from pyrovae.train import fit
 
 COLUMNS = ["model", "preset", "settings", "metric", "pyrovae", "reference", "epochs", "preset_epochs", "minutes"]
@@ -67,21 +70,10 @@ def benchmark_command(args: argparse.Namespace, model: str) -> str:
     return shlex.join(parts)
 
 
-def run_reference(model: str, preset: str, reference: dict, args: argparse.Namespace) -> dict:
-    settings = {"model": model, "preset": preset, "seed": args.seed, **args.settings}
-    experiment = Experiment.resolve(settings)
-    train, test, model_module, guide, objective = build(experiment, args.data_dir)
-    run = experiment.run
-    epochs = min(run.epochs, args.epochs) if args.epochs is not None else run.epochs
-    run_dir = args.runs_dir / run_name(model, preset, args.settings, args.seed)
-    resume = args.resume and Checkpointer(run_dir).exists()
-    # The model's own logging (factor analysis's exact evidence, the GMVAE's cluster accuracy), as in the CLI.
-    options = registry.get(model).training_options(experiment.model, model_module, guide, test)
-    history = fit(model_module, guide, objective, train, test, epochs=epochs, batch_size=run.batch_size,
-                  lr=run.lr, adam_eps=run.adam_eps, seed=args.seed, engine=run.engine,
-                  max_seconds=args.minutes * 60 if args.minutes is not None else None, progress=False,
-                  run_dir=run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict(), **options)
-    last = history.rows[-1]
+def result_row(model: str, preset: str, reference: dict, args: argparse.Namespace, curve: list[dict],
+               preset_epochs: int) -> dict:
+    """The JSON row of a run whose epochs so far are ``curve``."""
+    last = curve[-1]
     cli = ["pyrovae", "train", "--model", model, "--preset", preset, "--seed", str(args.seed),
            "--epochs", str(last["epoch"])]
     for key, value in sorted(args.settings.items()):
@@ -89,17 +81,51 @@ def run_reference(model: str, preset: str, reference: dict, args: argparse.Names
     return {
         "model": model, "preset": preset, "settings": args.settings, "seed": args.seed,
         "metric": reference["metric"], "pyrovae": last.get(reference["metric"]), "reference": reference["value"],
-        "source": reference["source"], "epochs": last["epoch"], "preset_epochs": run.epochs,
-        "complete": last["epoch"] >= run.epochs,
-        "minutes": sum(row["seconds"] for row in history.rows) / 60,
+        "source": reference["source"], "epochs": last["epoch"], "preset_epochs": preset_epochs,
+        "complete": last["epoch"] >= preset_epochs,
+        "minutes": sum(row.get("seconds", 0.0) for row in curve) / 60,
         "command": benchmark_command(args, model), "train_command": shlex.join(cli),
-        "last_epoch": last, "curve": history.rows,
+        "last_epoch": last, "curve": curve,
     }
+
+
+def run_reference(model: str, preset: str, reference: dict, args: argparse.Namespace, record) -> dict:
+    """Train one reference run (resuming it when asked); ``record(row)`` receives its row after every epoch,
+    so that a run stopped at any moment has its epochs so far in the JSON."""
+    settings = {"model": model, "preset": preset, "seed": args.seed, **args.settings}
+    experiment = Experiment.resolve(settings)
+    train, test, model_module, guide, objective = build(experiment, args.data_dir)
+    run = experiment.run
+    epochs = min(run.epochs, args.epochs) if args.epochs is not None else run.epochs
+    run_dir = args.runs_dir / run_name(model, preset, args.settings, args.seed)
+    resume = args.resume and Checkpointer(run_dir).exists()
+    curve = read_jsonl(run_dir / METRICS) if resume else []
+    # The model's own logging (factor analysis's exact evidence, the GMVAE's cluster accuracy), as in the CLI.
+    options = registry.get(model).training_options(experiment.model, model_module, guide, test)
+    model_callback = options.pop("epoch_callback", None)
+
+    def record_epoch(epoch: int, row: dict) -> None:
+        if model_callback is not None:
+            model_callback(epoch, row)
+        curve.append(row)  # fit adds the epoch's seconds to this row after the call
+        record(result_row(model, preset, reference, args, curve, run.epochs))
+
+    history = fit(model_module, guide, objective, train, test, epochs=epochs, batch_size=run.batch_size,
+                  lr=run.lr, adam_eps=run.adam_eps, seed=args.seed, engine=run.engine,
+                  max_seconds=args.minutes * 60 if args.minutes is not None else None, progress=False,
+                  run_dir=run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict(),
+                  epoch_callback=record_epoch, **options)
+    return result_row(model, preset, reference, args, history.rows, run.epochs)
 
 
 def _same_run(row: dict, model: str, preset: str, args: argparse.Namespace) -> bool:
     return (row["model"], row["preset"], row.get("settings", {}), row.get("seed", 0)) == (
         model, preset, args.settings, args.seed)
+
+
+def _replace_last_row(rows: list[dict], index: int, threads: int, row: dict) -> None:
+    rows[index:] = [row]
+    save_results("zoo", {"rows": rows, "threads": threads})
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,13 +153,71 @@ def main(argv: list[str] | None = None) -> None:
     # The rows of runs not selected now are kept; a selected run's row is replaced by its new one.
     rows = finished_runs("zoo", "rows", retry=lambda row: any(_same_run(row, n, p, args) for n, p, _ in selected))
     for name, preset, reference in selected:
-        rows.append(run_reference(name, preset, reference, args))
+        record = partial(_replace_last_row, rows, len(rows), args.threads)
+        record(run_reference(name, preset, reference, args, record))
         print_table(rows[-1:], COLUMNS)
-        # After every run, so that a run stopped later keeps the finished ones.
-        save_results("zoo", {"rows": rows, "threads": args.threads})
     print_table(rows, COLUMNS + ["source"])
     print(f"wrote {save_results('zoo', {'rows': rows, 'threads': args.threads})}")
 
+
+# ------------------------------------------------------------------------------- the results page
+
+def row_command(row: dict, data: dict) -> str:
+    """The command of one row: recorded by the benchmark, or, for a row written before rows recorded
+    theirs (no ``settings``), rebuilt from the file's per-run budget and threads (seed 0, the default)."""
+    if "settings" in row and isinstance(row.get("command"), str):
+        return row["command"]
+    parts = ["python", "-m", "benchmarks.zoo", "--models", row["model"]]
+    if data.get("minutes_per_run") is not None:
+        parts += ["--minutes", str(data["minutes_per_run"])]
+    return shlex.join(parts + ["--threads", str(data.get("threads", 1))])
+
+
+def _reference_epochs(row: dict) -> str:
+    epochs = registry.get(row["model"]).references.get(row["preset"], {}).get("epochs") \
+        if row["model"] in registry.models() else None
+    return f" at epoch {epochs}" if isinstance(epochs, int) else ""
+
+
+def _rows(data: dict, full: bool) -> list[list[str]]:
+    rows = []
+    for row in sorted(data["rows"], key=lambda r: (r["model"], r["preset"], json.dumps(r.get("settings", {})),
+                                                   r.get("seed", 0))):
+        settings = ", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(row.get("settings", {}).items())) or "preset"
+        budget = f"{number(row.get('epochs'))} of {number(row.get('preset_epochs'))}"
+        if row.get("complete", row.get("epochs") is not None and row.get("epochs") == row.get("preset_epochs")):
+            budget += " (complete)"
+        cells = [f"`{row['model']}/{row['preset']}`", cell(settings), number(row.get("seed", 0)), cell(row["metric"]),
+                 number(row["pyrovae"], 3), number(row["reference"], 3) + _reference_epochs(row),
+                 difference(row["pyrovae"], row["reference"], 3), budget, number(row.get("minutes"), 1)]
+        rows.append(cells + ([cell(row.get("source")), f"`{row_command(row, data)}`"] if full else []))
+    return rows
+
+
+HEADERS = ["model/preset", "settings", "seed", "metric", "pyrovae", "reference", "difference",
+           "epochs done (of the preset's)", "minutes"]
+
+
+def _notes(data: dict) -> list[str]:
+    short = [row for row in data["rows"] if isinstance(row.get("epochs"), int)
+             and isinstance(row.get("preset_epochs"), int) and row["epochs"] < row["preset_epochs"]]
+    if not short:
+        return ["Every run trained its preset's full budget.", ""]
+    return [f"{len(short)} of {len(data['rows'])} runs stopped before the preset's budget: a gap to the reference is "
+            "expected from that alone (every metric here is a bound or an evidence: higher is better).", ""]
+
+
+def _render(data: dict) -> list[str]:
+    return [*table([*HEADERS, "source", "command of the run"], _rows(data, full=True)), *_notes(data)]
+
+
+def _summary(data: dict) -> list[str]:
+    return [*table(HEADERS, _rows(data, full=False)), *_notes(data)]
+
+
+SECTION = Section(
+    "Model zoo", "Every registered model's reference preset trained toward its budget, beside the number its "
+    "source reports (`pyrovae/references.json`).", _render, _summary, order=20, per_row_commands=True)
 
 if __name__ == "__main__":
     try:

@@ -183,8 +183,4 @@ register_model(
     },
     figures={"samples-by-class.png": lambda model, test, title, generator: class_conditional_grid(
         model, test.image_shape, generator=generator, title=f"samples E[x | y, z], z ~ p(z | y), one row per class\n{title}")},
-    references={
-        "yang": {"metric": "test_elbo", "value": 1820.10,
-                 "source": "Yang 2022, §5.4.4 (aevb-tutorial 03_cvae/test_elbos: epoch 69)"},
-    },
 )

@@ -241,9 +241,4 @@ register_model(
                      hidden_sizes=[512, 512], activation="relu", glorot_init=True, batch_size=100, lr=1e-3,
                      epochs=100),
     },
-    references={
-        # The tutorial logs its bound without p(y)'s -log 10 (-80.84 at epoch 77); pyrovae's includes it.
-        "yang": {"metric": "test_elbo", "value": -80.84 - 2.3026,
-                 "source": "Yang 2022, §5.5 (aevb-tutorial 04_gmvae log: -80.84 at epoch 77, plus -log 10)"},
-    },
 )

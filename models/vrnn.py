@@ -253,9 +253,4 @@ register_model(
     },
     figures={"generation.png": lambda model, test, title, generator: generation_figure(
         model, test.image_shape, generator=generator, title=f"row-by-row generation\n{title}")},
-    references={
-        # The tutorial's code draws z_t with .sample() (reparameterize=False here); see pyrovae.guides.vrnn.
-        "yang": {"metric": "test_elbo", "value": -78.47,
-                 "source": "Yang 2022, §5.6.4 (aevb-tutorial 05_vrnn/test_elbos: epoch 7; best -78.29 at epoch 6)"},
-    },
 )

@@ -103,9 +103,6 @@ class ModelEntry:
     description: str
     default_guide: str
     guides: dict[str, Callable] = field(default_factory=dict)
-    #: Published numbers the presets reproduce: ``{preset: {"metric": ..., "value": ..., "source": ...}}``,
-    #: ``metric`` a key of the run's metrics rows (``test_elbo``, ...); ``benchmarks/zoo.py`` reports beside them.
-    references: dict[str, dict] = field(default_factory=dict)
     #: ``default_objective(settings) -> name``: the objective used when none is chosen, from the
     #: resolved settings (a Bernoulli-latent model trains DisARM with DisARM); ``None``: RunConfig's.
     default_objective: Callable | None = None
@@ -117,6 +114,15 @@ class ModelEntry:
     #: own figures, drawn by ``pyrovae train`` and ``pyrovae plot`` beside the samples, reconstructions
     #: and curves every model gets (samples per class or per cluster, row-by-row generation).
     figures: dict[str, Callable] = field(default_factory=dict)
+
+    @property
+    def references(self) -> dict[str, dict]:
+        """Published numbers the presets reproduce, ``{preset: {"metric": ..., "value": ..., "source": ...}}``
+        (``metric`` a key of the run's metrics rows), from their one home ``pyrovae/references.json``;
+        ``benchmarks/zoo.py`` reports beside them."""
+        from pyrovae import references
+
+        return references.for_model(self.name)
 
     def training_options(self, config, model, guide, test=None) -> dict:
         """The model's own keyword arguments of :func:`pyrovae.train.fit` (``{}`` if it has none)."""
@@ -132,12 +138,12 @@ _RESERVED = set(RUN_FIELDS)
 
 
 def register_model(name: str, config_class: type, build: Callable, presets: dict[str, dict], description: str,
-                   default_guide: str, references: dict[str, dict] | None = None,
-                   default_objective: Callable | None = None, fit_options: Callable | None = None,
+                   default_guide: str, default_objective: Callable | None = None, fit_options: Callable | None = None,
                    figures: dict[str, Callable] | None = None) -> None:
     """Register a model. ``presets`` must include ``tiny``; their keys must be run or model settings.
     ``default_guide`` names the guide used when none is chosen (registered by a guide file);
-    ``references`` gives, per preset, the published number it reproduces; ``default_objective``,
+    The published number a preset reproduces is an entry of ``pyrovae/references.json`` naming the
+    preset (:mod:`pyrovae.references`), not an argument here; ``default_objective``,
     ``fit_options`` and ``figures`` are described in :class:`ModelEntry`."""
     if not dataclasses.is_dataclass(config_class):
         raise TypeError(f"{name}: the config must be a dataclass, got {config_class!r}")
@@ -153,14 +159,8 @@ def register_model(name: str, config_class: type, build: Callable, presets: dict
         unknown = set(settings) - known
         if unknown:
             raise ValueError(f"preset {name}/{preset} sets unknown settings {sorted(unknown)}")
-    for preset, reference in (references or {}).items():
-        if preset not in presets:
-            raise ValueError(f"{name}: a reference is given for preset {preset!r}, which does not exist")
-        missing = {"metric", "value", "source"} - set(reference)
-        if missing:
-            raise ValueError(f"{name}/{preset}: the reference lacks {sorted(missing)}")
     _MODELS[name] = ModelEntry(name, config_class, build, dict(presets), description, default_guide,
-                               references=dict(references or {}), default_objective=default_objective,
+                               default_objective=default_objective,
                                fit_options=fit_options, figures=dict(figures or {}))
 
 

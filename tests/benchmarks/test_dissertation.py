@@ -97,4 +97,4 @@ def test_processes_writing_one_output_keep_each_others_runs(tmp_path, monkeypatc
     data = _results(tmp_path / "a", tmp_path / "runs", "--epochs", "1", "--seeds", "1", monkeypatch=monkeypatch)
     assert [run["seed"] for run in data["runs"]] == [0, 1]
     assert data["summary"][0]["seeds"] == [0, 1]
-    assert data["command"].endswith("--seeds 1 --epochs 1 --threads 1")
+    assert data["arguments"]["seeds"] == [1] and data["benchmark"] == "dissertation"

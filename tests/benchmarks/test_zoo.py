@@ -50,3 +50,22 @@ def test_settings_over_the_preset_name_the_run_and_its_command(tmp_path, monkeyp
     assert row["settings"] == {"lr": 0.01}
     assert "--set lr=0.01" in row["command"]
     assert (tmp_path / "runs" / "factor-analysis-yang-lr=0.01-seed0").is_dir()
+
+
+def test_the_json_holds_a_run_after_every_epoch(tmp_path, monkeypatch):
+    """A run stopped after epoch 2 of 3 has its two epochs in the JSON already, marked incomplete."""
+    seen = []
+
+    def stop_after_two(rows, index, threads, row):
+        seen.append(row["epochs"])
+        if row["epochs"] == 2:
+            raise KeyboardInterrupt
+        return original(rows, index, threads, row)
+
+    original = zoo._replace_last_row
+    monkeypatch.setattr(zoo, "_replace_last_row", stop_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _rows(tmp_path / "a", tmp_path / "runs", "--epochs", "3", monkeypatch=monkeypatch)
+    (row,) = json.loads((tmp_path / "a" / "zoo.json").read_text())["rows"]
+    assert seen == [1, 2] and row["epochs"] == 1 and not row["complete"]
+    assert [r["epoch"] for r in row["curve"]] == [1]

@@ -1,0 +1,94 @@
+"""The Bernoulli-latent benchmark splits its runs across processes and merges them itself (``--shard i/n``,
+then ``--collect``), and estimates -log p(x) on the whole test set or on a seeded random subset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from benchmarks import common, discrete_estimators
+from pyrovae.data import Dataset
+
+
+def _args(**overrides) -> argparse.Namespace:
+    values = dict(epochs=1, lr=1e-3, seed=0, models=["linear", "nonlinear"], relaxations=["concrete", "disarm"],
+                  nll_samples=50, test_subset=None, subset_seed=0, bound_particles=2, bound_repeats=2, draws=3,
+                  threads=1, data_dir=None, output="quick", resume=False, retry_diverged=False, shard=None,
+                  collect=False)
+    return argparse.Namespace(**{**values, **overrides})
+
+
+def _write_shard(directory, args, index, count):
+    runs = discrete_estimators.selected_runs(args)[index::count]
+    rows = [{"model": model, "relaxation": relaxation, "nll": 100.0 + i} for i, (model, relaxation) in enumerate(runs)]
+    common.save_results(discrete_estimators.shard_name(args.output, index, count),
+                        {"rows": rows, "shard": [index, count]}, args=_args(**{**vars(args), "shard": (index, count)}),
+                        directory=directory)
+
+
+@pytest.fixture
+def places(tmp_path, monkeypatch):
+    monkeypatch.setattr(discrete_estimators, "shard_directory", lambda: tmp_path / "shards")
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    return tmp_path
+
+
+def test_shards_are_collected_in_the_order_of_one_process(places):
+    args = _args()
+    for index in (1, 0):
+        _write_shard(places / "shards", args, index, 2)
+    discrete_estimators.collect(_args(collect=True))
+    data = json.loads((places / "results" / "quick.json").read_text())
+    assert [(r["model"], r["relaxation"]) for r in data["rows"]] == discrete_estimators.selected_runs(args)
+    assert data["shards"] == 2
+    assert data["arguments"] == common.recorded_arguments(args), "the merged file records the one command"
+    assert "shard" not in data["arguments"] and "collect" not in data["arguments"]
+
+
+def test_collect_refuses_missing_shards_and_shards_of_other_arguments(places):
+    args = _args()
+    _write_shard(places / "shards", args, 0, 2)
+    with pytest.raises(SystemExit, match="shards 1/2 of 'quick' are not done yet"):
+        discrete_estimators.collect(args)
+    _write_shard(places / "shards", _args(epochs=2), 1, 2)
+    with pytest.raises(SystemExit, match="run with other arguments"):
+        discrete_estimators.collect(args)
+    assert not (places / "results" / "quick.json").exists()
+    with pytest.raises(SystemExit, match="no shard of 'other'"):
+        discrete_estimators.collect(_args(output="other"))
+
+
+@pytest.mark.parametrize("text", ["2/2", "1", "a/b", "0/0", "-1/3"])
+def test_a_bad_shard_is_one_clear_error(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="--shard takes i/n"):
+        discrete_estimators.shard(text)
+    assert discrete_estimators.shard("1/3") == (1, 3)
+
+
+def test_the_test_subset_is_seeded_and_random():
+    test = Dataset.from_tensor(torch.arange(100.0).unsqueeze(1).expand(100, 4).contiguous())
+    assert discrete_estimators.test_subset(test, None, 0) is test
+    assert discrete_estimators.test_subset(test, 100, 0) is test
+    first = discrete_estimators.test_subset(test, 10, 3).x[:, 0]
+    assert torch.equal(first, discrete_estimators.test_subset(test, 10, 3).x[:, 0])
+    assert not torch.equal(first, discrete_estimators.test_subset(test, 10, 4).x[:, 0])
+    assert not torch.equal(first, torch.arange(10.0)), "not the first images"
+    assert len(set(first.tolist())) == 10
+
+
+def test_the_true_bound_reports_its_monte_carlo_error(monkeypatch):
+    values = iter([-100.0, -102.0, -101.0, -103.0])
+    seen = []
+
+    def fake_mean_elbo(model, guide, data, objective):
+        seen.append(objective.num_particles)
+        return next(values)
+
+    monkeypatch.setattr(discrete_estimators, "mean_elbo", fake_mean_elbo)
+    mean, error = discrete_estimators.true_bound(None, None, None, particles=7, repeats=4)
+    assert seen == [7, 7, 7, 7]
+    assert mean == pytest.approx(-101.5)
+    assert error == pytest.approx(torch.tensor([-100.0, -102.0, -101.0, -103.0]).std().item() / 2)
