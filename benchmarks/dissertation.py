@@ -294,9 +294,10 @@ def main(argv: list[str] | None = None) -> None:
     selected = [(preset, name, seed) for seed in args.seeds for preset in args.presets for name in args.runs]
     same = lambda r, p, n, s: (r["preset"], r["run"], r.get("seed", 0), r.get("settings", {})) == (  # noqa: E731
         p, n, s, args.settings)
-    # This invocation's arguments; each run's entry records its own command, which the page prints.
+    # This invocation's arguments (the page's command); each run's entry records its own command too.
     arguments = {"presets": args.presets, "runs": args.runs, "seeds": args.seeds, "epochs": args.epochs,
-                 "threads": args.threads, "set": [f"{k}={setting_text(v)}" for k, v in sorted(args.settings.items())],
+                 "threads": args.threads,
+                 "set": [f"{k}={setting_text(v)}" for k, v in sorted(args.settings.items())] or None,
                  "output": args.output}
     done: list[dict] = []
 
@@ -392,7 +393,8 @@ def _render(data: dict) -> list[str]:
     commands = list(dict.fromkeys(run["command"] for run in data["runs"] if isinstance(run.get("command"), str)))
     legacy = sum(not isinstance(run.get("command"), str) for run in data["runs"])
     if commands or legacy:
-        lines += ["Commands of the runs:", "", *(f"- `{command}`" for command in commands)]
+        lines += ["Commands of the runs (a file can gather the runs of several commands):", "",
+                  *(f"- `{command}`" for command in commands)]
         if legacy:
             lines.append(f"- {legacy} runs were written before each run recorded its command, by an older "
                          "`--seed` version of this script (its arguments are the JSON's `budget`)")
@@ -416,7 +418,7 @@ SECTION = Section(
     "StepLogistic dissertation", "The MNIST experiments of Sadier-Gane 2020 (Bernoulli-latent VAEs trained "
     "with StepLogistic, Logistic and Concrete relaxations, on their ELBO or on the \"Bernoulli ELBO\"): the "
     "true bound, the exact log-likelihood, the dead latent units and Table 5.2's reconstruction losses, over "
-    "seeds.", _render, order=40, per_row_commands=True)
+    "seeds.", _render, order=40)
 
 
 if __name__ == "__main__":
