@@ -13,38 +13,62 @@ trained four ways:
   with Bernoulli masses, :class:`pyrovae.infer.RelaxedBernoulliELBO`; not a bound);
 * ``concrete/bernoulli-elbo``: binary Concrete (temperatures 1/2 and 2/3), trained on the Bernoulli ELBO.
 
-Every epoch logs the training objective, its test value and the true bound (the ELBO of the discrete
-model, :class:`pyrovae.infer.TrueDiscreteBound`); after training, the exact test log-likelihood of
-the discrete model (:func:`pyrovae.discrete.exact_log_likelihood`, 2^8 states; not for 56-D), the
-reconstruction loss of the first two test images of a 4 (mean of 5 hard-latent recreations, Table 5.2)
-and the posterior means of 32 test images (Fig. 5.2's histogram). The dissertation trained 125 epochs;
-``--epochs`` says how many were used here. A run whose loss turns NaN stops (``TrainingDivergedError``)
-and is recorded as diverged at that epoch.
+Every epoch logs the training objective, its test value, the true bound (the ELBO of the discrete
+model, :class:`pyrovae.infer.TrueDiscreteBound`) and the guide's dead and saturated latent units on the
+test set (:mod:`pyrovae.unit_activity`); after training, the exact test log-likelihood of the discrete
+model (:func:`pyrovae.discrete.exact_log_likelihood`, 2^8 states; not for 56-D), the reconstruction loss
+of the first two test images of a 4 (mean of 5 hard-latent recreations, Table 5.2) and the posterior
+means of 32 test images (Fig. 5.2's histogram). A run whose loss turns NaN stops
+(``TrainingDivergedError``) and is recorded as diverged at that epoch.
 
-    python -m benchmarks.dissertation [--epochs 15] [--presets dissertation-8 dissertation-fashion-8] [--runs ...]
+``--seeds 0 1 2`` runs every (preset, run) with each seed: the JSON holds one entry per seed and a
+``summary`` with the mean, spread and range over the seeds. ``--set KEY=VALUE`` changes a setting of
+every run, e.g. the guide's ``centred_logits=true`` (against dead units, see
+:class:`pyrovae.guides.BernoulliLatentGuide`) or the dissertation's grey-value data,
+``binarize=null`` with ``likelihood=bernoulli_cross_entropy`` (Sadier-Gane 2020, eq. 3.3; not a
+normalised density, see :class:`pyrovae.nn.likelihoods.BernoulliCrossEntropy`).
+
+The dissertation trained 125 epochs, each preset's budget; ``--epochs`` stops earlier. Every run keeps
+a run directory (config, metrics and the newest checkpoints, written each epoch) under ``--runs-dir``
+(default ``<cache>/benchmarks/dissertation/<output>/<preset>-<run>-seed<S>``, ``<cache>`` being
+``$PYROVAE_CACHE_DIR`` or ``~/.cache/pyrovae``), outside the repository. Stop the script at any
+moment; ``--resume`` continues every selected run from its last finished epoch and keeps the entries of
+the runs not selected. Each entry records the epochs done out of the budget and the command that
+reproduces it.
+
+    python -m benchmarks.dissertation --presets dissertation-fashion-8 --seeds 0 1 2 [--epochs 12] [--resume]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
+import json
+import shlex
+import statistics
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from benchmarks.common import RESULTS, finished_runs, print_table, save_results
+from benchmarks import common
+from benchmarks.common import RESULTS, print_table, save_results
 from benchmarks.page import Section, budget_sentence, cell, number, preset_epochs, table
-from pyrovae.callbacks import OnEpochEnd, TestObjective
-from pyrovae.checkpoint import TrainingDivergedError
+from benchmarks.zoo import parse_setting
+from pyrovae.callbacks import Checkpoint, TestObjective
+from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError, TrainingDivergedError
+from pyrovae.data import cache_dir
 from pyrovae.discrete import MAX_UNITS, exact_log_likelihood
 from pyrovae.distributions import StepLogistic
 from pyrovae.experiment import Experiment, build
 from pyrovae.infer import RelaxedBernoulliELBO, bernoulli_view
+from pyrovae.io import read_jsonl
 from pyrovae.plots import save_figure
 from pyrovae.registry import get
 from pyrovae.train import fit
+from pyrovae.unit_activity import DeadUnitsLog, unit_activity
 
 #: run name: (relaxation, train on the Bernoulli ELBO?)
 RUNS = {
@@ -70,10 +94,41 @@ def recreations(model, guide, images: torch.Tensor, repeats: int = 5) -> tuple[l
     return losses, torch.stack(pictures)
 
 
-def run_one(preset: str, name: str, args) -> dict:
+def setting_text(value) -> str:
+    """``value`` as ``--set`` reads it back: JSON, except a string that is not JSON, as it is."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return json.dumps(value).replace(" ", "")
+
+
+def run_name(preset: str, name: str, settings: dict, seed: int) -> str:
+    """The run directory's name: ``<preset>-<run>[-<key>=<value>...]-seed<S>`` (``/`` in a run's name as ``+``)."""
+    extra = "".join(f"-{key}={setting_text(value)}" for key, value in sorted(settings.items()))
+    return f"{preset}-{name.replace('/', '+')}{extra}-seed{seed}"
+
+
+def benchmark_command(args: argparse.Namespace, presets: list[str], runs: list[str], seeds: list[int],
+                      epochs: int | None) -> str:
+    """The command that reproduces these runs: every argument that changes them, none that only locates files."""
+    parts = ["python", "-m", "benchmarks.dissertation", "--presets", *presets, "--runs", *runs,
+             "--seeds", *map(str, seeds)]
+    if epochs is not None:
+        parts += ["--epochs", str(epochs)]
+    parts += ["--threads", str(args.threads)]
+    for key, value in sorted(args.settings.items()):
+        parts += ["--set", f"{key}={setting_text(value)}"]
+    return shlex.join(parts)
+
+
+def run_one(preset: str, name: str, seed: int, args: argparse.Namespace) -> dict:
     relaxation, bernoulli_elbo = RUNS[name]
     experiment = Experiment.resolve({"model": "bernoulli-vae", "preset": preset, "relaxation": relaxation,
-                                     "epochs": args.epochs, "seed": args.seed})
+                                     "seed": seed, **args.settings})
+    budget = experiment.run.epochs
+    epochs = budget if args.epochs is None else min(args.epochs, budget)
     train, test, model, guide, objective = build(experiment, args.data_dir)
     if name == "step-logistic/alpha":
         guide.relaxation = dataclasses.replace(
@@ -83,25 +138,33 @@ def run_one(preset: str, name: str, args) -> dict:
     callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
     if bernoulli_elbo:
         callbacks.append(TestObjective(objective))
-    rows = []
+    callbacks.append(DeadUnitsLog(guide, test))
 
-    start, diverged = time.perf_counter(), None
+    run_dir = args.runs_dir / run_name(preset, name, args.settings, seed)
+    resume = args.resume and Checkpointer(run_dir).exists()
+    diverged = None
     try:
-        fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
-            lr=experiment.run.lr, seed=args.seed, engine="module",
-            callbacks=[*callbacks, OnEpochEnd(lambda epoch, row: rows.append(dict(row)))])
+        rows = fit(model, guide, objective, train, test, epochs=epochs, batch_size=experiment.run.batch_size,
+                   lr=experiment.run.lr, seed=seed, engine=experiment.run.engine,
+                   callbacks=[*callbacks, Checkpoint(run_dir, resume=resume, overwrite=args.force,
+                                                     config=experiment.to_dict())]).rows
     except TrainingDivergedError as error:
         diverged = str(error)
+        rows = read_jsonl(run_dir / METRICS) if (run_dir / METRICS).exists() else []
     model.eval(), guide.eval()
-    result = {"preset": preset, "run": name, "relaxation": relaxation,
-              "trained_on": "bernoulli_elbo" if bernoulli_elbo else "elbo",
-              "epochs": len(rows), "minutes": (time.perf_counter() - start) / 60, "diverged": diverged,
-              "curve": [{k: row.get(k) for k in ("epoch", "train_loss", "test_elbo", "true_bound")} for row in rows]}
+    result = {"preset": preset, "run": name, "seed": seed, "settings": args.settings, "relaxation": relaxation,
+              "trained_on": "bernoulli_elbo" if bernoulli_elbo else "elbo", "likelihood": experiment.model.likelihood,
+              "binarize": experiment.run.binarize, "epochs": len(rows), "budget_epochs": budget,
+              "complete": len(rows) >= budget, "minutes": sum(row["seconds"] for row in rows) / 60,
+              "diverged": diverged, "command": benchmark_command(args, [preset], [name], [seed], epochs),
+              "curve": [{k: row.get(k) for k in CURVE} for row in rows]}
     if diverged:
         return result
     last = rows[-1]
     result.update(train_objective=-last["train_loss"], test_objective=last["test_elbo"],
-                  true_bound=last["true_bound"])
+                  true_bound=last["true_bound"], dead_units=last.get("dead_units"),
+                  saturated_units=last.get("saturated_units"), saturated_logits=last.get("saturated_logits"),
+                  unit_activity=unit_activity(guide, test).activity.tolist())
     if model.z_dim <= MAX_UNITS:
         result["exact_log_likelihood"] = exact_log_likelihood(model, test).mean().item()
     fours = test.x[test.y == 4][:2] if test.y is not None else test.x[:2]
@@ -114,16 +177,46 @@ def run_one(preset: str, name: str, args) -> dict:
     return result
 
 
+#: The per-epoch figures each run's curve keeps.
+CURVE = ("epoch", "train_loss", "test_elbo", "true_bound", "dead_units", "saturated_units", "saturated_logits")
+#: The figures summarised over seeds.
+SUMMARISED = ("test_objective", "true_bound", "exact_log_likelihood", "dead_units", "saturated_units")
+
+
+def seed_summary(results: list[dict]) -> list[dict]:
+    """Per (preset, run, settings, epochs): the mean, the sample standard deviation (``None`` for one
+    seed), the least and the greatest of each figure of :data:`SUMMARISED` over the seeds that did
+    not diverge, and which seeds diverged."""
+    groups: dict[str, list[dict]] = {}
+    for result in results:
+        key = json.dumps([result["preset"], result["run"], result.get("settings", {}), result["epochs"]])
+        groups.setdefault(key, []).append(result)
+    summary = []
+    for members in groups.values():
+        first, finished = members[0], [r for r in members if not r.get("diverged")]
+        entry = {"preset": first["preset"], "run": first["run"], "settings": first.get("settings", {}),
+                 "epochs": first["epochs"], "seeds": sorted(r.get("seed", 0) for r in finished),
+                 "diverged_seeds": sorted(r.get("seed", 0) for r in members if r.get("diverged"))}
+        for figure in SUMMARISED:
+            values = [r[figure] for r in finished if r.get(figure) is not None]
+            if values:
+                entry[figure] = {"mean": statistics.fmean(values),
+                                 "std": statistics.stdev(values) if len(values) > 1 else None,
+                                 "min": min(values), "max": max(values)}
+        summary.append(entry)
+    return summary
+
+
 def curves_figure(results: list[dict], preset: str) -> Figure:
     fig = Figure(figsize=(8, 4.5))
     ax = fig.subplots()
     for index, result in enumerate(r for r in results if r["preset"] == preset and r["curve"]):
-        colour = f"C{index}"
+        colour, name = f"C{index % 10}", f"{result['run']} (seed {result.get('seed', 0)})"
         epochs = [row["epoch"] for row in result["curve"]]
         ax.plot(epochs, [-row["train_loss"] for row in result["curve"]], color=colour,
-                label=f"{result['run']}: training objective")
+                label=f"{name}: training objective")
         ax.plot(epochs, [row["true_bound"] for row in result["curve"]], color=colour, linestyle="--",
-                label=f"{result['run']}: true bound (test)")
+                label=f"{name}: true bound (test)")
         if "exact_log_likelihood" in result:
             ax.axhline(result["exact_log_likelihood"], color=colour, linestyle=":", linewidth=1)
     ax.set_xlabel("epoch")
@@ -135,9 +228,15 @@ def curves_figure(results: list[dict], preset: str) -> Figure:
     return fig
 
 
+def _first_seed(runs: list[dict]) -> list[dict]:
+    seed = min(r.get("seed", 0) for r in runs)
+    return [r for r in runs if r.get("seed", 0) == seed]
+
+
 def recreations_figure(results: list[dict], preset: str) -> Figure:
-    """Fig. 5.6: the two 4s and each run's five hard-latent recreations of them, with Table 5.2's losses."""
-    runs = [r for r in results if r["preset"] == preset and "two_fours" in r]
+    """Fig. 5.6: the two 4s and each run's five hard-latent recreations of them, with Table 5.2's losses
+    (the first seed's runs)."""
+    runs = _first_seed([r for r in results if r["preset"] == preset and "two_fours" in r])
     fig = Figure(figsize=(7, 1.2 * (len(runs) + 1)))
     axes = fig.subplots(len(runs) + 1, 2, squeeze=False)
     side = int(len(runs[0]["two_fours"][0]) ** 0.5)
@@ -156,8 +255,8 @@ def recreations_figure(results: list[dict], preset: str) -> Figure:
 
 
 def posterior_means_figure(results: list[dict], preset: str) -> Figure:
-    """Fig. 5.2: histogram of the guides' posterior means over 32 test images."""
-    runs = [r for r in results if r["preset"] == preset and "posterior_means_of_32" in r]
+    """Fig. 5.2: histogram of the guides' posterior means over 32 test images (the first seed's runs)."""
+    runs = _first_seed([r for r in results if r["preset"] == preset and "posterior_means_of_32" in r])
     fig = Figure(figsize=(8, 2.5 * len(runs)))
     for ax, run in zip(fig.subplots(len(runs), 1, squeeze=False)[:, 0], runs):
         ax.hist(run["posterior_means_of_32"], bins=45)
@@ -166,65 +265,141 @@ def posterior_means_figure(results: list[dict], preset: str) -> Figure:
     return fig
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--epochs", type=int, default=None, help="stop at this epoch (default: the preset's budget, 125)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="run every (preset, run) with each seed")
     parser.add_argument("--presets", nargs="+", default=["dissertation-8", "dissertation-fashion-8"])
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--set", dest="settings", type=parse_setting, nargs="+", action="extend", default=[],
+                        metavar="KEY=VALUE", help="a model or run setting over the preset's (repeatable), e.g. "
+                        "centred_logits=true")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="dissertation")
-    parser.add_argument("--resume", action="store_true", help="keep the runs already in the output file and skip them")
-    parser.add_argument("--retry-diverged", action="store_true", help="with --resume, run the diverged runs again")
-    args = parser.parse_args()
+    parser.add_argument("--runs-dir", default=None,
+                        help="run directories (default: <cache>/benchmarks/dissertation/<output>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue each run from its last checkpoint (without it, an existing run is refused)")
+    parser.add_argument("--force", action="store_true", help="restart a run whose run directory exists")
+    args = parser.parse_args(argv)
+    if args.epochs is not None and args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
+    args.settings = dict(args.settings)
+    args.runs_dir = (cache_dir() / "benchmarks" / "dissertation" / args.output if args.runs_dir is None
+                     else Path(args.runs_dir).expanduser())
     torch.set_num_threads(args.threads)
-    selected = lambda r: r["preset"] in args.presets and r["run"] in args.runs  # noqa: E731
-    results = finished_runs(args.output, "runs", lambda r: args.retry_diverged and "diverged" in r and selected(r)) \
-        if args.resume else []
-    columns = ["preset", "run", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",
-               "diverged", "minutes"]
+    selected = [(preset, name, seed) for seed in args.seeds for preset in args.presets for name in args.runs]
+    same = lambda r, p, n, s: (r["preset"], r["run"], r.get("seed", 0), r.get("settings", {})) == (  # noqa: E731
+        p, n, s, args.settings)
+    # This invocation's arguments (the page's command); each run's entry records its own command too.
+    arguments = {"presets": args.presets, "runs": args.runs, "seeds": args.seeds, "epochs": args.epochs,
+                 "threads": args.threads,
+                 "set": [f"{k}={setting_text(v)}" for k, v in sorted(args.settings.items())] or None,
+                 "output": args.output}
+    done: list[dict] = []
+
+    def save() -> tuple[Path, list[dict]]:
+        """Write this invocation's finished runs beside the others in the file, read again just before, so that
+        processes running other selections into the same output (one seed each, say) keep each other's
+        entries; a selected run's old entry is replaced by its new one."""
+        results = [r for r in recorded_runs(args.output) if not any(same(r, *key) for key in selected)] + done
+        return save_results(args.output, {"runs": results, "summary": seed_summary(results)}, args=arguments,
+                            benchmark="dissertation"), results
+
+    for preset, name, seed in selected:
+        done.append(run_one(preset, name, seed, args))
+        print_table(done[-1:], COLUMNS)
+        save()  # after every run, so that a run stopped later keeps the finished ones
+    path, results = save()
     for preset in args.presets:
-        for name in args.runs:
-            if any(r["preset"] == preset and r["run"] == name for r in results):
-                continue
-            results.append(run_one(preset, name, args))
-            print_table(results[-1:], columns)
-            save_results(args.output, {"runs": results}, args=args, benchmark="dissertation")
         save_figure(curves_figure(results, preset), RESULTS / f"{args.output}-{preset}.png")
         if any("two_fours" in r for r in results if r["preset"] == preset):
             save_figure(recreations_figure(results, preset), RESULTS / f"{args.output}-{preset}-fours.png")
             save_figure(posterior_means_figure(results, preset), RESULTS / f"{args.output}-{preset}-means.png")
     print()
-    print_table(results, columns)
-    print(f"wrote {save_results(args.output, {'runs': results}, args=args, benchmark='dissertation')}")
+    print_table(results, COLUMNS)
+    print(f"wrote {path}")
 
 
+def recorded_runs(output: str) -> list[dict]:
+    """The runs already in ``results/<output>.json`` (none if there is no such file)."""
+    path = common.RESULTS / f"{output}.json"
+    return json.loads(path.read_text())["runs"] if path.exists() else []
+
+
+COLUMNS = ["preset", "run", "seed", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",
+           "dead_units", "saturated_units", "diverged", "minutes"]
 
 # ------------------------------------------------------------------------------- the results page
+
+#: Likelihoods whose "log p(x)" is no log-likelihood (:class:`pyrovae.nn.likelihoods.BernoulliCrossEntropy`).
+UNNORMALISED_LIKELIHOODS = ("bernoulli_cross_entropy",)
+
+
+def _settings_note(run: dict) -> str:
+    note = "".join(f" ({key}={value})" for key, value in sorted((run.get("settings") or {}).items()))
+    return note + ("*" if run.get("likelihood") in UNNORMALISED_LIKELIHOODS else "")
+
+
+def _spread(figure: dict | None) -> str:
+    if not figure:
+        return "-"
+    spread = f" ± {number(figure['std'])}" if figure.get("std") is not None else ""
+    return f"{number(figure['mean'])}{spread} ({number(figure['min'])} to {number(figure['max'])})"
+
 
 def _render(data: dict) -> list[str]:
     rows, diverged = [], []
     for run in data["runs"]:
         losses = run.get("reconstruction_loss_of_two_fours")
-        rows.append([f"`{run['preset']}`", cell(run["run"]), cell(run.get("trained_on")), number(run.get("epochs")),
+        rows.append([f"`{run['preset']}`", cell(run["run"]) + _settings_note(run), number(run.get("seed", 0)),
+                     cell(run.get("trained_on")), number(run.get("epochs")),
                      number(run.get("train_objective")), number(run.get("test_objective")), number(run.get("true_bound")),
                      number(run.get("exact_log_likelihood")),
                      ", ".join(number(x, 1) for x in losses) if isinstance(losses, list) else "-",
+                     number(run.get("dead_units")), number(run.get("saturated_units")),
                      "yes" if run.get("diverged") else "no", number(run.get("minutes"), 1)])
         if run.get("diverged"):
-            diverged.append(f"- `{run['preset']}` {run['run']}: {cell(run['diverged'])}")
-    lines = table(["preset", "run", "trained on", "epochs", "training objective", "test objective",
+            diverged.append(f"- `{run['preset']}` {run['run']} (seed {run.get('seed', 0)}): {cell(run['diverged'])}")
+    lines = table(["preset", "run", "seed", "trained on", "epochs", "training objective", "test objective",
                    "true bound (test)", "exact log p(x) (test)", "-log p(x|z_d) of two 4s (Table 5.2)",
-                   "diverged", "minutes"], rows)
+                   "dead units", "saturated units", "diverged", "minutes"], rows)
+    summary = [entry for entry in data.get("summary") or [] if len(entry["seeds"]) > 1]
+    if summary:
+        figures = ("test_objective", "true_bound", "exact_log_likelihood", "dead_units")
+        lines += ["Over seeds: mean ± sample standard deviation (least to greatest).", ""]
+        lines += table(["preset", "run", "epochs", "seeds", "test objective", "true bound (test)",
+                        "exact log p(x) (test)", "dead units", "diverged seeds"],
+                       [[f"`{entry['preset']}`", cell(entry["run"]) + _settings_note(entry),
+                         number(entry["epochs"]), ", ".join(map(str, entry["seeds"])),
+                         *(_spread(entry.get(figure)) for figure in figures),
+                         ", ".join(map(str, entry["diverged_seeds"])) or "-"] for entry in summary])
     lines.append("Nats per image (higher is better, except the reconstruction losses). The true bound is the ELBO of "
                  "the discrete model; the exact log-likelihood sums over all 2^8 latent states (not for 56-D). "
+                 "A dead unit's posterior probability varies by at most 0.01 in variance over the test set "
+                 "(Burda et al. 2016); a saturated one has |logit| > 10 for every test image "
+                 "(`pyrovae.unit_activity`). "
                  "The concrete run is the binary Concrete relaxation of Maddison et al. 2017.")
+    if any(run.get("likelihood") in UNNORMALISED_LIKELIHOODS for run in data["runs"]):
+        lines += ["", "\\* Trained and scored on grey values with the dissertation's Bernoulli cross-entropy "
+                  "(Sadier-Gane 2020, eq. 3.3), which is not a normalised density: its bounds and its \"exact "
+                  "log p(x)\" are not log-likelihoods, and compare only with runs on the same data."]
     lines += [""]
     if diverged:
         lines += ["Diverged runs:", "", *diverged, ""]
+    commands = list(dict.fromkeys(run["command"] for run in data["runs"] if isinstance(run.get("command"), str)))
+    legacy = sum(not isinstance(run.get("command"), str) for run in data["runs"])
+    if commands or legacy:
+        lines += ["Commands of the runs (a file can gather the runs of several commands):", "",
+                  *(f"- `{command}`" for command in commands)]
+        if legacy:
+            lines.append(f"- {legacy} runs were written before each run recorded its command, by an older "
+                         "`--seed` version of this script (its arguments are the JSON's `budget`)")
+        lines += [""]
     recorded = data.get("arguments") or data.get("budget") or {}
-    expected = len(recorded.get("presets") or []) * len(recorded.get("runs") or [])
+    expected = (len(recorded.get("presets") or []) * len(recorded.get("runs") or [])
+                * len(recorded.get("seeds") or [0]))
     if expected and len(rows) < expected:
         lines += [f"Only {len(rows)} of the {expected} runs of the command are recorded: the benchmark was still "
                   "running or was stopped when this JSON was written.", ""]
@@ -240,8 +415,12 @@ def _render(data: dict) -> list[str]:
 SECTION = Section(
     "StepLogistic dissertation", "The MNIST experiments of Sadier-Gane 2020 (Bernoulli-latent VAEs trained "
     "with StepLogistic, Logistic and Concrete relaxations, on their ELBO or on the \"Bernoulli ELBO\"): the "
-    "true bound, the exact log-likelihood and Table 5.2's reconstruction losses.", _render, order=40)
+    "true bound, the exact log-likelihood, the dead latent units and Table 5.2's reconstruction losses, over "
+    "seeds.", _render, order=40)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main(sys.argv[1:])
+    except (RunExistsError, CheckpointError, ValueError) as error:
+        sys.exit(f"error: {error}")

@@ -5,6 +5,18 @@ The encoder ends in logits (``(loc, scale)`` for ``gaussian-sigmoid``). For ``re
 guide also holds the input-dependent baseline :math:`b_\psi(x)` of NVIL (Mnih & Gregor 2014), an MLP
 that Pyro's ``TraceGraph_ELBO`` trains by regression on the downstream cost and subtracts from the
 score-function term.
+
+**Dead units and** ``centred_logits``. A logit :math:`a` gets every gradient through
+:math:`\sigma(a)\sigma(-a)`, and the StepLogistic KL is capped at :math:`\log 2` (Sadier-Gane 2020,
+eq. 5.5), so nothing in the StepLogistic ELBO holds the logits back: certainty only helps the
+reconstruction, and they run off to tens or hundreds. A unit whose logits all land on one side early
+in training stays there, carrying nothing and costing up to :math:`\log 2` nats per image: a dead unit
+(see :mod:`pyrovae.unit_activity`). With ``centred_logits`` each unit's logits are standardised over
+the batch (a batch normalisation without shift, with its running mean and variance at evaluation;
+Ioffe & Szegedy 2015) and multiplied by a learnt per-unit scale, so that no unit can take the same
+value for every image; Zhu et al. (2020) normalise a Gaussian guide's means in the same way against
+posterior collapse. Bounding the logits instead (:math:`c \tanh(a/c)`, :math:`c = 5`) was tried and did
+not help: as many units died in the first epochs.
 """
 
 from __future__ import annotations
@@ -28,7 +40,11 @@ class BernoulliLatentGuide(AmortizedGuide):
     """``q(z | x)`` of ``model``'s relaxation; ``beta`` is a buffer of its own (the guide does not
     own the model's modules), set with the model's by the annealing schedule."""
 
-    def __init__(self, model: BernoulliVAE, hidden_sizes: Sequence[int] = (256, 128), activation: str = "relu"):
+    def __init__(self, model: BernoulliVAE, hidden_sizes: Sequence[int] = (256, 128), activation: str = "relu",
+                 centred_logits: bool = False):
+        if centred_logits and model.relaxation.head != "logits":
+            raise ValueError(f"centred_logits applies to logits; relaxation {model.relaxation.name!r} has a "
+                             "(loc, scale) encoder")
         self.relaxation = model.relaxation
         self.temperatures = (model.prior_temperature, model.posterior_temperature)
         hidden = list(hidden_sizes)
@@ -37,13 +53,22 @@ class BernoulliLatentGuide(AmortizedGuide):
         super().__init__(model.x_dim, model.z_dim, hidden, activation,
                          encoder=Encoder(model.x_dim, hidden, head, activation))
         self.register_buffer("beta", model.beta.clone())
+        self.centring = nn.BatchNorm1d(model.z_dim, affine=False) if centred_logits else None
+        self.logit_scale = nn.Parameter(torch.ones(model.z_dim)) if centred_logits else None
         # b_psi(x): one number per example, the shape of the site's batch.
         self.baseline = (nn.Sequential(mlp([model.x_dim, *hidden, 1], activation), nn.Flatten(-2))
                          if self.relaxation.baseline else None)
 
+    def encoder_output(self, x: torch.Tensor):
+        """The encoder's logits (or ``(loc, scale)``), centred if ``centred_logits``."""
+        output = self.encoder(x)
+        if self.centring is not None:
+            output = self.centring(output.reshape(-1, output.shape[-1])).reshape(output.shape) * self.logit_scale
+        return output
+
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
         settings = RelaxationSettings(self.beta, *self.temperatures)
-        return self.relaxation.posterior(settings, self.encoder(x)).to_event(1)
+        return self.relaxation.posterior(settings, self.encoder_output(x)).to_event(1)
 
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
         infer = {}
@@ -59,4 +84,5 @@ class BernoulliLatentGuide(AmortizedGuide):
 
 
 register_guide("bernoulli-vae", "amortized",
-               lambda config, data, model: BernoulliLatentGuide(model, config.hidden_sizes, config.activation))
+               lambda config, data, model: BernoulliLatentGuide(model, config.hidden_sizes, config.activation,
+                                                                config.centred_logits))

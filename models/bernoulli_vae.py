@@ -127,6 +127,8 @@ class BernoulliVAEConfig:
                                                             "positive": True})
     posterior_temperature: float = field(default=2 / 3, metadata={
         "help": "Concrete temperature of the guide (and of the straight-through gradient)", "positive": True})
+    centred_logits: bool = field(default=False, metadata={
+        "help": "standardise each unit's logits over the batch, times a learnt scale (against dead units)"})
     true_bound_particles: int = field(default=1, metadata={
         "help": "particles of the true (discrete) bound logged each epoch", "min": 1})
 

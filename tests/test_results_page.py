@@ -212,3 +212,29 @@ def test_a_result_named_by_output_finds_its_benchmark_by_the_recorded_name(tmp_p
     page = report.render(report.read_directory(tmp_path))
     assert "## StepLogistic dissertation: `steplogistic-pair`" in page
     assert "- Command: `python -m benchmarks.dissertation --epochs 3 --output steplogistic-pair`\n" in page
+
+
+def test_dissertation_runs_over_seeds_give_their_spread(tmp_path):
+    runs = [{"preset": "dissertation-fashion-8", "run": "step-logistic", "seed": seed, "settings": {}, "epochs": 12,
+             "trained_on": "elbo", "test_objective": value, "true_bound": value, "dead_units": dead,
+             "saturated_units": 0, "diverged": None, "minutes": 1.0, "curve": [],
+             "command": f"python -m benchmarks.dissertation --seeds {seed}"}
+            for seed, value, dead in ((0, -280.0, 2), (1, -284.0, 0))]
+    summary = [{"preset": "dissertation-fashion-8", "run": "step-logistic", "settings": {}, "epochs": 12,
+                "seeds": [0, 1], "diverged_seeds": [],
+                "test_objective": {"mean": -282.0, "std": 2.8284, "min": -284.0, "max": -280.0},
+                "dead_units": {"mean": 1.0, "std": 1.4142, "min": 0, "max": 2}}]
+    _write(tmp_path, "dissertation", {"runs": runs, "summary": summary, "machine": MACHINE,
+                                      "arguments": {"presets": ["dissertation-fashion-8"], "runs": ["step-logistic"],
+                                                    "seeds": [0, 1, 2]}})
+    page = report.render(report.read_directory(tmp_path))
+    assert "| `dissertation-fashion-8` | step-logistic | 1 | elbo | 12 |" in page
+    assert ("| `dissertation-fashion-8` | step-logistic | 12 | 0, 1 | -282.00 ± 2.83 (-284.00 to -280.00) | - | - "
+            "| 1.00 ± 1.41 (0 to 2) | - |") in page
+    assert "- `python -m benchmarks.dissertation --seeds 0`\n- `python -m benchmarks.dissertation --seeds 1`" in page
+    assert "Only 2 of the 3 runs of the command are recorded" in page
+    assert "not a normalised density" not in page
+    runs[1]["likelihood"] = "bernoulli_cross_entropy"
+    _write(tmp_path, "dissertation", {"runs": runs, "machine": MACHINE})
+    page = report.render(report.read_directory(tmp_path))
+    assert "| `dissertation-fashion-8` | step-logistic* | 1 |" in page and "not a normalised density" in page

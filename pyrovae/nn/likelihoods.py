@@ -50,6 +50,21 @@ class ContinuousBernoulliLikelihood(BernoulliLikelihood):
         return dist.ContinuousBernoulli(logits=output, validate_args=False).mean
 
 
+class BernoulliCrossEntropy(BernoulliLikelihood):
+    r"""The Bernoulli cross-entropy of grey values, :math:`\log p(x \mid \ell) = \sum_d x_d \log q_d + (1 - x_d)
+    \log(1 - q_d)` with :math:`q = \sigma(\ell)` and :math:`x \in [0, 1]^D`: the loss the dissertation trains
+    with on intensities (Sadier-Gane 2020, §3.3.3, eq. 3.3, "Bernoulli(q_i).logprob(p_i)").
+
+    It is **not a normalised density** on :math:`[0, 1]^D`: :math:`\int_0^1 q^x (1 - q)^{1 - x}\,dx < 1`
+    except where :math:`q \in \{0, 1\}`, so a bound computed with it is no bound on any log-likelihood and is not
+    comparable with one on binary data; the continuous Bernoulli (``continuous_bernoulli``,
+    Loaiza-Ganem & Cunningham 2019) is this function with its normaliser. Offered by name only, for
+    reproducing the dissertation; a plain ``bernoulli`` likelihood refuses grey values.
+    """
+
+    support = "unit_interval"
+
+
 class GaussianLikelihood(nn.Module):
     """``x_d ~ Normal(mu_d, sigma_d)``.
 
@@ -87,11 +102,13 @@ LIKELIHOODS = {
     "bernoulli": BernoulliLikelihood,
     "gaussian": GaussianLikelihood,
     "continuous_bernoulli": ContinuousBernoulliLikelihood,
+    "bernoulli_cross_entropy": BernoulliCrossEntropy,
 }
 
 
 def make_likelihood(name: str, event_shape, **options) -> nn.Module:
-    """The likelihood called ``name`` (``bernoulli``, ``gaussian``, ``continuous_bernoulli``)."""
+    """The likelihood called ``name`` (``bernoulli``, ``gaussian``, ``continuous_bernoulli``,
+    ``bernoulli_cross_entropy``)."""
     try:
         cls = LIKELIHOODS[name]
     except KeyError:

@@ -288,3 +288,29 @@ def test_symmetric_power_trains_by_the_closed_form_kl_which_survives_samples_nea
 
     assert not gradients_are_finite(pyro.infer.Trace_ELBO(max_plate_nesting=1))
     assert gradients_are_finite(pyro.infer.TraceMeanField_ELBO(max_plate_nesting=1))
+
+
+# Against dead units ------------------------------------------------------------------------------
+
+
+def test_centred_logits_are_standardised_over_the_batch():
+    torch.manual_seed(0)
+    model = BernoulliVAE(6, 3, "step-logistic", (5,))
+    x = torch.bernoulli(torch.full((64, 6), 0.5))
+    centred = BernoulliLatentGuide(model, (5,), centred_logits=True)
+    with torch.no_grad():
+        centred.encoder.head.logits.bias.fill_(40.0)  # every unit on for every image, before centring
+        centred.logit_scale.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        logits = centred.posterior(x).base_dist.logits
+    raw = centred.encoder(x).double()
+    expected = (raw - raw.mean(0)) / (raw.var(0, unbiased=False) + 1e-5).sqrt() * centred.logit_scale.double()
+    torch.testing.assert_close(logits.double(), expected, atol=1e-3, rtol=0)  # float32 around 40
+    assert torch.allclose(logits.std(0, unbiased=False), torch.tensor([1.0, 2.0, 3.0]), rtol=1e-3)
+    centred.eval()  # the running statistics: logits no longer depend on the rest of the batch
+    with torch.no_grad():
+        assert torch.equal(centred.posterior(x[:1]).base_dist.logits, centred.posterior(x).base_dist.logits[:1])
+
+
+def test_centred_logits_are_refused_where_there_are_no_logits():
+    with pytest.raises(ValueError, match="centred_logits applies to logits"):
+        BernoulliLatentGuide(BernoulliVAE(6, 3, "gaussian-sigmoid", (5,)), (5,), centred_logits=True)

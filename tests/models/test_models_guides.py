@@ -21,7 +21,7 @@ def continuous_bernoulli_log_normalizer(probs):
     return torch.where(c.abs() < 1e-6, torch.full_like(c, 2.0), 2 * torch.atanh(c) / c).log()
 
 
-@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli"])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian", "continuous_bernoulli", "bernoulli_cross_entropy"])
 def test_observation_log_density_is_the_likelihood_formula(likelihood):
     model, guide = VAE(X_DIM, Z_DIM, (8,), likelihood), DiagonalNormalGuide(X_DIM, Z_DIM, (8,))
     x = binary_batch() if likelihood == "bernoulli" else torch.rand(5, X_DIM)
@@ -29,7 +29,7 @@ def test_observation_log_density_is_the_likelihood_formula(likelihood):
     model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
     output = model.decoder(guide_trace.nodes["z"]["value"])
     probs = torch.sigmoid(output)
-    if likelihood == "bernoulli":
+    if likelihood in ("bernoulli", "bernoulli_cross_entropy"):  # the cross-entropy of grey values x (eq. 3.3)
         expected = x * probs.log() + (1 - x) * (1 - probs).log()
     elif likelihood == "continuous_bernoulli":
         expected = continuous_bernoulli_log_normalizer(probs) + x * probs.log() + (1 - x) * (1 - probs).log()
@@ -38,6 +38,20 @@ def test_observation_log_density_is_the_likelihood_formula(likelihood):
         expected = -0.5 * ((x - output) / scale) ** 2 - scale.log() - 0.5 * math.log(2 * math.pi)
     site = model_trace.nodes["x"]
     assert torch.allclose(site["fn"].log_prob(x), expected.sum(-1), atol=1e-4)
+
+
+def test_grey_values_take_the_cross_entropy_only_by_name_and_it_is_not_a_density():
+    grey = torch.rand(2, X_DIM)
+    with pytest.raises(ValueError, match="must be binary"):
+        VAE(X_DIM, Z_DIM, (8,), "bernoulli")(grey)
+    VAE(X_DIM, Z_DIM, (8,), "bernoulli_cross_entropy")(grey)
+    # Its integral over [0, 1] is below 1 (the continuous Bernoulli's normaliser is the missing factor).
+    x = torch.linspace(0, 1, 20001, dtype=torch.float64)
+    logits = torch.tensor([[-3.0], [0.0], [2.0]], dtype=torch.float64)
+    density = VAE(1, Z_DIM, (8,), "bernoulli_cross_entropy").likelihood.distribution(logits).log_prob(x[:, None, None]).exp()
+    mass = torch.trapezoid(density, x, dim=0)
+    expected = 1 / continuous_bernoulli_log_normalizer(torch.sigmoid(logits[:, 0])).exp()
+    assert torch.allclose(mass, expected, atol=1e-6) and (mass < 1).all()
 
 
 def test_guides_swap_and_full_covariance_is_correlated():
