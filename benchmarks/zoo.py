@@ -192,6 +192,9 @@ def _rows(data: dict, full: bool) -> list[list[str]]:
     return rows
 
 
+#: Metrics of the references where less is better (every other is a bound, an evidence or an accuracy).
+LOWER_IS_BETTER = {"test_error_percent", "test_nll"}
+
 HEADERS = ["model/preset", "settings", "seed", "metric", "pyrovae", "reference", "difference",
            "epochs done (of the preset's)", "minutes"]
 
@@ -201,8 +204,10 @@ def _notes(data: dict) -> list[str]:
              and isinstance(row.get("preset_epochs"), int) and row["epochs"] < row["preset_epochs"]]
     if not short:
         return ["Every run trained its preset's full budget.", ""]
+    lower = sorted({row["metric"] for row in data["rows"] if row.get("metric") in LOWER_IS_BETTER})
+    direction = "higher is better" + (f", except {', '.join(lower)}" if lower else "")
     return [f"{len(short)} of {len(data['rows'])} runs stopped before the preset's budget: a gap to the reference is "
-            "expected from that alone (every metric here is a bound or an evidence: higher is better).", ""]
+            f"expected from that alone ({direction}).", ""]
 
 
 def _render(data: dict) -> list[str]:
