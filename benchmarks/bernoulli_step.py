@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.common import alternating_step_times, print_table, save_results
+from benchmarks.common import adam_step, alternating_step_times, print_table, save_results
 from benchmarks.page import Section, cell, number, table
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
@@ -132,17 +132,7 @@ def plain_step(experiment, estimator: str, compiled: bool = False):
     config = experiment.model
     model = PlainBernoulliVAE(config.z_dim, config.hidden_sizes, config.activation, estimator,
                               config.prior_temperature, config.posterior_temperature)
-    optimizer = torch.optim.Adam(model.parameters(), lr=experiment.run.lr, fused=True)
-    loss_fn = torch.compile(model.loss) if compiled else model.loss
-
-    def step(x):
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(x)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return step
+    return adam_step(model.parameters(), model.loss, experiment.run.lr, compiled)
 
 
 def pyrovae_step(experiment, data, engine: str, name: str):

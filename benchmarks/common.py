@@ -100,3 +100,19 @@ def alternating_step_times(contenders: dict, batches: list, steps: int, warmup: 
                     if cpu_times is not None:
                         cpu_times[name].append(time.thread_time() - cpu_began)
     return times
+
+
+def adam_step(parameters, loss, lr: float, compiled: bool = False):
+    """``step(x) -> float``: one fused-Adam step of a hand-written PyTorch ``loss(x)`` (compiled with
+    ``torch.compile`` when asked), the plain-PyTorch baseline the step benchmarks time pyrovae against."""
+    optimizer = torch.optim.Adam(parameters, lr=lr, fused=True)
+    loss_fn = torch.compile(loss) if compiled else loss
+
+    def step(x):
+        optimizer.zero_grad(set_to_none=True)
+        value = loss_fn(x)
+        value.backward()
+        optimizer.step()
+        return value.item()
+
+    return step

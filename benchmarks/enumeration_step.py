@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.common import alternating_step_times, print_table, save_results
+from benchmarks.common import adam_step, alternating_step_times, print_table, save_results
 from benchmarks.page import Section, cell, number, table
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
@@ -86,21 +86,11 @@ class PlainGMVAE(nn.Module):
 def plain_step(experiment, closed_form_kl: bool, compiled: bool = False):
     config = experiment.model
     model = PlainGMVAE(config.num_components, config.z_dim, config.hidden_sizes)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
 
     def loss(x):
         return model.loss(x, closed_form_kl)
 
-    loss_fn = torch.compile(loss) if compiled else loss
-
-    def step(x):
-        optimizer.zero_grad(set_to_none=True)
-        value = loss_fn(x)
-        value.backward()
-        optimizer.step()
-        return value.item()
-
-    return step
+    return adam_step(model.parameters(), loss, 1e-3, compiled)
 
 
 def pyrovae_step(experiment, data, engine, name):

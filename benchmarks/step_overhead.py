@@ -30,7 +30,7 @@ from pyro.infer import JitTrace_ELBO, Trace_ELBO
 from torch import nn
 from torch.nn import functional as F
 
-from benchmarks.common import alternating_step_times, print_table, save_results
+from benchmarks.common import adam_step, alternating_step_times, print_table, save_results
 from benchmarks.page import Section, cell, number, table
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
@@ -63,17 +63,7 @@ class PlainVAE(nn.Module):
 def plain_step(experiment, compiled: bool = False):
     config = experiment.model
     model = PlainVAE(config.z_dim, config.hidden_sizes, config.activation)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
-    loss_fn = torch.compile(model.loss) if compiled else model.loss
-
-    def step(x):
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(x)
-        loss.backward()
-        optimizer.step()
-        return loss.item()
-
-    return step
+    return adam_step(model.parameters(), model.loss, 1e-3, compiled)
 
 
 def pyrovae_step(experiment, data, engine, objective, name):

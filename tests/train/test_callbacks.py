@@ -9,9 +9,8 @@ from pyro.infer import Trace_ELBO
 
 from pyrovae.callbacks import Callback, Checkpoint, OnEpochEnd
 from pyrovae.data import load_dataset
-from pyrovae.guides import DiagonalNormalGuide
-from pyrovae.models import VAE
 from pyrovae.train import fit
+from tests.support.small_vae import parameters, small_vae_pair
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +20,7 @@ def digits():
 
 
 def pair(seed=0):
-    torch.manual_seed(seed)
-    return VAE(64, 4, (32,)), DiagonalNormalGuide(64, 4, (32,))
-
-
-def parameters(*modules):
-    return torch.cat([p.detach().flatten() for m in modules for p in m.parameters()])
+    return small_vae_pair(seed)
 
 
 class HalveOnPlateau(Callback):

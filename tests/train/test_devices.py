@@ -10,9 +10,8 @@ from pyrovae.checkpoint import Checkpointer
 from pyrovae.data import load_dataset
 from pyrovae.devices import resolve_device
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo, reconstruction_error
-from pyrovae.guides import DiagonalNormalGuide
-from pyrovae.models import VAE
 from pyrovae.train import fit, load_checkpoint
+from tests.support.small_vae import small_vae_pair
 
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -25,8 +24,7 @@ def digits():
 
 
 def pair(seed=0):
-    torch.manual_seed(seed)
-    return VAE(64, 2, (16,)), DiagonalNormalGuide(64, 2, (16,))
+    return small_vae_pair(seed, 2, (16,))
 
 
 def test_device_names():

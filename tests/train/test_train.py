@@ -13,6 +13,7 @@ from pyrovae.guides import DiagonalNormalGuide
 from pyrovae.models import VAE
 from pyrovae.train import TrainingDivergedError, fit, load_checkpoint
 from tests.support.baselines import mean_kl_from_prior, pixel_frequency_log_likelihood
+from tests.support.small_vae import parameters, small_vae_pair
 
 
 @pytest.fixture(scope="module")
@@ -23,12 +24,7 @@ def digits():
 
 
 def pair(seed=0):
-    torch.manual_seed(seed)
-    return VAE(64, 4, (32,)), DiagonalNormalGuide(64, 4, (32,))
-
-
-def parameters(*modules):
-    return torch.cat([p.detach().flatten() for m in modules for p in m.parameters()])
+    return small_vae_pair(seed)
 
 
 def test_short_run_learns_what_a_model_ignoring_z_cannot(tmp_path):
