@@ -9,6 +9,8 @@ committed (``nb_execution_mode = "off"``); ``docs/notebooks`` is a link to the r
 import os
 from pathlib import Path
 
+from sphinx.ext import napoleon
+
 import pyrovae
 from pyrovae.cli import _parser
 
@@ -23,7 +25,7 @@ extensions = [
     "myst_nb",  # Markdown pages (it includes myst-parser) and the notebooks
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.napoleon",  # the "Args:"/"Returns:" sections of some docstrings
+    "sphinx.ext.napoleon",  # the "Args:"/"Returns:" sections of some docstrings (see setup() below)
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",  # MathJax served from the build itself: the math is typeset offline too
 ]
@@ -42,7 +44,6 @@ autosummary_ignore_module_all = False  # a package's public names are its __all_
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_class_signature = "separated"
 napoleon_numpy_docstring = False
 # A class one package re-exports from another is documented once, on its home package's page (autodoc
 # gives both copies the class's canonical name, a duplicate object description). The module template reads this.
@@ -69,5 +70,20 @@ def _write_cli_help(app):
         target.write_text(content)
 
 
+def _napoleon_except_data(app, what, name, obj, options, lines):
+    """Napoleon's Google-style sections, but not on data and attributes.
+
+    pyrovae's ``#:`` comments often open with a citation or a label and a colon ("Burda et al. (2016,
+    §5.2): a unit is active when ..."); napoleon reads such a first line as ``type: description`` and
+    shows the citation as the value's type. Those docstrings have no sections, so they go through as written.
+    """
+    if what not in ("data", "attribute"):
+        napoleon._process_docstring(app, what, name, obj, options, lines)
+
+
 def setup(app):
     app.connect("builder-inited", _write_cli_help)
+    for listener in list(app.events.listeners["autodoc-process-docstring"]):
+        if listener.handler is napoleon._process_docstring:
+            app.disconnect(listener.id)
+    app.connect("autodoc-process-docstring", _napoleon_except_data)

@@ -25,7 +25,7 @@ class NormalizingFlowGuide(AmortizedGuide):
     """A diagonal-Normal encoder followed by ``num_flows`` affine autoregressive transforms,
     with the latent order reversed between them so every coordinate gets to depend on the others.
 
-    It takes :class:`~pyrovae.guides.normal.AmortizedGuide`'s ``x_dim, z_dim, hidden_sizes, activation,
+    It takes :class:`~pyrovae.guides.AmortizedGuide`'s ``x_dim, z_dim, hidden_sizes, activation,
     encoder, name``, and:
 
     Args:
