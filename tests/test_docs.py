@@ -110,6 +110,16 @@ def test_the_site_builds_without_warnings_and_has_every_page(site):
         assert (site / "api" / f"{area}.html").is_file(), area
 
 
+def test_every_page_links_only_to_files_of_the_build(site):
+    pages = sorted(site.rglob("*.html"))
+    missing = {}
+    for path in pages:
+        parsed = _parse(path.read_text())
+        if targets := _missing_targets(site, path, parsed.images + parsed.links):
+            missing[str(path.relative_to(site))] = targets
+    assert len(pages) > 40 and not missing, missing
+
+
 @pytest.mark.parametrize("page, heading", PAGES, ids=[page for page, _ in PAGES])
 def test_the_built_html_links_only_to_files_of_the_build(site, page, heading):
     path = site / page
