@@ -25,8 +25,10 @@ class NormalizingFlowGuide(AmortizedGuide):
     """A diagonal-Normal encoder followed by ``num_flows`` affine autoregressive transforms,
     with the latent order reversed between them so every coordinate gets to depend on the others.
 
-    Args (after :class:`~pyrovae.guides.normal.AmortizedGuide`'s ``x_dim, z_dim, hidden_sizes,
-    activation, encoder, name``):
+    It takes :class:`~pyrovae.guides.AmortizedGuide`'s ``x_dim, z_dim, hidden_sizes, activation,
+    encoder, name``, and:
+
+    Args:
         num_flows: number of autoregressive transforms ``K``.
         flow_hidden_sizes: hidden layers of each transform's autoregressive network.
     """

@@ -33,7 +33,7 @@ MAX_UNITS = 24
 
 
 def binary_states(start: int, stop: int, num_units: int, like: torch.Tensor) -> torch.Tensor:
-    """Rows ``start .. stop - 1`` of the ``2^D x D`` table of binary states (unit ``d`` is bit ``d``)."""
+    """Rows ``start`` to ``stop - 1`` of the ``2^D x D`` table of binary states (unit ``d`` is bit ``d``)."""
     index = torch.arange(start, stop, device=like.device)
     bits = torch.arange(num_units, device=like.device)
     return ((index[:, None] >> bits) & 1).to(like.dtype)

@@ -24,7 +24,7 @@ def activation_module(name: str) -> nn.Module:
 
 
 def mlp(sizes: Sequence[int], activation: str = "relu", activate_last: bool = False) -> nn.Sequential:
-    """A multilayer perceptron ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+    """A multilayer perceptron through the widths ``sizes`` (``sizes[0]`` in, ``sizes[-1]`` out).
 
     The activation follows every linear layer except the last, unless ``activate_last``.
     """
