@@ -140,10 +140,9 @@ def fit(model: torch.nn.Module, guide: torch.nn.Module, elbo: pyro.infer.ELBO, t
             tensors); the test ELBO (nats per example, :func:`default_eval_elbo`) is logged each epoch.
         epochs, batch_size, lr, seed: Adam's settings. ``seed`` seeds the batches and the noise; seed
             the initial weights yourself before building the networks (the CLI does).
-        engine: ``"module"``, ``"compiled"``, ``"captured"``, ``"svi"`` or ``"auto"`` (:mod:`pyrovae.engines`);
-            with a ``Jit*`` objective (module, svi), whose graph fixes the batch size, last batches are dropped;
-            it is refused for a model whose forward pass updates its own state (the VQ-VAE's EMA codebook),
-            whose update ``torch.jit.trace`` would drop (:func:`pyrovae.engines.check_jit_side_effects`).
+        engine: ``"module"``, ``"compiled"``, ``"captured"``, ``"svi"`` or ``"auto"`` (:mod:`pyrovae.engines`). A
+            ``Jit*`` objective (module, svi) fixes the batch size (last batches are dropped) and is refused for
+            a model updating its own state (:func:`pyrovae.engines.check_jit_side_effects`).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"auto"`` (:func:`pyrovae.devices.resolve_device`; under
             ``torchrun`` each rank's own GPU): the pair and the data move there once; ``None``: the model's.
         callbacks: :class:`~pyrovae.callbacks.Callback`\\ s, called in this order at each point of the run
@@ -151,9 +150,8 @@ def fit(model: torch.nn.Module, guide: torch.nn.Module, elbo: pyro.infer.ELBO, t
             ``TensorBoard``, ``Diagnostics``, ``TimeBudget``, a model's own, yours). Put ``Checkpoint``
             last: it records the keys and the state that the callbacks before it leave.
 
-    Across ranks (``torchrun``, :mod:`pyrovae.distributed`) ``batch_size`` is the global batch, split
-    evenly over the ranks; each rank draws its own noise, seeded by ``seed``, the epoch and its rank;
-    the rows are the same on every rank; a callback that stops the run on one rank stops it on all.
+    Across ranks (``torchrun``, :mod:`pyrovae.distributed`) ``batch_size`` is the global batch, split evenly;
+    each rank draws its own noise (``seed``, epoch, rank); rows are the same on every rank, and so is a stop.
 
     Returns:
         The :class:`~pyrovae.checkpoint.History` of per-epoch rows: ``train_loss`` (per example), ``train_elbo``
