@@ -4,6 +4,7 @@ browser: the home page, one API page and one notebook page, opened in headless C
 files of the build, math typeset by MathJax (served from the build, no network) without a TeX error,
 and a silent browser console. Screenshots of the three pages are saved in the test's tmp dir."""
 
+import os
 import shutil
 import subprocess
 import sys
@@ -19,7 +20,8 @@ pytest.importorskip("sphinx", reason="the docs extra is not installed (pip insta
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
+#: The browser: $PYROVAE_CHROMIUM, else ``chromium`` on the PATH (Debian's package).
+CHROMIUM = os.environ.get("PYROVAE_CHROMIUM") or shutil.which("chromium")
 #: Seconds the browser may take to load one page.
 BROWSER_TIMEOUT = 120
 
@@ -132,7 +134,7 @@ def test_the_built_html_links_only_to_files_of_the_build(site, page, heading):
 
 def _chromium(*args: str, user_data_dir: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          f"--user-data-dir={user_data_dir}", *args],
         capture_output=True, text=True, timeout=BROWSER_TIMEOUT)
@@ -143,7 +145,7 @@ def _console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="Chromium is not installed (Debian: apt-get install chromium)")
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
 @pytest.mark.parametrize("page, heading", PAGES, ids=[page for page, _ in PAGES])
 def test_the_page_renders_in_chromium(site, page, heading, tmp_path):
     path = site / page
