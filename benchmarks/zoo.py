@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import sys
 from functools import partial
 from pathlib import Path
@@ -210,12 +211,49 @@ def _notes(data: dict) -> list[str]:
             f"expected from that alone ({direction}).", ""]
 
 
+def seed_spread(data: dict) -> list[dict]:
+    """Run-to-run spread: for each model, preset and settings run with several seeds, the metric of every
+    seed at the last epoch all of them reached (read off each run's curve, so a full-budget run of one seed
+    and short runs of the others compare at the short runs' epoch): mean, sample standard deviation, seeds."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in data["rows"]:
+        if row.get("curve"):
+            key = (row["model"], row["preset"], json.dumps(row.get("settings", {}), sort_keys=True), row["metric"])
+            groups.setdefault(key, []).append(row)
+    spreads = []
+    for (model, preset, settings, metric), rows in sorted(groups.items()):
+        if len({row.get("seed", 0) for row in rows}) < 2:
+            continue
+        epoch = min(row["curve"][-1]["epoch"] for row in rows)
+        values = [point[metric] for row in rows for point in row["curve"] if point["epoch"] == epoch]
+        if len(values) != len(rows) or any(not isinstance(value, (int, float)) for value in values):
+            continue
+        spreads.append({"model": model, "preset": preset, "settings": json.loads(settings), "metric": metric,
+                        "epoch": epoch, "seeds": sorted(row.get("seed", 0) for row in rows),
+                        "mean": statistics.fmean(values), "sd": statistics.stdev(values)})
+    return spreads
+
+
+def _spread_table(data: dict) -> list[str]:
+    spreads = seed_spread(data)
+    if not spreads:
+        return []
+    rows = [[f"`{s['model']}/{s['preset']}`",
+             cell(", ".join(f"{k}={json.dumps(v)}" for k, v in sorted(s["settings"].items())) or "preset"),
+             cell(s["metric"]), number(s["epoch"]), ", ".join(str(seed) for seed in s["seeds"]),
+             number(s["mean"], 3), number(s["sd"], 3)] for s in spreads]
+    return ["Run-to-run spread: the same configuration with several seeds, each at the last epoch every seed "
+            "reached (from the runs' curves above).", "",
+            *table(["model/preset", "settings", "metric", "at epoch", "seeds", "mean", "standard deviation"], rows), ""]
+
+
 def _render(data: dict) -> list[str]:
-    return [*table([*HEADERS, "source", "command of the run"], _rows(data, full=True)), *_notes(data)]
+    return [*table([*HEADERS, "source", "command of the run"], _rows(data, full=True)), *_notes(data),
+            *_spread_table(data)]
 
 
 def _summary(data: dict) -> list[str]:
-    return [*table(HEADERS, _rows(data, full=False)), *_notes(data)]
+    return [*table(HEADERS, _rows(data, full=False)), *_notes(data), *_spread_table(data)]
 
 
 SECTION = Section(

@@ -69,3 +69,24 @@ def test_the_json_holds_a_run_after_every_epoch(tmp_path, monkeypatch):
     (row,) = json.loads((tmp_path / "a" / "zoo.json").read_text())["rows"]
     assert seen == [1, 2] and row["epochs"] == 1 and not row["complete"]
     assert [r["epoch"] for r in row["curve"]] == [1]
+
+
+def test_the_seed_spread_compares_every_seed_at_the_last_epoch_all_reached(tmp_path, monkeypatch):
+    """Seed 0 trained 3 epochs and seed 1 two: the spread reads both curves at epoch 2, and differs
+    from the spread of the seeds' last values (which mixes epochs)."""
+    runs = tmp_path / "runs"
+    _rows(tmp_path / "a", runs, "--epochs", "3", "--seed", "0", monkeypatch=monkeypatch)
+    rows = _rows(tmp_path / "a", runs, "--epochs", "2", "--seed", "1", monkeypatch=monkeypatch)
+    data = {"rows": rows}
+    (spread,) = zoo.seed_spread(data)
+    at_two = [next(p["test_elbo"] for p in row["curve"] if p["epoch"] == 2) for row in rows]
+    assert spread["epoch"] == 2 and spread["seeds"] == [0, 1]
+    assert spread["mean"] == pytest.approx(sum(at_two) / 2)
+    assert spread["sd"] == pytest.approx(abs(at_two[0] - at_two[1]) / 2 ** 0.5)
+    assert at_two[0] != rows[0]["pyrovae"], "seed 0's last value is at epoch 3, not the epoch compared"
+    assert any("standard deviation" in line for line in zoo.SECTION.render(data))
+
+
+def test_a_single_seed_has_no_spread(tmp_path, monkeypatch):
+    rows = _rows(tmp_path / "a", tmp_path / "runs", "--epochs", "1", monkeypatch=monkeypatch)
+    assert zoo.seed_spread({"rows": rows}) == []
