@@ -36,12 +36,13 @@ def main() -> None:
     fit(model, guide, objective, train, epochs=args.pretrain_epochs, batch_size=64, lr=3e-3)
     batch = train.x[:100]
     s = args.particles
+    nesting = {"max_plate_nesting": model.max_plate_nesting}  # declared, so Pyro need not guess (and log) it
     objectives = {
-        f"Trace_ELBO (S={s})": Trace_ELBO(num_particles=s, vectorize_particles=True),
-        f"IWAE (K={s})": ImportanceWeightedELBO(num_particles=s),
-        f"IWAE-DReG (K={s})": ImportanceWeightedELBO(num_particles=s, estimator="dreg"),
-        f"VarianceELBO (S={s})": VarianceELBO(num_particles=s),
-        f"LogVarianceELBO (S={s})": LogVarianceELBO(num_particles=s),
+        f"Trace_ELBO (S={s})": Trace_ELBO(num_particles=s, vectorize_particles=True, **nesting),
+        f"IWAE (K={s})": ImportanceWeightedELBO(num_particles=s, **nesting),
+        f"IWAE-DReG (K={s})": ImportanceWeightedELBO(num_particles=s, estimator="dreg", **nesting),
+        f"VarianceELBO (S={s})": VarianceELBO(num_particles=s, **nesting),
+        f"LogVarianceELBO (S={s})": LogVarianceELBO(num_particles=s, **nesting),
     }
     rows = []
     for name, objective in objectives.items():
