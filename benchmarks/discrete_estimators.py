@@ -28,9 +28,17 @@ and writes its rows to a shard file under ``<cache>/benchmarks/discrete_estimato
 shard is done, the same command with ``--collect`` instead of ``--shard`` merges them into
 ``benchmarks/results/<output>.json`` (refusing shards of other arguments or missing ones).
 
+A run survives an interruption: each keeps a run directory with a checkpoint after every epoch under
+``<cache>/benchmarks/discrete_estimators/runs/`` (``--runs-dir``), and the JSON holds its row after
+every epoch (``"complete": false`` with the epochs done out of the preset's budget, until its
+evaluation is written). The same command with ``--resume`` continues an unfinished run from its last
+epoch and skips the finished ones; without it an existing run directory is refused (``--force``
+restarts it). The 1,000-epoch rows are thus a series of shorter runs, each continuing the last.
+
     python -m benchmarks.discrete_estimators [--epochs 5] [--models linear nonlinear] [--relaxations ...]
     python -m benchmarks.discrete_estimators --epochs 3 --shard 0/2 &  python -m benchmarks.discrete_estimators --epochs 3 --shard 1/2
     python -m benchmarks.discrete_estimators --epochs 3 --collect
+    python -m benchmarks.discrete_estimators --epochs 1000 --lr 1e-4 --models linear --relaxations concrete disarm --resume
 """
 
 from __future__ import annotations
@@ -39,7 +47,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -47,7 +54,8 @@ import torch
 from benchmarks.common import finished_runs, print_table, recorded_arguments, save_results
 from benchmarks.page import Section, budget_sentence, cell, difference, number, preset_epochs, table, with_error
 from pyrovae import references
-from pyrovae.checkpoint import TrainingDivergedError
+from pyrovae.callbacks import Callback, Checkpoint
+from pyrovae.checkpoint import Checkpointer, TrainingDivergedError
 from pyrovae.data import cache_dir
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
 from pyrovae.experiment import Experiment, build
@@ -76,23 +84,39 @@ def encoder_gradient_statistics(model, guide, objective, batch, draws: int) -> d
             parameter.requires_grad_(True)
 
 
-def run_one(architecture: str, relaxation: str, args) -> dict:
+def run_directory(args, architecture: str, relaxation: str) -> Path:
+    """Where one run keeps its checkpoints: one folder per output, model, estimator and seed."""
+    return Path(args.runs_dir) / args.output / f"{architecture}-{relaxation}-seed{args.seed}"
+
+
+def run_one(architecture: str, relaxation: str, args, record=lambda row: None) -> dict:
+    """Train one run to ``--epochs`` (continuing its checkpoint with ``--resume``) and evaluate it;
+    ``record(row)`` receives the run's unfinished row after every epoch."""
     settings = {"model": "bernoulli-vae", "preset": PRESETS[architecture], "relaxation": relaxation,
-                "epochs": args.epochs, "lr": args.lr, "seed": args.seed}
+                "epochs": args.epochs, "seed": args.seed, **({"lr": args.lr} if args.lr is not None else {})}
     if RELAXATIONS[relaxation].objective == "variance":
         settings["num_particles"] = 2
     experiment = Experiment.resolve(settings)
     train, test, model, guide, objective = build(experiment, args.data_dir)
     callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
-    start = time.perf_counter()
+    budget = preset_epochs("bernoulli-vae", PRESETS[architecture])
+    run_dir = run_directory(args, architecture, relaxation)
+    resume = args.resume and Checkpointer(run_dir).exists()
+
+    unfinished = {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
+                  "preset_epochs": budget, "complete": False, "paper": PAPER_ROW.get(relaxation),
+                  "paper_nll": ANCHORS[architecture].get(PAPER_ROW.get(relaxation))}
     try:
         history = fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
-                      lr=args.lr, seed=args.seed, engine="module", callbacks=callbacks)
+                      lr=experiment.run.lr, seed=args.seed, engine=args.engine,
+                      callbacks=[*callbacks, RecordEpochs(unfinished, record),
+                                 Checkpoint(run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict())])
     except TrainingDivergedError as error:
         return {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
                 "epochs": 0, "diverged": str(error), "paper": PAPER_ROW.get(relaxation),
                 "paper_nll": ANCHORS[architecture].get(PAPER_ROW.get(relaxation))}
-    minutes = (time.perf_counter() - start) / 60
+    # Training time over every resumed part (the test ELBO included, the per-epoch true bound not).
+    minutes = sum(row["seconds"] for row in history.rows) / 60
     steps = -(-len(train) // experiment.run.batch_size)
     model.eval(), guide.eval()
     subset = test_subset(test, args.test_subset, args.subset_seed)
@@ -104,7 +128,9 @@ def run_one(architecture: str, relaxation: str, args) -> dict:
     bound, bound_error = true_bound(model, guide, test, args.bound_particles, args.bound_repeats)
     subset_bound, subset_bound_error = (true_bound(model, guide, subset, args.bound_particles, args.bound_repeats)
                                         if len(subset) < len(test) else (None, None))
-    stats = encoder_gradient_statistics(model, guide, objective, (train.x[: experiment.run.batch_size],), args.draws)
+    # One training batch as training sees it (a dynamically binarized set binarized once, seeded).
+    batch = train.subset(torch.arange(experiment.run.batch_size)).realize(args.seed).x
+    stats = encoder_gradient_statistics(model, guide, objective, (batch,), args.draws)
     last = history.rows[-1]
     paper = PAPER_ROW.get(relaxation)
     return {
@@ -118,8 +144,24 @@ def run_one(architecture: str, relaxation: str, args) -> dict:
         "nll_subset_true_bound": subset_bound, "nll_subset_true_bound_error": subset_bound_error,
         "encoder_snr": stats["mean_snr"], "encoder_variance": stats["mean_variance"],
         "paper": paper, "paper_nll": ANCHORS[architecture].get(paper),
-        "curve": [{k: row[k] for k in ("epoch", "train_loss", "test_elbo", "true_bound")} for row in history.rows],
+        "preset_epochs": budget, "complete": True, "curve": _curve(history.rows),
     }
+
+
+def _curve(rows: list[dict]) -> list[dict]:
+    return [{k: row[k] for k in ("epoch", "train_loss", "test_elbo", "true_bound")} for row in rows]
+
+
+class RecordEpochs(Callback):
+    """After every epoch, ``record`` the run's unfinished row: ``fields`` with the epochs done (counting
+    those of a resumed checkpoint), the last one-particle true bound and the curve so far."""
+
+    def __init__(self, fields: dict, record):
+        self.fields, self.record = fields, record
+
+    def on_epoch_end(self, epoch: int, row: dict, run) -> None:
+        self.record({**self.fields, "epochs": epoch, "true_bound": row["true_bound"],
+                     "curve": _curve(run.history.rows)})
 
 
 def test_subset(test, size: int | None, seed: int):
@@ -184,10 +226,12 @@ def selected_runs(args) -> list[tuple[str, str]]:
     return [(architecture, relaxation) for architecture in args.models for relaxation in args.relaxations]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--lr", type=float, default=None, help="Adam's step size (default: the preset's, 1e-4)")
+    parser.add_argument("--engine", default="compiled", choices=["compiled", "captured", "module"],
+                        help="the training engine (pyrovae.engines; default: compiled)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", nargs="+", default=list(PRESETS), choices=list(PRESETS))
     parser.add_argument("--relaxations", nargs="+", default=list(RELAXATIONS), choices=list(RELAXATIONS))
@@ -203,18 +247,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="discrete_estimators", help="results/<name>.json")
-    parser.add_argument("--resume", action="store_true", help="keep the runs already in the output file and skip them")
+    parser.add_argument("--runs-dir", default=None,
+                        help="run directories with per-epoch checkpoints (default: <cache>/benchmarks/discrete_estimators/runs)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the runs finished in the output file and continue unfinished ones from their last epoch")
+    parser.add_argument("--force", action="store_true", help="restart a run whose run directory exists")
     parser.add_argument("--retry-diverged", action="store_true", help="with --resume, run the diverged runs again")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--shard", type=shard, default=None, metavar="I/N",
                        help="run every N-th run from the I-th into a shard file (then --collect)")
     split.add_argument("--collect", action="store_true", help="merge the finished shards into results/<output>.json")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.bound_repeats < 2:
         parser.error(f"--bound-repeats must be at least 2 for a standard error, got {args.bound_repeats}")
     if args.collect:
         print(f"wrote {collect(args)}")
         return
+    if args.runs_dir is None:
+        args.runs_dir = shard_directory() / "runs"
     torch.set_num_threads(args.threads)
     runs = selected_runs(args)
     directory, name, extra = None, args.output, {}
@@ -223,14 +273,19 @@ def main() -> None:
         runs = runs[index::count]
         directory, name, extra = shard_directory(), shard_name(args.output, index, count), {"shard": [index, count]}
     chosen = set(runs)
-    rows = finished_runs(name, "rows", lambda r: args.retry_diverged and "diverged" in r
-                         and (r["model"], r["relaxation"]) in chosen, directory) if args.resume else []
+    rows = finished_runs(name, "rows", lambda r: (r["model"], r["relaxation"]) in chosen and (
+        (args.retry_diverged and "diverged" in r) or r.get("complete") is False), directory) if args.resume else []
+
+    def record(row: dict) -> None:
+        rows[index:] = [row]
+        save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
+
     for architecture, relaxation in runs:
         if any(r["model"] == architecture and r["relaxation"] == relaxation for r in rows):
             continue
-        rows.append(run_one(architecture, relaxation, args))
+        index = len(rows)
+        record(run_one(architecture, relaxation, args, record))
         print_table(rows[-1:], COLUMNS)
-        save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
     print()
     print_table(rows, COLUMNS)
     path = save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
@@ -266,6 +321,11 @@ def _rows(data: dict) -> list[list[str]]:
     for row in data["rows"]:
         paper = PAPER_ROW.get(row["relaxation"])
         paper_nll = ANCHORS.get(row["model"], {}).get(paper)
+        if row.get("complete") is False:
+            rows.append([cell(row["model"]), cell(row["relaxation"]), cell(row.get("objective")),
+                         f"{row['epochs']} of {row['preset_epochs']} (unfinished)", number(row.get("true_bound")) +
+                         " (1 particle)", "-", "-", "-", cell(paper), number(paper_nll), "-", "-", "-"])
+            continue
         if row.get("diverged"):
             rows.append([cell(row["model"]), cell(row["relaxation"]), cell(row.get("objective")), "0",
                          f"diverged: {row['diverged']}", "-", "-", "-", cell(paper), number(paper_nll), "-", "-", "-"])

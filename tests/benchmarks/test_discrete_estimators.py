@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from benchmarks import common, discrete_estimators
+from pyrovae.checkpoint import RunExistsError
 from pyrovae.data import Dataset
 
 
 def _args(**overrides) -> argparse.Namespace:
-    values = dict(epochs=1, lr=1e-3, seed=0, models=["linear", "nonlinear"], relaxations=["concrete", "disarm"],
+    values = dict(epochs=1, lr=1e-3, engine="compiled", seed=0, models=["linear", "nonlinear"], relaxations=["concrete", "disarm"],
                   nll_samples=50, test_subset=None, subset_seed=0, bound_particles=2, bound_repeats=2, draws=3,
                   threads=1, data_dir=None, output="quick", resume=False, retry_diverged=False, shard=None,
                   collect=False)
@@ -92,3 +93,50 @@ def test_the_true_bound_reports_its_monte_carlo_error(monkeypatch):
     assert seen == [7, 7, 7, 7]
     assert mean == pytest.approx(-101.5)
     assert error == pytest.approx(torch.tensor([-100.0, -102.0, -101.0, -103.0]).std().item() / 2)
+
+
+def _run(tmp_path, monkeypatch, *argv):
+    """The benchmark on the small ``tiny`` preset (digits), its results and runs under ``tmp_path``."""
+    monkeypatch.setattr(common, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(discrete_estimators, "PRESETS", {"linear": "tiny", "nonlinear": "tiny"})
+    discrete_estimators.main(["--models", "linear", "--relaxations", "concrete", "--engine", "module",
+                              "--nll-samples", "4", "--bound-particles", "2", "--bound-repeats", "2", "--draws", "2",
+                              "--runs-dir", str(tmp_path / "runs"), "--lr", "0.003", *argv])
+    return json.loads((tmp_path / "results" / "discrete_estimators.json").read_text())["rows"]
+
+
+def test_a_run_stopped_inside_its_row_resumes_to_the_uninterrupted_row(tmp_path, monkeypatch):
+    """Stopped during epoch 2 of 3, the JSON holds the unfinished row of epoch 1; ``--resume`` continues
+    from that epoch's checkpoint and ends with the curve and -log p(x) of a run never stopped."""
+    original, seen = discrete_estimators.RecordEpochs.on_epoch_end, []
+
+    def stop_at_two(self, epoch, row, run):
+        seen.append(epoch)
+        if epoch == 2:
+            raise KeyboardInterrupt
+        original(self, epoch, row, run)
+
+    monkeypatch.setattr(discrete_estimators.RecordEpochs, "on_epoch_end", stop_at_two)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "a", monkeypatch, "--epochs", "3")
+    (row,) = json.loads((tmp_path / "a" / "results" / "discrete_estimators.json").read_text())["rows"]
+    assert seen == [1, 2] and row["epochs"] == 1 and row["complete"] is False and "nll" not in row
+    assert row["preset_epochs"] == 1 and [r["epoch"] for r in row["curve"]] == [1]
+    monkeypatch.setattr(discrete_estimators.RecordEpochs, "on_epoch_end", original)
+
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        _run(tmp_path / "a", monkeypatch, "--epochs", "3")
+    (resumed,) = _run(tmp_path / "a", monkeypatch, "--epochs", "3", "--resume")
+    (whole,) = _run(tmp_path / "b", monkeypatch, "--epochs", "3")
+    assert resumed["complete"] and resumed["epochs"] == 3
+    assert resumed["curve"] == whole["curve"]
+    assert resumed["nll"] == pytest.approx(whole["nll"], abs=1e-4)
+    # Finished: a further --resume keeps the row instead of training again.
+    assert _run(tmp_path / "a", monkeypatch, "--epochs", "3", "--resume") == [resumed]
+
+
+def test_an_unfinished_row_is_shown_as_such_on_the_page():
+    data = {"rows": [{"model": "linear", "relaxation": "disarm", "objective": "disarm", "epochs": 120,
+                      "preset_epochs": 1000, "complete": False, "true_bound": -130.5, "curve": []}]}
+    (line,) = [line for line in discrete_estimators._render(data) if "disarm" in line]
+    assert "120 of 1000 (unfinished)" in line and "-130.5" in line
