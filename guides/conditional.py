@@ -57,6 +57,8 @@ class ConditionalGuide(nn.Module):
         self.encoder = encoder
 
     def posterior(self, x: torch.Tensor, y: torch.Tensor) -> dist.TorchDistribution:
+        r""":math:`q_\phi(z \mid x, y) = \mathcal N(\mu_\phi(x, y), \mathrm{diag}\,\sigma^2_\phi(x, y))`, the
+        encoder reading the image and the one-hot label."""
         loc, scale = self.encoder(torch.cat([x, one_hot(y, self.num_classes, x)], dim=-1))
         return dist.Normal(loc, scale).to_event(1)
 

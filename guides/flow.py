@@ -45,6 +45,8 @@ class NormalizingFlowGuide(AmortizedGuide):
         self.register_buffer("reverse", torch.arange(z_dim - 1, -1, -1))
 
     def transforms(self) -> list:
+        """The flow's bijections in the order applied to the base sample, with a permutation of the
+        coordinates between consecutive flows (so each flow conditions on different coordinates)."""
         steps = []
         for i, flow in enumerate(self.flows):
             if i > 0:

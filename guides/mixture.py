@@ -55,7 +55,7 @@ class MixtureGuide(nn.Module):
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The code ``[y*; E_q[z | x, y*]]`` at the most probable component ``y* = argmax_y q(y | x)``
-        (one-hot ``y*`` first), which :meth:`MixtureVAE.decode_mean` decodes."""
+        (one-hot ``y*`` first), which :meth:`~pyrovae.models.MixtureVAE.decode_mean` decodes."""
         return torch.cat(self.encoder.most_probable_code(x), dim=-1)
 
 

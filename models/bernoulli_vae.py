@@ -79,6 +79,7 @@ class BernoulliVAE(PriorThenLikelihood, DecodesThroughLikelihood, nn.Module):
         self.register_buffer("beta", torch.tensor(float(beta)))
 
     def settings(self) -> RelaxationSettings:
+        r"""The relaxation's settings: the model's :math:`\beta` and the prior's and posterior's temperatures."""
         return RelaxationSettings(self.beta, self.prior_temperature, self.posterior_temperature)
 
     def prior(self, batch_size: int) -> dist.TorchDistribution:

@@ -110,7 +110,8 @@ class GMVAE(DecodesThroughLikelihood, nn.Module):
         hidden_sizes: decoder hidden layers (used when ``decoder`` is not given).
         activation: hidden activation of the default decoder.
         estimator: ``"enumerate"``, ``"gumbel-a"`` or ``"gumbel-b"`` (see the module docstring).
-        temperature: the Gumbel-softmax temperature τ (a buffer; :class:`TemperatureAnnealing` anneals it).
+        temperature: the Gumbel-softmax temperature τ (a buffer; the ``TemperatureAnnealing`` callback of
+            ``pyrovae.models.gmvae`` anneals it).
         straight_through: feed the one-hot argmax of the relaxed sample forward (Gumbel estimators).
         decoder: a module mapping ``(..., L)`` to ``(..., D)`` Bernoulli logits.
         name: the prefix of its parameters in Pyro's parameter store.

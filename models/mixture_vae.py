@@ -86,7 +86,7 @@ class MixtureVAE(nn.Module):
         z_dim: dimension ``L`` of ``z``.
         hidden_sizes, activation: the decoder MLP (used when ``decoder`` is not given).
         learn_component_prior: learn :math:`m_k, S_k` (linear in the one-hot ``y``) instead of fixing them.
-        component_spread: radius of the fixed means (see :func:`polygon_components`).
+        component_spread: radius of the fixed means (see ``polygon_components`` in ``pyrovae.models.mixture_vae``).
         decoder: a module ``(z, y) -> (loc, scale)`` of shape ``(..., D)``.
         name: the prefix of its parameters in Pyro's parameter store.
     """
@@ -125,7 +125,8 @@ class MixtureVAE(nn.Module):
         return dist.Normal(loc, scale).to_event(1)
 
     def decode_mean(self, code: torch.Tensor) -> torch.Tensor:
-        """``E[x | y, z]`` for a code ``[y; z]`` (one-hot ``y`` first), as :meth:`MixtureGuide.encode` gives."""
+        """``E[x | y, z]`` for a code ``[y; z]`` (one-hot ``y`` first), as
+        :meth:`~pyrovae.guides.MixtureGuide.encode` gives."""
         y, z = code.split([self.num_components, self.z_dim], dim=-1)
         return self.decoder(z, y)[0]
 

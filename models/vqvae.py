@@ -240,7 +240,7 @@ class VQVAE(PriorThenLikelihood, nn.Module):
             (:func:`~pyrovae.nn.convolutional_decoder`).
         likelihood: ``"bernoulli"``, ``"gaussian"`` or ``"continuous_bernoulli"``.
         likelihood_scale: for ``"gaussian"``, a fixed scale; ``None`` learns one per pixel.
-        ema, ema_decay, ema_epsilon: the :class:`Codebook`'s update.
+        ema, ema_decay, ema_epsilon: the codebook's update (``Codebook`` in ``pyrovae.models.vqvae``).
         decoder: a module mapping ``(..., d, h, w)`` to likelihood parameters ``(..., C, H, W)`` (any
             leading batch dims, as :class:`~pyrovae.nn.ImageLayers`; importance sampling adds one).
         name: the prefix of its parameters in Pyro's parameter store.
@@ -304,8 +304,8 @@ class VQVAE(PriorThenLikelihood, nn.Module):
         """``E[x | z]``."""
         return self.likelihood.mean(self.decoder(self.latent_grid(z)))
 
-    def prior(self, batch_size: int) -> UniformCodes:
-        """``p(z)``, uniform over the ``M^(hw)`` grids of codes, for a batch."""
+    def prior(self, batch_size: int) -> dist.TorchDistribution:
+        """``p(z)``, uniform over the ``M^(hw)`` grids of codes, for a batch (a ``UniformCodes``)."""
         return UniformCodes(self.codebook.vectors, self.grid_shape, (batch_size,))
 
     @torch.no_grad()

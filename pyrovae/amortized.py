@@ -1,7 +1,7 @@
 """The base of pyrovae's amortised guides for a site ``"z"``: an encoder network ``x -> head`` and
 ``forward`` sampling ``"z" ~ self.posterior(x)`` in the data plate.
 
-A subclass sets ``head_class`` (a head of :mod:`pyrovae.nn.heads`) and writes ``posterior(x)``, the
+A subclass sets ``head_class`` (a head of :mod:`pyrovae.nn`) and writes ``posterior(x)``, the
 distribution ``q(z | x)``; :func:`register_amortized_guide` registers it for a model whose config
 has ``z_dim``, ``hidden_sizes`` and ``activation``.
 """
@@ -55,6 +55,8 @@ class AmortizedGuide(nn.Module):
         self.encoder = encoder if encoder is not None else Encoder(x_dim, hidden, head, activation)
 
     def posterior(self, x: torch.Tensor) -> dist.TorchDistribution:
+        r"""The amortised posterior :math:`q_\phi(z \mid x)` of a batch ``x``, one event of shape
+        ``(z_dim,)`` per example: the distribution the guide samples ``z`` from."""
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:

@@ -61,9 +61,11 @@ class Parser(argparse.ArgumentParser):
     commands: argparse._SubParsersAction | None = None
 
     def error(self, message: str):
+        """Exit with status 2 after printing ``<prog>: <message>`` on one line (not the usage)."""
         self.exit(2, f"{self.prog}: {message}\n")
 
     def add_subparsers(self, **options):
+        """``argparse``'s, keeping the subcommands for :meth:`parse_command`."""
         self.commands = super().add_subparsers(**options)
         return self.commands
 

@@ -24,11 +24,11 @@ Capture needs a loss without host synchronisation: no ``.item()`` and no Python 
 tensor's value. pyrovae's objectives check values only when Pyro's validation is on, which
 :func:`pyrovae.train.fit` keeps for the first batch only. Pyro's ``Trace_ELBO`` family reads
 ``.item()`` of the surrogate loss to subtract its value, and checks it for NaN; during capture,
-:func:`_host_sync_free` makes those reads a ``detach()`` and the check a no-op, which gives the same
+``_host_sync_free`` makes those reads a ``detach()`` and the check a no-op, which gives the same
 value and gradients (the training loop checks the loss after every step). ``TraceEnum_ELBO`` (and
 :class:`~pyrovae.infer.TraceEnumMeanField_ELBO`) sums its costs against the enumerated values'
 marginal probabilities after asking whether any of them is zero; during capture its ``Dice`` is
-:class:`~pyrovae.infer.dice.MaskFreeDice`, which zeroes those entries' costs without asking (the
+``MaskFreeDice`` (``pyrovae.infer.dice``), which zeroes those entries' costs without asking (the
 same value and gradients), so enumerated objectives are captured too.
 """
 

@@ -60,10 +60,12 @@ class History:
     rows: list[dict] = field(default_factory=list)
 
     def column(self, key: str) -> list:
+        """The values of ``key`` in epoch order, from the rows that have it."""
         return [row[key] for row in self.rows if key in row]
 
     @property
     def epochs_done(self) -> int:
+        """The number of the last epoch recorded, 0 before the first."""
         return self.rows[-1]["epoch"] if self.rows else 0
 
 
@@ -116,12 +118,15 @@ class Checkpointer:
 
     @property
     def path(self) -> Path:
+        """The newest checkpoint's file in the run directory."""
         return self.run_dir / CHECKPOINT
 
     def exists(self) -> bool:
+        """Whether the run directory holds a checkpoint."""
         return self.path.exists()
 
     def write_config(self, config: dict) -> None:
+        """Write the run's settings as ``config.json`` (atomically)."""
         write_json(self.run_dir / CONFIG, config)
 
     def save(self, state: dict, history: History) -> None:

@@ -504,6 +504,9 @@ def _list_models() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """The ``pyrovae`` command: parse ``argv`` (default ``sys.argv[1:]``) and run the command. A bad
+    option exits with argparse's status 2; a missing data set, a damaged checkpoint or a bad value
+    ends it with a one-line error (status 1), never a traceback."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser(argv).parse_command(argv)
     try:

@@ -72,6 +72,8 @@ class DatasetNotFoundError(FileNotFoundError):
         super().__init__(self.message(PYTHON_WORDING))
 
     def message(self, wording: dict) -> str:
+        """The error's text: the paths looked at and what to do, in ``wording``'s terms (the CLI
+        names ``--data-dir``/``--download``, the Python API the ``root``/``download`` arguments)."""
         paths = "\n  ".join(str(p) for p in self.looked_at)
         download = f", or {wording['download']}" if self.downloadable else ""
         supply = wording["root"][0].upper() + wording["root"][1:]
@@ -79,6 +81,7 @@ class DatasetNotFoundError(FileNotFoundError):
                 f"{supply} or set PYROVAE_DATA_DIR to the folder that holds it{download}.")
 
     def for_cli(self) -> str:
+        """The message in the command line's terms (``--data-dir``, ``--download``)."""
         return self.message(CLI_WORDING)
 
 
@@ -90,6 +93,7 @@ class DatasetDownloadError(DatasetNotFoundError):
         super().__init__(name, [], "")
 
     def message(self, wording: dict) -> str:
+        """The error's text: the URL tried, the reason, and how to supply the files offline."""
         return (f"could not download {self.name!r} from {self.url} ({self.reason}). Offline, copy torchvision's "
                 f"{self.folder}/raw files into a folder and {wording['root']} or set PYROVAE_DATA_DIR to that folder.")
 
@@ -189,6 +193,7 @@ class Dataset:
 
     @property
     def x_dim(self) -> int:
+        """The number of features of one example (pixels of a flattened image)."""
         return self.x.shape[1]
 
     def one_hot(self) -> torch.Tensor:
@@ -223,7 +228,7 @@ class Dataset:
         """Apply the per-batch representation: dynamic binarization or dequantization noise.
 
         The noise is drawn on ``x``'s device; a CPU ``generator`` with data on a GPU seeds a generator
-        on that device for each batch (see :func:`_on_device`), so the checkpointed data order stays
+        on that device for each batch (see ``_on_device``), so the checkpointed data order stays
         a CPU generator's state, which loads on any machine.
         """
         if not self.draws_noise:

@@ -95,10 +95,12 @@ def active() -> bool:
 
 
 def rank() -> int:
+    """This process's rank in the process group, 0 when not running under ``torchrun``."""
     return dist.get_rank() if active() else 0
 
 
 def world_size() -> int:
+    """The number of processes in the process group, 1 when not running under ``torchrun``."""
     return dist.get_world_size() if active() else 1
 
 

@@ -39,6 +39,8 @@ from pyro.infer import SVI, JitTrace_ELBO, JitTraceEnum_ELBO, JitTraceGraph_ELBO
 from pyrovae import distributed
 from pyrovae.capture import CapturedLoss, CaptureError, ObjectiveModule
 
+#: The names ``engine=`` accepts in :func:`make_engine`, :func:`pyrovae.train.fit` and the CLI (see the
+#: module docstring).
 ENGINES = ("auto", "module", "captured", "compiled", "svi")
 UPDATES = ("both", "guide", "model")
 #: ``engine="auto"`` compiles from this many training steps on. Compiling a VAE's loss takes 5-40 s
@@ -104,6 +106,8 @@ class ModuleEngine:
                                              else self.loss_module)
 
     def step(self, args: tuple, num_data: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One optimisation step on the batch ``args`` (a subsample of ``num_data`` examples): the
+        loss and the objective's metrics, both detached."""
         self.optimizer.zero_grad(set_to_none=True)
         if self.parallel is not None:
             output = self.parallel(*args, num_data=num_data)
@@ -132,6 +136,7 @@ class ModuleEngine:
         self.optimizer.step()
 
     def set_lr(self, lr: float) -> None:
+        """Set the optimizer's learning rate (a schedule calls it between epochs)."""
         _check_lr(lr)
         self.set_adam_option("lr", lr)
 
@@ -141,9 +146,11 @@ class ModuleEngine:
             group[name] = value
 
     def state_dict(self) -> dict:
+        """The optimizer's state, to checkpoint."""
         return self.optimizer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the optimizer's state from :meth:`state_dict`."""
         self.optimizer.load_state_dict(state)
 
 
@@ -161,9 +168,11 @@ class SVIEngine:
         self.svi = SVI(model, guide, self.optimizer, elbo)
 
     def step(self, args: tuple, num_data: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One ``SVI.step`` on the batch ``args``: the loss, and no metrics."""
         return torch.tensor(self.svi.step(*args, num_data=num_data)), {}
 
     def set_lr(self, lr: float) -> None:
+        """Set the optimizer's learning rate (a schedule calls it between epochs)."""
         _check_lr(lr)
         self.set_adam_option("lr", lr)
 
@@ -181,9 +190,11 @@ class SVIEngine:
                 group[name] = value
 
     def state_dict(self) -> dict:
+        """The state of Pyro's optimizer (one Adam per parameter), to checkpoint."""
         return self.optimizer.get_state()
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the state of Pyro's optimizer from :meth:`state_dict`."""
         self.optimizer.set_state(state)
 
 
@@ -195,7 +206,7 @@ class CompiledEngine(ModuleEngine):
     eager loss and gradients under the same seed. For an objective with ``gradient_hooks`` (DReG) the
     graph returns the gradients as well, and they are assigned instead of calling ``backward``
     (:mod:`pyrovae.capture`). If capture fails, the engine warns once with the
-    reason and runs every step eagerly (as :class:`ModuleEngine`); :attr:`fallback_reason` keeps it.
+    reason and runs every step eagerly (as :class:`ModuleEngine`); ``fallback_reason`` keeps it.
     """
 
     def __init__(self, model, guide, elbo, lr: float, eps: float = 1e-8, compile: bool = True):
@@ -214,6 +225,8 @@ class CompiledEngine(ModuleEngine):
         warnings.warn(f"engine {name!r} runs eagerly instead: {reason}", RuntimeWarning, stacklevel=3)
 
     def step(self, args: tuple, num_data: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One step through the captured, compiled loss (captured at the batch's first shape); the
+        module engine's step once capture has failed."""
         if self.fallback_reason is None:
             self.optimizer.zero_grad(set_to_none=True)
             try:

@@ -1,6 +1,6 @@
 """Evaluation of a trained model/guide pair: test ELBO, importance-sampled log-likelihood,
 reconstruction error, and for a Bernoulli-latent model with few units the exact log-likelihood
-(:func:`exact_log_likelihood`, from :mod:`pyrovae.discrete`). All figures are in nats per example.
+(:func:`~pyrovae.discrete.exact_log_likelihood`). All figures are in nats per example.
 
 The importance-sampled estimate (Burda et al. 2016, eq. 8; Rainforth 2020) is
 

@@ -80,10 +80,12 @@ class Experiment:
 
     @property
     def entry(self) -> registry.ModelEntry:
+        """The registry entry of the experiment's model."""
         return registry.get(self.run.model)
 
     @property
     def guide(self) -> str:
+        """The guide's name: the one chosen, else the model's default guide."""
         return self.run.guide or self.entry.default_guide
 
     def validate(self) -> None:

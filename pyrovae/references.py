@@ -37,6 +37,7 @@ class Reference:
 
     @property
     def comparable(self) -> float:
+        """The published value shifted onto pyrovae's metric (``value + shift``), the number a run is compared with."""
         return self.value + self.shift
 
     @property
@@ -53,6 +54,7 @@ def all_references() -> dict[str, Reference]:
 
 
 def get(key: str) -> Reference:
+    """The reference stored under ``key`` (e.g. ``"rainforth2020/toy-var-w"``); a ``KeyError`` lists the known keys."""
     try:
         return all_references()[key]
     except KeyError:

@@ -132,6 +132,7 @@ class ModelEntry:
         return list(self.callbacks(config, model, guide, test)) if self.callbacks is not None else []
 
     def config_fields(self) -> dict[str, dataclasses.Field]:
+        """The fields of the model's config dataclass by name (the settings the CLI turns into flags)."""
         return {f.name: f for f in dataclasses.fields(self.config_class)}
 
 

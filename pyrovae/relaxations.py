@@ -3,7 +3,7 @@ r"""Ways to train a VAE whose latents are :math:`D` Bernoulli units, chosen by n
 Each :class:`Relaxation` fixes, for one way of training, the prior of site ``"z"``, the family of
 the guide's ``q(z | x)`` (built from the encoder's output), what the decoder sees of a sample,
 and the objective it is trained with by default. :class:`~pyrovae.models.BernoulliVAE` and its
-guide (:mod:`pyrovae.guides.bernoulli`) read them from :data:`RELAXATIONS`, so a relaxation is
+guide (:class:`~pyrovae.guides.BernoulliLatentGuide`) read them from :data:`RELAXATIONS`, so a relaxation is
 written once here and nowhere else.
 
 Every relaxed sample stands for a hard :math:`z_d \in \{0, 1\}^D` (its
@@ -125,6 +125,7 @@ def _exact(name: str, objective: str, baseline: bool = False) -> Relaxation:
                       objective=objective, baseline=baseline)
 
 
+#: Every :class:`Relaxation` by its name, the ``relaxation`` setting of :class:`~pyrovae.models.BernoulliVAE`.
 RELAXATIONS: dict[str, Relaxation] = {
     "gaussian-sigmoid": Relaxation(
         "gaussian-sigmoid",

@@ -134,6 +134,9 @@ def make_logistic_guide(scale: float | None = None):
         raise ValueError(f"scale must be positive or None (learnable), got {scale!r}")
 
     def logistic_guide(x=OBSERVED_X, noise_scale: float = NOISE_SCALE):
+        r"""The guide :math:`q(z) = \mathrm{Logistic}(z; \mu, s)` (``x`` and ``noise_scale`` are the
+        model's arguments, unused), sampled without reparameterization: the toy model's step makes
+        pathwise gradients zero, so SVI uses the score function."""
         loc = pyro.param("logistic_loc", torch.tensor(0.0))
         if scale is None:
             s = pyro.param("logistic_scale", torch.tensor(1.0), constraint=constraints.positive)

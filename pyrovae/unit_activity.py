@@ -52,6 +52,7 @@ class UnitActivity:
 
     @property
     def dead(self) -> torch.Tensor:
+        """Which units are inactive: activity at most :data:`ACTIVITY_THRESHOLD` (Burda et al. 2016, §5.2)."""
         return self.activity <= ACTIVITY_THRESHOLD
 
 

@@ -94,6 +94,7 @@ class InputSpec:
 
     @property
     def takes_labels(self) -> bool:
+        """Whether the model reads a label beside each input (a conditional or semi-supervised model)."""
         return self.num_classes is not None
 
     @property

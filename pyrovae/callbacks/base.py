@@ -102,6 +102,7 @@ class Run:
 
     @property
     def epochs_done(self) -> int:
+        """The number of the last epoch recorded in the run's history, 0 before the first."""
         return self.history.epochs_done
 
     @property

@@ -1,4 +1,4 @@
-"""Relaxations of Bernoulli variables as Pyro distributions, and :class:`BernoulliLogits`, the
+"""Relaxations of Bernoulli variables as Pyro distributions, and :class:`~pyrovae.distributions.BernoulliLogits`, the
 Bernoulli likelihood of pyrovae's decoders.
 
 Importing this package registers their closed-form KL divergences with ``kl_divergence``, so
@@ -12,6 +12,7 @@ from pyrovae.distributions.bernoulli_view import BernoulliView, register_bernoul
 from pyrovae.distributions.gaussian_relaxation import GaussianRelaxation
 from pyrovae.distributions.logistic import Logistic
 from pyrovae.distributions.smooth_step_logistic import SmoothStepLogistic
+from pyrovae.distributions.smoothed_bernoulli import PowerSegment, SmoothedBernoulli, Spike, TruncatedExponential
 from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
 from pyrovae.distributions.spike_and_power import SpikeAndPower
 from pyrovae.distributions.step_logistic import StepLogistic
@@ -23,11 +24,15 @@ __all__ = [
     "BernoulliView",
     "GaussianRelaxation",
     "Logistic",
+    "PowerSegment",
     "SmoothStepLogistic",
+    "SmoothedBernoulli",
+    "Spike",
     "SpikeAndExponential",
     "SpikeAndPower",
     "StepLogistic",
     "StraightThroughBernoulli",
     "SymmetricPowerRelaxation",
+    "TruncatedExponential",
     "register_bernoulli_view",
 ]

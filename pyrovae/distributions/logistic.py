@@ -6,7 +6,7 @@ with ``u`` from ``uniform_``, which draws from :math:`[0, 1)`: in float32 it ret
 log density :math:`\log\sigma(z) \cdot 2 - z = -\infty + \infty`, NaN. A Bernoulli-latent VAE with 8
 Logistic units and batch 128 makes :math:`3 \cdot 10^7` draws in 64 epochs of MNIST, and the
 ``logistic`` relaxation of Sadier-Gane (2020)'s 8-D model trained 64 epochs and then stopped on a NaN
-loss. This class draws ``u`` with :func:`~pyrovae.distributions.uniform_noise.open_uniform`, as every
+loss. This class draws ``u`` with ``open_uniform`` (``pyrovae.distributions.uniform_noise``), as every
 relaxation in pyrovae does, so samples lie within about :math:`\pm 88\,\mathrm{scale}` of ``loc`` in
 float32. Everything else (density, cdf, registered KLs and Bernoulli views) is Pyro's class's.
 """

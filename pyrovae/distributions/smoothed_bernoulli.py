@@ -84,21 +84,27 @@ class Spike:
     :math:`\delta_0` (the lower component of the spike-and-slab relaxations)."""
 
     def icdf(self, beta, log_u, log1m_u):
+        """The quantile: 0 at every :math:`u`."""
         return torch.zeros_like(log_u)
 
     def cdf(self, beta, value):
+        """The mass below ``value`` within the component: all of it (the component sits at 0)."""
         return torch.ones_like(value)
 
     def log_prob(self, beta, value):
+        r"""0: the density with respect to :math:`\delta_0` is 1."""
         return torch.zeros_like(value)
 
     def mean(self, beta, origin=0.0):
+        """The mean 0, minus ``origin``."""
         return torch.zeros_like(beta) - origin
 
     def variance(self, beta):
+        """The variance 0."""
         return torch.zeros_like(beta)
 
     def kl(self, beta_p, beta_q):
+        """0: a point mass does not depend on the exponent."""
         return torch.zeros_like(beta_p + beta_q)
 
 
@@ -118,16 +124,21 @@ class TruncatedExponential:
     """
 
     def icdf(self, beta, log_u, log1m_u):
+        r""":math:`U_\beta(u) = \log\big(1 + u (e^\beta - 1)\big) / \beta`, from :math:`\log u` (a softplus)."""
         log_expm1_beta = beta + torch.log(-torch.expm1(-beta))
         return torch.nn.functional.softplus(log_u + log_expm1_beta) / beta
 
     def cdf(self, beta, value):
+        r""":math:`F_U(\zeta) = (e^{\beta \zeta} - 1) / (e^\beta - 1)`."""
         return torch.exp(beta * (value - 1)) * torch.expm1(-beta * value) / torch.expm1(-beta)
 
     def log_prob(self, beta, value):
+        r""":math:`\log u_\beta(\zeta) = \log \beta + \beta (\zeta - 1) - \log(1 - e^{-\beta})`."""
         return beta.log() + beta * (value - 1) - torch.log(-torch.expm1(-beta))
 
     def mean(self, beta, origin=0.0):
+        r"""The mean :math:`1 / (1 - e^{-\beta}) - 1/\beta` minus ``origin``; a series below
+        :math:`\beta = 1`, where the closed form cancels (the limit at 0 is 1/2)."""
         # Each branch sees a harmless stand-in where it is not taken, so neither overflows into
         # the gradient of the other.
         small = beta < _SERIES_BELOW_BETA
@@ -137,6 +148,8 @@ class TruncatedExponential:
         return torch.where(small, series, closed_form) - origin
 
     def variance(self, beta):
+        r"""The variance :math:`1/\beta^2 - e^{-\beta} / (1 - e^{-\beta})^2`; a series below
+        :math:`\beta = 1`, where the closed form cancels (the limit at 0 is 1/12)."""
         small = beta < _SERIES_BELOW_BETA
         b, s = torch.where(small, 1.0, beta), torch.where(small, beta, 0.0)
         closed_form = 1 / b**2 - torch.exp(-b) / torch.expm1(-b) ** 2
@@ -194,20 +207,27 @@ class PowerSegment:
         return (finfo.tiny if self.anchor == 0.0 else finfo.eps / 4) / self.length
 
     def icdf(self, beta, log_u, log1m_u):
+        r"""The sample :math:`\zeta` at the uniform :math:`u`, given as :math:`\log u` and :math:`\log(1 - u)`
+        (:math:`V = u` for anchor 0, :math:`V = 1 - u` for anchor 1: :math:`\zeta` increases with :math:`u`)."""
         if self.anchor == 0.0:
             return self.length * torch.exp(beta * log_u)
         # (1 - l) - l * expm1(.) rather than 1 - l * exp(.): exact near zeta = 1 - l.
         return (1 - self.length) - self.length * torch.expm1(beta * log1m_u)
 
     def cdf(self, beta, value):
+        r"""The segment's mass below ``value``: :math:`d^{1/\beta}` (anchor 0) or :math:`1 - d^{1/\beta}`
+        (anchor 1), with :math:`d` clamped to [0, 1]."""
         mass_within = self._distance(value).clamp(0, 1).pow(1 / beta)
         return mass_within if self.anchor == 0.0 else 1 - mass_within
 
     def log_prob(self, beta, value):
+        r"""The log-density :math:`-\log(\beta \ell) + (1/\beta - 1) \log d`, with :math:`d` at least the
+        rounding radius at the anchor (see the class docstring)."""
         distance = self._distance(value).clamp(min=self._rounding_radius(value.dtype))
         return (1 / beta - 1) * distance.log() - beta.log() - math.log(self.length)
 
     def mean(self, beta, origin=0.0):
+        r"""The mean :math:`a \pm \ell / (1 + \beta)` minus ``origin``, computed without cancellation."""
         # Mean minus origin, as one fraction (c0 + c1 beta) / (1 + beta) with c0, c1 Python
         # floats: 1 - l / (1 + beta) - origin, computed as written, cancels for small beta (3e-5
         # relative at beta = 1e-3 in float32 for l = 1, origin = 0), and so does the gap between
@@ -219,9 +239,11 @@ class PowerSegment:
         return (c0 + c1 * beta) / (1 + beta)
 
     def variance(self, beta):
+        r"""The variance :math:`\ell^2 \beta^2 / ((1 + \beta)^2 (1 + 2\beta))`."""
         return (self.length * beta / (1 + beta)) ** 2 / (1 + 2 * beta)
 
     def kl(self, beta_p, beta_q):
+        r""":math:`\mathrm{KL} = \log(\beta_q/\beta_p) - 1 + \beta_p/\beta_q` between two exponents on this segment."""
         return torch.log(beta_q / beta_p) - 1 + beta_p / beta_q
 
 

@@ -22,7 +22,7 @@ class SpikeAndExponential(SmoothedBernoulli):
     :math:`\log p_1(\zeta) - \log p_2(\zeta)` is a proper log-ratio of densities and a
     Monte Carlo ELBO (e.g. ``Trace_ELBO``) with spike-and-exponential prior and guide is
     correct; between two members with equal :math:`\beta` it is the Bernoulli log-ratio and
-    the KL divergence is the Bernoulli KL (registered in :mod:`pyrovae.distributions.kl`, with
+    the KL divergence is the Bernoulli KL (registered in ``pyrovae.distributions.kl``, with
     the general different-:math:`\beta` closed form).
 
     The CDF is :math:`F(\zeta) = 1 - q + q\, (e^{\beta\zeta} - 1)/(e^\beta - 1)`; its inverse

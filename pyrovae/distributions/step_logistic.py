@@ -34,14 +34,14 @@ class StepLogistic(TorchDistribution):
 
     and ``rsample`` is the inverse cdf of uniform noise, differentiable in ``alpha``. Where
     Sadier-Gane (2020, §5.2) clamps u to [1e-6, 1 - 1e-6], here u only avoids 0 and 1 (see
-    :func:`~pyrovae.distributions.uniform_noise.open_uniform`)
+    ``open_uniform``)
     and the inverse cdf is evaluated as ``log1p`` of ratios that never cancel, so samples and
     their gradients are finite and accurate out to the float tails. At ``z = 0`` the density
     takes its left value, matching ``hard(0) = 0``. The
     divergence from the Logistic(0, 1) prior equals the Bernoulli one,
     :math:`KL = \tfrac12[(2-\alpha)\log(2-\alpha) + \alpha\log\alpha]
     = KL(\mathrm{Bern}(\alpha/2) \,\|\, \mathrm{Bern}(1/2))`; it is registered in
-    :mod:`pyrovae.distributions.kl`. Mean and variance are closed form:
+    ``pyrovae.distributions.kl``. Mean and variance are closed form:
     :math:`2\log 2\,(\alpha - 1)` and :math:`\pi^2/3 - \text{mean}^2`.
 
     Reference: Sadier-Gane 2020, §5.2, eqs. (5.4)–(5.7), and appendices A.2–A.3 (full entries in

@@ -20,7 +20,7 @@ class StraightThroughBernoulli(Bernoulli):
     Everything else is the Bernoulli's: ``log_prob`` is the Bernoulli log-mass at the hard value,
     so ``Trace_ELBO`` with a ``Bernoulli`` prior estimates the ELBO of the discrete model itself,
     and the gradient of :math:`\log q(b)` also flows through :math:`b`'s straight-through path.
-    Its Bernoulli view is the Bernoulli's (:mod:`pyrovae.distributions.bernoulli_view`).
+    Its Bernoulli view is the Bernoulli's (:func:`~pyrovae.infer.bernoulli_view`).
 
     :param logits: :math:`a`, the log-odds of 1.
     :param temperature: :math:`t > 0` of the relaxation whose gradient is used.

@@ -4,8 +4,9 @@ from pyrovae.distributions.bernoulli_view import BernoulliView, bernoulli_view
 from pyrovae.infer.disarm import DisARM_ELBO
 from pyrovae.infer.discrete_bound import RelaxedBernoulliELBO, TrueDiscreteBound
 from pyrovae.infer.enum_mean_field import TraceEnumMeanField_ELBO
-from pyrovae.infer.gradient_statistics import gradient_statistics
+from pyrovae.infer.gradient_statistics import GradientStatistics, GroupGradientStatistics, gradient_statistics
 from pyrovae.infer.importance_weighted import ImportanceWeightedELBO
+from pyrovae.infer.log_weights import LogWeights, ParticleObjective
 from pyrovae.infer.score_function import DifferentiableTraceGraph_ELBO
 from pyrovae.infer.variance import LogVarianceELBO, VarianceELBO
 
@@ -14,8 +15,12 @@ __all__ = [
     "BernoulliView",
     "DifferentiableTraceGraph_ELBO",
     "DisARM_ELBO",
+    "GradientStatistics",
+    "GroupGradientStatistics",
     "ImportanceWeightedELBO",
     "LogVarianceELBO",
+    "LogWeights",
+    "ParticleObjective",
     "RelaxedBernoulliELBO",
     "TrueDiscreteBound",
     "VarianceELBO",

@@ -112,8 +112,8 @@ class DisARM_ELBO(ParticleObjective):
     conditionally independent given the data: their parameters may depend on :math:`x` and on
     parameters, not on another latent's value (a single stochastic layer). All units of all sites
     form one factorized vector :math:`z`, with one :math:`f` per element of the data plate (as in
-    :mod:`pyrovae.infer.log_weights`; a latent outside the data plate makes :math:`f` the log
-    weight of the whole joint). Per pair :math:`(b, \tilde b)` (see :mod:`pyrovae.infer.disarm`)
+    :class:`~pyrovae.infer.ParticleObjective`; a latent outside the data plate makes :math:`f` the log
+    weight of the whole joint). Per pair :math:`(b, \tilde b)` (see the module docstring of ``pyrovae.infer.disarm``)
     the loss is the surrogate
 
     .. math::

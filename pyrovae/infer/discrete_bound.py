@@ -142,7 +142,7 @@ class TrueDiscreteBound(ParticleObjective):
     r"""The ELBO of the discrete model a relaxed model stands for, evaluated without gradients.
 
     Every relaxed Bernoulli latent site in guide and model is replaced by its Bernoulli
-    (:class:`DiscreteBernoulliMessenger`): the guide draws hard :math:`z_d \sim
+    (``DiscreteBernoulliMessenger``): the guide draws hard :math:`z_d \sim
     \mathrm{Bernoulli}(\lambda_\phi(x))`, the decoder sees :math:`z_d`, and
 
     .. math::
@@ -243,6 +243,7 @@ class RelaxedBernoulliELBO(ParticleObjective):
         return views
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The negative "Bernoulli ELBO" as a tensor, differentiable through the relaxed samples."""
         model_trace, guide_trace = self._vectorized_traces(model, guide, args, kwargs)
         reject_non_reparameterized(guide_trace, type(self).__name__)
         views = {"model": self._relaxed_views(model_trace, "model"), "guide": self._relaxed_views(guide_trace, "guide")}

@@ -56,6 +56,8 @@ class GradientStatistics:
     num_draws: int
 
     def summary(self) -> dict:
+        """Scalars for a results table: the seconds per draw, the number of draws, and each group's
+        ``summary()`` (a ``GroupGradientStatistics`` per group)."""
         return {
             "seconds_per_draw": self.seconds_per_draw,
             "num_draws": self.num_draws,

@@ -78,6 +78,7 @@ class ImportanceWeightedELBO(ParticleObjective):
         return self.estimator == "dreg" and self.num_particles > 1
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        r"""The loss :math:`-\mathcal L_K` as a tensor whose gradient is the chosen estimator's."""
         model_trace, guide_trace = self._vectorized_traces(model, guide, args, kwargs)
         reject_non_reparameterized(guide_trace, type(self).__name__)
         if self.estimator == "standard":

@@ -7,10 +7,11 @@ from pyro.infer import TraceGraph_ELBO
 
 
 class DifferentiableTraceGraph_ELBO(TraceGraph_ELBO):
-    r"""``TraceGraph_ELBO`` with :meth:`differentiable_loss`: the score-function estimator with
-    Rao-Blackwellization over the dependency graph and the baselines the guide declares at each
-    site (``infer={"baseline": {"nn_baseline": ...}}``: NVIL's input-dependent baseline, Mnih &
-    Gregor 2014), as one tensor for ``elbo(model, guide)`` modules and pyrovae's engines.
+    r"""``TraceGraph_ELBO`` with :meth:`~pyrovae.infer.DifferentiableTraceGraph_ELBO.differentiable_loss`:
+    the score-function estimator with Rao-Blackwellization over the dependency graph and the
+    baselines the guide declares at each site (``infer={"baseline": {"nn_baseline": ...}}``: NVIL's
+    input-dependent baseline, Mnih & Gregor 2014), as one tensor for ``elbo(model, guide)`` modules
+    and pyrovae's engines.
 
     The returned tensor's *value* is the negative ELBO estimate :math:`-\hat{\mathcal L}` and its
     *gradient* is that of Pyro's surrogate loss (score-function terms with baselines subtracted,
@@ -22,5 +23,6 @@ class DifferentiableTraceGraph_ELBO(TraceGraph_ELBO):
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        r"""The loss tensor: value :math:`-\hat{\mathcal L}`, gradient that of Pyro's surrogate loss."""
         elbo, surrogate_loss = self._loss_and_surrogate_loss(model, guide, args, kwargs)
         return -elbo.detach() + (surrogate_loss - surrogate_loss.detach())

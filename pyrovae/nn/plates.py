@@ -86,9 +86,13 @@ class PriorThenLikelihood:
     for a relaxed Bernoulli latent."""
 
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
+        r"""What the decoder reads for the latent ``z``: ``z`` itself here; a model overrides it to
+        decode a transformed latent (a relaxed Bernoulli's :math:`\sigma(\beta z)`)."""
         return z
 
     def forward(self, x: torch.Tensor, num_data: int | None = None) -> torch.Tensor:
+        r"""The generative model :math:`z \sim p(z)`, :math:`x \sim p_\theta(x \mid z)` on the batch
+        ``x``, under the data plate (subsampled from ``num_data`` examples); returns the latent."""
         with open_data_plate(self, x, num_data=num_data):
             z = pyro.sample("z", self.prior(x.shape[0]))
             pyro.sample("x", self.decode(self.decoder_input(z)), obs=x)
