@@ -1,10 +1,13 @@
-"""The documentation site builds with no warning (``sphinx-build -W``), and its pages render in a real
+"""The documentation site builds with no warning (``sphinx-build -W -n``: nitpicky, and with every public
+name of the API reference documented, see ``docs/conf.py``), and its pages render in a real
 browser: the home page, one API page and one notebook page, opened in headless Chromium where
 ``/usr/bin/chromium`` exists, have their heading, images that exist in the build, internal links to
 files of the build, math typeset by MathJax (served from the build, no network) without a TeX error,
-and a silent browser console. Screenshots of the three pages are saved in the test's tmp dir."""
+and a silent browser console; the notebook page's figures load (a decoded <img>). Screenshots of the
+three pages are saved in the test's tmp dir."""
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,7 +40,7 @@ PAGES = [
 def site(tmp_path_factory):
     """Build the site from scratch into a fresh folder; return the HTML folder."""
     out = tmp_path_factory.mktemp("docs")
-    command = [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-d", str(out / "doctrees"),
+    command = [sys.executable, "-m", "sphinx", "-W", "-n", "--keep-going", "-b", "html", "-d", str(out / "doctrees"),
                str(ROOT / "docs"), str(out / "html")]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, f"sphinx-build failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
@@ -145,6 +148,30 @@ def _console_messages(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if ":CONSOLE" in line]
 
 
+#: Appended to a copy of a page: once the page has loaded, the number of its images that the browser
+#: decoded (an image that failed to load has ``naturalWidth`` 0) lands in the DOM that --dump-dom prints.
+_COUNT_LOADED_IMAGES = """<script>window.addEventListener("load", () => {
+  const loaded = [...document.images].filter((image) => image.complete && image.naturalWidth > 0).length;
+  document.body.setAttribute("data-loaded-images", String(loaded));
+});</script>"""
+
+
+def _loaded_images(path: Path, tmp_path: Path) -> int:
+    """How many of the page's <img> the browser loaded (non-zero ``naturalWidth``): a copy of the page
+    beside it (so its relative URLs resolve the same) counts them once loaded."""
+    probe = path.with_name(f"_probe_{path.name}")
+    probe.write_text(path.read_text().replace("</body>", _COUNT_LOADED_IMAGES + "</body>"))
+    try:
+        dumped = _chromium("--virtual-time-budget=10000", "--dump-dom", probe.resolve().as_uri(),
+                           user_data_dir=tmp_path / "profile-images")
+    finally:
+        probe.unlink()
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    found = re.search(r'data-loaded-images="(\d+)"', dumped.stdout)
+    assert found, "the page's load event did not fire"
+    return int(found.group(1))
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
 @pytest.mark.parametrize("page, heading", PAGES, ids=[page for page, _ in PAGES])
 def test_the_page_renders_in_chromium(site, page, heading, tmp_path):
@@ -162,6 +189,9 @@ def test_the_page_renders_in_chromium(site, page, heading, tmp_path):
     assert not _missing_targets(site, path, rendered.links), "links to files missing from the build"
     assert rendered.typeset >= rendered.math > 0, f"{rendered.math} math elements, {rendered.typeset} typeset"
     assert not rendered.tex_errors, "MathJax could not typeset some math"
+
+    if page.startswith("notebooks/"):
+        assert _loaded_images(path, tmp_path) > 0, "no figure of the notebook loaded in the browser"
 
     screenshot = tmp_path / f"{page.replace('/', '_')}.png"
     shot = _chromium(f"--screenshot={screenshot}", "--window-size=1280,1600", "--virtual-time-budget=10000", url,
