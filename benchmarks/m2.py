@@ -170,6 +170,13 @@ def _render(data: dict) -> list[str]:
                      number(row.get("test_elbo")), f"`{cell(row['command'])}`"])
         if row["epochs_done"] < row["epoch_budget"]:
             short.append(f"`m2/{row['preset']}` (seed {row['seed']})")
+    trained = {f"{row['preset']}-seed{row['seed']}" for row in data["rows"]}
+    for key, alone in sorted(data.get("baselines", {}).items(), key=lambda item: (item[1]["labels"], item[1]["seed"])):
+        if key not in trained:
+            kingma = kingma_accuracy(alone["labels"])
+            rows.append([number(alone["labels"], 0), number(alone["seed"], 0), "not run", "-", "-",
+                         number(alone["accuracy"], 4), number(kingma, 4), "-",
+                         number(references.get(f"pyro-ssvae/m2-{alone['labels']}").value, 4), "-", "-"])
     lines = table(["labels", "seed", "epochs done (of the preset's)", "test accuracy, argmax q(y|x)",
                    "accuracy through infer_discrete", "same classifier, labels alone",
                    "Kingma et al. 2014, Table 1 (1 - test error)", "difference",
@@ -186,8 +193,8 @@ def _baseline_note(data: dict) -> list[str]:
         return []
     some = next(iter(baselines.values()))
     lines = [f"Labels alone: the preset's classifier network trained on its labelled examples only ({some['steps']:,} "
-             f"Adam steps at {some['lr']:g}, batches of {some['batch_size']}; accuracy after the last step), the "
-             f"supervised baseline of Kingma et al. 2014. Command: `{some['command']}` (per preset)."]
+             f"Adam steps at {some['lr']:g}, batches of {some['batch_size']}; accuracy after the last step): the kind "
+             f"of supervised baseline Kingma et al. 2014 compare with (their NN row). Command: `{some['command']}` (per preset)."]
     worse = [row for row in data["rows"] if isinstance(baselines.get(f"{row['preset']}-seed{row['seed']}", {}).get(
         "accuracy"), float) and row["test_accuracy"] < baselines[f"{row['preset']}-seed{row['seed']}"]["accuracy"]]
     for row in worse:
