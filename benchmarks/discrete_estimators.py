@@ -384,6 +384,8 @@ def _summary(data: dict) -> list[str]:
 def _arguments(data: dict) -> tuple[dict, list[str]]:
     """An older file's ``budget``: its ``--nll-examples N`` (the first N test images) is no longer an option."""
     budget = dict(data.get("budget") or {})
+    if budget:
+        budget.setdefault("engine", "module")  # the only engine of the benchmark before --engine
     examples = budget.pop("nll_examples", None)
     return budget, ([f"`--nll-examples {examples}` (the first {examples} test images, an option since replaced by "
                      "a seeded random `--test-subset`)"] if examples is not None else [])

@@ -245,7 +245,8 @@ def render(results: list[ResultFile]) -> str:
 
 def reference_table() -> list[str]:
     """Every value of ``pyrovae/references.json`` with its citation and place in the source."""
-    rows = [[f"`{ref.key}`", str(ref.value) + (f" ({ref.shift:+.4f} added before comparing)" if ref.shift else ""),
+    rows = [[f"`{ref.key}`", ("none published" if ref.value is None else str(ref.value))
+             + (f" ({ref.shift:+.4f} added before comparing)" if ref.shift else ""),
              cell(ref.metric), cell(ref.cite), cell(ref.where) + (f"; {cell(ref.note)}" if ref.note else "")]
             for ref in references.all_references().values()]
     return table(["key", "value", "metric", "source", "where"], rows)

@@ -172,10 +172,13 @@ def row_command(row: dict, data: dict) -> str:
     return shlex.join(parts + ["--threads", str(data.get("threads", 1))])
 
 
-def _reference_epochs(row: dict) -> str:
+def _reference(row: dict) -> str:
+    """The reference value of a row with the epoch its source reports it at, or "none published"."""
+    if row["reference"] is None:
+        return "none published"
     epochs = registry.get(row["model"]).references.get(row["preset"], {}).get("epochs") \
         if row["model"] in registry.models() else None
-    return f" at epoch {epochs}" if isinstance(epochs, int) else ""
+    return number(row["reference"], 3) + (f" at epoch {epochs}" if isinstance(epochs, int) else "")
 
 
 def _rows(data: dict, full: bool) -> list[list[str]]:
@@ -187,7 +190,7 @@ def _rows(data: dict, full: bool) -> list[list[str]]:
         if row.get("complete", row.get("epochs") is not None and row.get("epochs") == row.get("preset_epochs")):
             budget += " (complete)"
         cells = [f"`{row['model']}/{row['preset']}`", cell(settings), number(row.get("seed", 0)), cell(row["metric"]),
-                 number(row["pyrovae"], 3), number(row["reference"], 3) + _reference_epochs(row),
+                 number(row["pyrovae"], 3), _reference(row),
                  difference(row["pyrovae"], row["reference"], 3), budget, number(row.get("minutes"), 1)]
         rows.append(cells + ([cell(row.get("source")), f"`{row_command(row, data)}`"] if full else []))
     return rows
@@ -209,6 +212,26 @@ def _notes(data: dict) -> list[str]:
     direction = "higher is better" + (f", except {', '.join(lower)}" if lower else "")
     return [f"{len(short)} of {len(data['rows'])} runs stopped before the preset's budget: a gap to the reference is "
             f"expected from that alone ({direction}).", ""]
+
+
+#: Keys of an epoch's row that are not a result (time, the training loss, the epoch itself).
+_NOT_RESULTS = {"epoch", "seconds", "train_loss", "lr"}
+
+
+def _unreferenced(data: dict) -> list[str]:
+    """For each run whose source publishes no number, every result of its last epoch (the reconstruction,
+    perplexity and codes used of a VQ-VAE, the cluster accuracy of a mixture): the curve holds them per epoch."""
+    lines = []
+    for row in data["rows"]:
+        if row.get("reference") is None and row.get("last_epoch"):
+            last = row["last_epoch"]
+            values = ", ".join(f"{key} {number(value, 3)}" for key, value in sorted(last.items())
+                               if key not in _NOT_RESULTS and isinstance(value, (int, float)))
+            lines.append(f"- `{row['model']}/{row['preset']}` (seed {row.get('seed', 0)}), epoch {last['epoch']}: {values}")
+    if not lines:
+        return []
+    return ["Runs whose source publishes no number to compare with (each epoch's values are in the JSON's curve):",
+            "", *lines, ""]
 
 
 def seed_spread(data: dict) -> list[dict]:
@@ -249,11 +272,11 @@ def _spread_table(data: dict) -> list[str]:
 
 def _render(data: dict) -> list[str]:
     return [*table([*HEADERS, "source", "command of the run"], _rows(data, full=True)), *_notes(data),
-            *_spread_table(data)]
+            *_unreferenced(data), *_spread_table(data)]
 
 
 def _summary(data: dict) -> list[str]:
-    return [*table(HEADERS, _rows(data, full=False)), *_notes(data), *_spread_table(data)]
+    return [*table(HEADERS, _rows(data, full=False)), *_notes(data), *_unreferenced(data), *_spread_table(data)]
 
 
 SECTION = Section(

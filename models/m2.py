@@ -73,6 +73,9 @@ from pyrovae.nn.mixture import ConditionedEncoder, relaxed_one_hot_categorical
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec, check_labels
 
+#: The likelihoods :class:`M2` offers: a decoder of logits ``sigma^{-1}(E[x])`` per pixel.
+M2_LIKELIHOODS = ("bernoulli", "continuous_bernoulli", "bernoulli_cross_entropy")
+
 
 def label_code(labelled: torch.Tensor, observed: torch.Tensor, unobserved: torch.Tensor, num_classes: int) -> torch.Tensor:
     """The one-hot ``y`` the networks read: the observed label ``(B,)`` on labelled rows, else
@@ -104,6 +107,10 @@ class M2(nn.Module):
         z_dim: dimension ``L`` of ``z``.
         hidden_sizes, activation: the default decoder's hidden layers.
         estimator, temperature, straight_through: how the unlabelled ``y`` is handled (module docstring).
+        likelihood: ``p(x | y, z)``: ``"bernoulli"`` on binary pixels (the paper's), or, on grey values,
+            ``"continuous_bernoulli"`` (a density) or ``"bernoulli_cross_entropy"`` (the loss Pyro's SS-VAE
+            example trains with on intensities; not a normalised density, see
+            :class:`~pyrovae.nn.likelihoods.BernoulliCrossEntropy`).
         decoder: a module ``(z, e_y) -> logits`` for ``z`` ``(..., L)`` and one-hot ``e_y`` ``(..., C)``
             (default: a :class:`~pyrovae.nn.mixture.ConditionedEncoder` MLP with a linear output).
         name: the prefix of its parameters in Pyro's parameter store.
@@ -113,7 +120,8 @@ class M2(nn.Module):
 
     def __init__(self, x_dim: int, num_classes: int = 10, z_dim: int = 50, hidden_sizes: Sequence[int] = (500,),
                  activation: str = "softplus", estimator: str = "enumerate", temperature: float = 1.0,
-                 straight_through: bool = False, decoder: nn.Module | None = None, name: str = "m2"):
+                 straight_through: bool = False, likelihood: str = "bernoulli", decoder: nn.Module | None = None,
+                 name: str = "m2"):
         super().__init__()
         check_estimator(estimator, temperature)
         if num_classes < 2:
@@ -122,7 +130,9 @@ class M2(nn.Module):
             raise ValueError(f"z_dim must be at least 1, got {z_dim}")
         self.x_dim, self.num_classes, self.z_dim, self.name = x_dim, num_classes, z_dim, name
         self.estimator, self.straight_through = estimator, straight_through
-        self.likelihood = make_likelihood("bernoulli", x_dim)
+        if likelihood not in M2_LIKELIHOODS:
+            raise ValueError(f"M2's likelihood must be one of {', '.join(M2_LIKELIHOODS)}, got {likelihood!r}")
+        self.likelihood = make_likelihood(likelihood, x_dim)
         self.inputs = InputSpec((x_dim,), support=self.likelihood.support, num_classes=num_classes,
                                 partially_labelled=True)
         hidden = list(hidden_sizes)
@@ -243,6 +253,10 @@ class M2Config:
         "help": "the unlabelled y: enumerate (objective enum) or Gumbel-softmax variant A or B", "choices": list(ESTIMATORS)})
     temperature: float = field(default=1.0, metadata={"help": "Gumbel-softmax temperature (gumbel estimators)", "positive": True})
     straight_through: bool = field(default=False, metadata={"help": "straight-through Gumbel-softmax (hard y forward)"})
+    likelihood: str = field(default="bernoulli", metadata={
+        "help": "p(x | y, z): bernoulli (binary pixels), or on grey values continuous_bernoulli or "
+                "bernoulli_cross_entropy (Pyro's SS-VAE example; not a normalised density)",
+        "choices": list(M2_LIKELIHOODS)})
     alpha: float = field(default=0.1, metadata={
         "help": "weight of the classification term, as a fraction of N: alpha * N (Kingma et al. 2014: 0.1)", "min": 0})
 
@@ -252,7 +266,7 @@ def build_m2(config: M2Config, data) -> M2:
     if data.y is None or data.num_classes < 2:
         raise ValueError(f"M2 learns a classifier and needs a data set with classes; {data.name!r} has none")
     return M2(data.x_dim, data.num_classes, config.z_dim, config.hidden_sizes, config.activation, config.estimator,
-              config.temperature, config.straight_through)
+              config.temperature, config.straight_through, config.likelihood)
 
 
 def prepare_m2_data(config: M2Config, train, test):

@@ -20,10 +20,12 @@ FILE = Path(__file__).resolve().parent / "references.json"
 class Reference:
     """One published value. ``value`` is the source's number; ``comparable`` adds ``shift`` (a constant
     the source leaves out, e.g. the GMVAE tutorial's bound without p(y)'s -log 10) so that it compares
-    with pyrovae's metric of the same name."""
+    with pyrovae's metric of the same name. ``value`` is ``None`` for a preset whose source publishes no
+    number (the model of a lecture, a paper without this data set): ``where`` says so, and the preset is
+    still run to its budget and reported (``benchmarks/zoo.py``) with nothing to compare against."""
 
     key: str
-    value: float
+    value: float | None
     metric: str
     cite: str
     where: str
@@ -36,9 +38,10 @@ class Reference:
     note: str | None = None
 
     @property
-    def comparable(self) -> float:
-        """The published value shifted onto pyrovae's metric (``value + shift``), the number a run is compared with."""
-        return self.value + self.shift
+    def comparable(self) -> float | None:
+        """The published value shifted onto pyrovae's metric (``value + shift``), the number a run is
+        compared with; ``None`` when the source publishes no number."""
+        return None if self.value is None else self.value + self.shift
 
     @property
     def source(self) -> str:

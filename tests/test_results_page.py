@@ -102,7 +102,8 @@ def test_known_result_beside_its_source(tmp_path):
         "date": "2030-01-02"})
     page = report.render(report.read_directory(tmp_path))
     assert "## Bernoulli-latent estimators: `discrete_estimators-quick`" in page
-    assert ("- Command: `python -m benchmarks.discrete_estimators --epochs 2 --models linear "
+    # An old file's budget predates --engine: the command names the module engine it ran on.
+    assert ("- Command: `python -m benchmarks.discrete_estimators --engine module --epochs 2 --models linear "
             "--relaxations concrete disarm --seed 0`\n") in page
     assert "- Date: 2030-01-02 (recorded in the JSON)" in page
     # The paper's value comes from pyrovae/references.json, not from the result file.

@@ -90,3 +90,22 @@ def test_the_seed_spread_compares_every_seed_at_the_last_epoch_all_reached(tmp_p
 def test_a_single_seed_has_no_spread(tmp_path, monkeypatch):
     rows = _rows(tmp_path / "a", tmp_path / "runs", "--epochs", "1", monkeypatch=monkeypatch)
     assert zoo.seed_spread({"rows": rows}) == []
+
+
+def test_a_preset_whose_source_publishes_no_number_is_run_and_reported_with_its_own_results():
+    """The VQ-VAE and mixture presets have no published value: the zoo selects them anyway, and the page
+    says "none published" and lists their last epoch's results instead of a difference."""
+    from pyrovae import registry
+
+    assert registry.get("vqvae").references["mnist"]["value"] is None
+    assert registry.get("mixture-vae").references["rainforth"]["metric"] == "test_elbo"
+    last = {"epoch": 3, "seconds": 9.0, "train_loss": 1.0, "test_reconstruction_nll": 61.25, "test_perplexity": 200.5,
+            "test_codes_used": 311}
+    row = {"model": "vqvae", "preset": "mnist", "settings": {}, "seed": 0, "metric": "test_reconstruction_nll",
+           "pyrovae": 61.25, "reference": None, "source": "van den Oord et al. 2017", "epochs": 3, "preset_epochs": 20,
+           "complete": False, "minutes": 1.0, "command": "python -m benchmarks.zoo --models vqvae", "last_epoch": last,
+           "curve": [last]}
+    page = "\n".join(zoo._render({"rows": [row]}))
+    assert "none published" in page and "+" not in page.split("none published")[1].split("|")[1]
+    assert "test_codes_used 311" in page and "test_perplexity 200.500" in page
+    assert "seconds" not in page.split("epoch 3:")[1].splitlines()[0]
