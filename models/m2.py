@@ -110,7 +110,7 @@ class M2(nn.Module):
         likelihood: ``p(x | y, z)``: ``"bernoulli"`` on binary pixels (the paper's), or, on grey values,
             ``"continuous_bernoulli"`` (a density) or ``"bernoulli_cross_entropy"`` (the loss Pyro's SS-VAE
             example trains with on intensities; not a normalised density, see
-            :class:`~pyrovae.nn.likelihoods.BernoulliCrossEntropy`).
+            :data:`~pyrovae.nn.LIKELIHOODS`).
         decoder: a module ``(z, e_y) -> logits`` for ``z`` ``(..., L)`` and one-hot ``e_y`` ``(..., C)``
             (default: a :class:`~pyrovae.nn.mixture.ConditionedEncoder` MLP with a linear output).
         name: the prefix of its parameters in Pyro's parameter store.

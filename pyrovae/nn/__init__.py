@@ -24,7 +24,9 @@ ACTIVATIONS = networks.ACTIVATIONS
 DATA_PLATE = plates.DATA_PLATE
 #: The observation models :math:`p_\theta(x \mid \text{decoder output})` by name, the ``likelihood``
 #: setting of a model: ``bernoulli`` (binary pixels), ``gaussian``, ``continuous_bernoulli`` (pixels in
-#: [0, 1], Loaiza-Ganem & Cunningham 2019) and ``bernoulli_cross_entropy``. Built by :func:`make_likelihood`.
+#: [0, 1], Loaiza-Ganem & Cunningham 2019) and ``bernoulli_cross_entropy`` (the Bernoulli log-mass of grey
+#: values, :math:`\sum_d x_d \log q_d + (1 - x_d) \log(1 - q_d)`, Sadier-Gane 2020, eq. 3.3: not a normalised
+#: density, so a bound computed with it bounds no log-likelihood). Built by :func:`make_likelihood`.
 LIKELIHOODS = likelihoods.LIKELIHOODS
 
 __all__ = [
