@@ -19,7 +19,16 @@ from pyrovae.guides import M2Guide
 from pyrovae.guides.m2 import build_m2_guide
 from pyrovae.models import M2
 from pyrovae.models.gmvae import ESTIMATORS
-from pyrovae.models.m2 import M2Config, analogies, build_m2, m2_callbacks, style_grid, styles_by_class
+from pyrovae.models.m2 import (
+    M2Config,
+    analogies,
+    analogy_grid,
+    build_m2,
+    m2_callbacks,
+    prepare_m2_data,
+    style_grid,
+    styles_by_class,
+)
 from pyrovae.nn.mixture import MixtureEncoder
 from pyrovae.plots import image_grid
 from pyrovae.train import fit
@@ -60,14 +69,16 @@ def explicit_bound(model, guide, x, y, eps):
     return (total + labelled * (log_prior[0] + WEIGHT * observed)).sum()
 
 
-def test_enumerated_loss_is_the_explicit_sum_on_unlabelled_rows_and_the_labelled_bound_on_labelled_rows():
+# Half the rows labelled, and two of six: a term moved from the labelled to the unlabelled rows changes the second.
+@pytest.mark.parametrize("labels", [LABELS, torch.tensor([-1, 2, -1, -1, -1, 1])], ids=["3-of-6", "2-of-6"])
+def test_enumerated_loss_is_the_explicit_sum_on_unlabelled_rows_and_the_labelled_bound_on_labelled_rows(labels):
     model, guide = small_pair()
     x = binary_batch()
     pyro.set_rng_seed(3)
-    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x, LABELS)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x, labels)
     # The guide draws z once per value of y: one (C, B, L) standard-normal tensor, the same noise here.
     pyro.set_rng_seed(3)
-    bound = explicit_bound(model, guide, x, LABELS, torch.randn(C, B, L))
+    bound = explicit_bound(model, guide, x, labels, torch.randn(C, B, L))
     assert loss.item() == pytest.approx(-bound.item(), rel=1e-5)
 
     parameters = list(model.parameters()) + list(guide.parameters())
@@ -136,6 +147,68 @@ def test_the_relaxed_estimators_gradient_is_the_pathwise_gradient_of_the_traced_
     parameters = list(guide.parameters())
     for a, b in zip(torch.autograd.grad(loss, parameters), torch.autograd.grad(-bound, parameters)):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator, straight_through", [("gumbel-a", False), ("gumbel-a", True), ("gumbel-b", False)])
+def test_the_relaxed_y_is_scored_by_concrete_densities_on_unlabelled_rows_for_gumbel_a_only(estimator, straight_through):
+    """gumbel-a: log p(y~) - log q(y~ | x) with both Concrete densities on the unlabelled rows (read at
+    the relaxed sample under straight-through), nothing on the labelled ones; gumbel-b masks both, its
+    KL being a factor. The observed labels are site "y_observed", log p(y) = -log C on labelled rows."""
+    model, guide = small_pair(estimator=estimator, temperature=0.6, straight_through=straight_through)
+    x, labels = binary_batch(), torch.tensor([-1, 2, -1, -1, -1, 1])
+    unlabelled = labels < 0
+    guide_trace = poutine.trace(guide).get_trace(x, labels)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, labels)
+    for trace in (guide_trace, model_trace):
+        trace.compute_log_prob()
+    value = guide_trace.nodes["y_unobserved"]["value"]
+    relaxed = value._unquantize if straight_through else value
+    prior = td.RelaxedOneHotCategorical(torch.tensor(0.6), logits=torch.zeros(C)).log_prob(relaxed)
+    posterior = td.RelaxedOneHotCategorical(torch.tensor(0.6), logits=guide.encoder.logits(x)).log_prob(relaxed)
+    scored = estimator == "gumbel-a"
+    assert torch.allclose(model_trace.nodes["y_unobserved"]["log_prob"], prior * unlabelled * scored)
+    assert torch.allclose(guide_trace.nodes["y_unobserved"]["log_prob"], posterior * unlabelled * scored)
+    observed = model_trace.nodes["y_observed"]
+    assert observed["is_observed"] and torch.equal(observed["value"], labels.clamp(min=0))
+    assert torch.allclose(observed["log_prob"], -math.log(C) * ~unlabelled)
+
+
+def test_defaults_are_the_config_defaults_and_bad_sizes_are_refused():
+    config = M2Config()
+    for module in (M2(D), M2Guide(D)):
+        assert (module.num_classes, module.z_dim, module.estimator, float(module.temperature), module.straight_through) == (
+            10, config.z_dim, config.estimator, config.temperature, config.straight_through)
+    assert M2(D, num_classes=2, z_dim=1).num_classes == 2
+    with pytest.raises(ValueError, match="M2 needs at least 2 classes, got num_classes=1"):
+        M2(D, num_classes=1)
+    with pytest.raises(ValueError, match="z_dim must be at least 1, got 0"):
+        M2(D, z_dim=0)
+    with pytest.raises(ValueError, match="binary"):
+        M2(D, C, L, (8,))(torch.full((B, D), 0.5), LABELS)
+    decoder = torch.nn.Linear(L + C, D)
+    assert M2(D, C, L, decoder=decoder).decoder is decoder
+
+
+def test_prepare_m2_data_shows_the_configured_labels_of_the_training_set_and_none_of_the_test_set():
+    digits = load_dataset("digits", "train")
+    train, test = prepare_m2_data(M2Config(labels=50, label_seed=3), digits, digits.subset(40))
+    assert torch.equal(train.labelled, with_labels(digits, 50, seed=3).labelled)
+    assert test.labelled.sum() == 0 and len(test) == 40
+
+
+def test_the_analogy_grid_shows_each_image_then_its_style_as_every_class():
+    model, guide = small_pair()
+    data = Dataset.from_tensor(binary_batch(12), image_shape=(3, 4))
+    figure = analogy_grid(model, guide, data, title="run 1")
+    images = torch.cat([data.x[:10, None], analogies(model, guide, data.x[:10])], 1).flatten(0, 1)
+    reference = image_grid(images, (3, 4), columns=C + 1).axes[0]
+    assert (figure.axes[0].images[0].get_array() == reference.images[0].get_array()).all()
+    caption = (f"left: test image x; then E[x | y, z] for y = 0, ..., {C - 1} with its style "
+               "z = E_q[z | x, argmax q(y | x)]")
+    assert figure.axes[0].get_title() == f"run 1\n{caption}"
+    assert analogy_grid(model, guide, data, rows=3).axes[0].get_title() == caption
+    with pytest.raises(ValueError, match="rows must be at least 1, got 0"):
+        analogy_grid(model, guide, data, rows=0)
 
 
 def test_straight_through_reaches_model_and_guide_and_makes_the_unlabelled_y_one_hot():
