@@ -13,7 +13,7 @@ from pyrovae.clustering import clustering_accuracy, enumerated_elbo, match_clust
 from pyrovae.data import Dataset, load_dataset
 from pyrovae.guides import MixtureGuide
 from pyrovae.models import MixtureVAE
-from pyrovae.models.mixture_vae import DECODER_MIN_SCALE, polygon_components
+from pyrovae.models.mixture_vae import DECODER_MIN_SCALE, MixtureVAEConfig, build_mixture_vae, polygon_components
 from pyrovae.train import fit
 
 K, L, D, B = 5, 2, 6, 4
@@ -51,12 +51,30 @@ def test_component_prior_is_fixed_unless_learned():
         MixtureVAE(D, K, L, (8,), component_spread=0.0)
 
 
+def test_the_config_builds_its_component_prior_and_defaults_are_the_configs():
+    shape_only = Dataset.from_tensor(torch.zeros(1, D))
+    spread = build_mixture_vae(MixtureVAEConfig(num_components=K, z_dim=L, hidden_sizes=[8], component_spread=3.0), shape_only)
+    assert torch.equal(spread.component_prior.locs, polygon_components(K, L, 3.0)[0])
+    learned = build_mixture_vae(MixtureVAEConfig(num_components=K, z_dim=L, hidden_sizes=[8], learn_component_prior=True),
+                                shape_only)
+    assert list(learned.component_prior.parameters())
+    config, default, guide = MixtureVAEConfig(), MixtureVAE(D), MixtureGuide(D)
+    for module in (default, guide):
+        assert (module.num_components, module.z_dim) == (config.num_components, config.z_dim)
+    assert torch.equal(default.component_prior.locs, polygon_components(config.num_components, config.z_dim,
+                                                                          config.component_spread)[0])
+
+
 def test_codes_decode_and_samples_come_per_component():
     model, guide = MixtureVAE(D, K, L, (8,)), MixtureGuide(D, K, L, (8,))
     x = torch.rand(B, D)
     code = guide.encode(x)
     assert code.shape == (B, K + L) and torch.equal(code[:, :K].sum(-1), torch.ones(B))
-    assert model.decode_mean(code).shape == (B, D)
+    y_star, z_star = guide.encoder.most_probable_code(x)
+    assert torch.equal(code, torch.cat([y_star, z_star], -1))
+    assert torch.equal(model.decode_mean(code), model.decode(z_star, y_star).mean)
+    stacked = torch.stack([code, code.flip(0)])  # codes with a batch dimension more decode the same
+    assert torch.equal(model.decode_mean(stacked)[1], model.decode_mean(code.flip(0)))
     images, clusters = samples_per_cluster(model, per_cluster=3)
     assert images.shape == (K * 3, D) and torch.equal(clusters, torch.arange(K).repeat_interleave(3))
     assert model.sample_images(7, torch.Generator().manual_seed(0)).shape == (7, D)
