@@ -187,6 +187,10 @@ def test_defaults_are_the_config_defaults_and_bad_sizes_are_refused():
         M2(D, C, L, (8,))(torch.full((B, D), 0.5), LABELS)
     decoder = torch.nn.Linear(L + C, D)
     assert M2(D, C, L, decoder=decoder).decoder is decoder
+    encoder = M2Guide(D, C, L, (8,)).encoder
+    assert M2Guide(D, C, L, (16,), encoder=encoder).encoder is encoder
+    with pytest.raises(ValueError, match="classification_weight must be non-negative, got -1.0"):
+        M2Guide(D, classification_weight=-1.0)
 
 
 def test_prepare_m2_data_shows_the_configured_labels_of_the_training_set_and_none_of_the_test_set():

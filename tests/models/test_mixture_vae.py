@@ -43,6 +43,7 @@ def test_component_prior_is_fixed_unless_learned():
     locs, scales = polygon_components(K, L, 2.0)
     assert torch.allclose(locs.norm(dim=-1), torch.full((K,), 2.0)) and torch.equal(scales, torch.ones(K, L))
     assert torch.allclose(polygon_components(3, 1, 1.5)[0].squeeze(), torch.tensor([-1.5, 0.0, 1.5]))
+    assert torch.allclose(polygon_components(2, 1, 0.5)[0].squeeze(), torch.tensor([-0.25, 0.25]))
     fixed = MixtureVAE(D, K, L, (8,))
     assert not list(fixed.component_prior.parameters()) and torch.equal(fixed.component_prior.locs, locs)
     learned = MixtureVAE(D, K, L, (8,), learn_component_prior=True)
@@ -63,6 +64,8 @@ def test_the_config_builds_its_component_prior_and_defaults_are_the_configs():
         assert (module.num_components, module.z_dim) == (config.num_components, config.z_dim)
     assert torch.equal(default.component_prior.locs, polygon_components(config.num_components, config.z_dim,
                                                                           config.component_spread)[0])
+    encoder = MixtureGuide(D, K, L, (8,)).encoder
+    assert MixtureGuide(D, K, L, (16,), encoder=encoder).encoder is encoder
 
 
 def test_codes_decode_and_samples_come_per_component():
