@@ -110,6 +110,19 @@ def test_beta_anneals_between_epochs_in_model_and_guide_and_is_checkpointed(tmp_
     assert "beta" in dict(model.named_buffers()) and "beta" in dict(guide.named_buffers())
 
 
+@pytest.mark.parametrize("relaxation, settings, anneals", [
+    ("spike-exp", {"beta_start": 2.0}, True), ("spike-exp", {}, False), ("logistic", {"beta_start": 2.0}, False)])
+def test_the_callbacks_log_the_true_bound_and_anneal_a_smoothing_given_a_start(relaxation, settings, anneals):
+    experiment, _, test, model, guide, _ = tiny_run(relaxation, true_bound_particles=3, **settings)
+    callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
+    assert [type(c).__name__ for c in callbacks] == ["Diagnostics"] + (["BetaAnnealing"] if anneals else [])
+    [(name, bound)] = callbacks[0].objectives.items()
+    assert name == "true_bound" and isinstance(bound, TrueDiscreteBound)
+    # Declared, so Pyro neither guesses the nesting nor logs that it did.
+    declared = TrueDiscreteBound(num_particles=3, max_plate_nesting=model.max_plate_nesting)
+    assert (bound.num_particles, bound.max_plate_nesting) == (3, declared.max_plate_nesting)
+
+
 # The exact log-likelihood ----------------------------------------------------------------------
 
 
