@@ -44,6 +44,9 @@ def test_component_prior_is_fixed_unless_learned():
     assert torch.allclose(locs.norm(dim=-1), torch.full((K,), 2.0)) and torch.equal(scales, torch.ones(K, L))
     assert torch.allclose(polygon_components(3, 1, 1.5)[0].squeeze(), torch.tensor([-1.5, 0.0, 1.5]))
     assert torch.allclose(polygon_components(2, 1, 0.5)[0].squeeze(), torch.tensor([-0.25, 0.25]))
+    # A regular K-gon: consecutive vertices 2 r sin(pi / K) apart, centred on the origin.
+    sides = (locs - locs.roll(1, 0)).norm(dim=-1)
+    assert torch.allclose(sides, torch.full((K,), 2 * 2.0 * math.sin(math.pi / K))) and torch.allclose(locs.mean(0), torch.zeros(L), atol=1e-6)
     fixed = MixtureVAE(D, K, L, (8,))
     assert not list(fixed.component_prior.parameters()) and torch.equal(fixed.component_prior.locs, locs)
     learned = MixtureVAE(D, K, L, (8,), learn_component_prior=True)
@@ -66,6 +69,20 @@ def test_the_config_builds_its_component_prior_and_defaults_are_the_configs():
                                                                           config.component_spread)[0])
     encoder = MixtureGuide(D, K, L, (8,)).encoder
     assert MixtureGuide(D, K, L, (16,), encoder=encoder).encoder is encoder
+
+
+def test_a_line_of_components_the_hidden_layer_it_needs_and_the_decoder_scale_floor():
+    line = MixtureVAE(D, K, 1, (8,))
+    assert torch.allclose(line.component_prior.locs.squeeze(-1), polygon_components(K, 1, 2.0)[0].squeeze(-1))
+    with pytest.raises(ValueError, match="z_dim must be at least 1, got 0"):
+        MixtureVAE(D, K, 0)
+    with pytest.raises(ValueError, match="needs at least one hidden layer"):
+        MixtureVAE(D, K, L, ())
+    z, y = torch.randn(B, L), torch.arange(B) % K
+    with torch.no_grad():
+        line.decoder.head.raw_scale.weight.zero_()
+        line.decoder.head.raw_scale.bias.fill_(-50.0)
+    assert torch.allclose(line.decode(z[:, :1], y).base_dist.scale, torch.full((B, D), DECODER_MIN_SCALE))
 
 
 def test_codes_decode_and_samples_come_per_component():
