@@ -21,6 +21,8 @@ from pyrovae.guides import BernoulliLatentGuide
 from pyrovae.infer import DifferentiableTraceGraph_ELBO, TrueDiscreteBound
 from pyrovae.infer.discrete_bound import Discretized
 from pyrovae.models import BernoulliVAE
+from pyrovae.models.bernoulli_vae import BernoulliVAEConfig
+from pyrovae.nn import ACTIVATIONS, make_likelihood
 from pyrovae.registry import get
 from pyrovae.relaxations import RELAXATIONS
 from pyrovae.train import fit
@@ -121,6 +123,30 @@ def test_the_callbacks_log_the_true_bound_and_anneal_a_smoothing_given_a_start(r
     # Declared, so Pyro neither guesses the nesting nor logs that it did.
     declared = TrueDiscreteBound(num_particles=3, max_plate_nesting=model.max_plate_nesting)
     assert (bound.num_particles, bound.max_plate_nesting) == (3, declared.max_plate_nesting)
+
+
+def _linear_widths(module):
+    return [m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_defaults_are_the_configs():
+    config = BernoulliVAEConfig()
+    model = BernoulliVAE(12)
+    guide = BernoulliLatentGuide(model)
+    assert (model.z_dim, model.relaxation.name, model.beta.item(), model.prior_temperature,
+            model.posterior_temperature) == (config.z_dim, config.relaxation, config.beta, config.prior_temperature,
+                                             config.posterior_temperature)
+    assert type(model.likelihood) is type(make_likelihood(config.likelihood, 12))
+    assert _linear_widths(model.decoder) == [*config.hidden_sizes, 12]
+    assert _linear_widths(guide.encoder) == [*config.hidden_sizes, config.z_dim]
+    assert guide.centring is None and guide.logit_scale is None
+    for module in (model, guide):
+        assert ACTIVATIONS[config.activation] in {type(m) for m in module.modules()}
+
+
+def test_the_config_temperatures_reach_model_and_guide():
+    _, _, _, model, guide, _ = tiny_run("concrete", prior_temperature=0.3, posterior_temperature=0.9)
+    assert (model.prior_temperature, model.posterior_temperature) == guide.temperatures == (0.3, 0.9)
 
 
 # The exact log-likelihood ----------------------------------------------------------------------
