@@ -95,6 +95,7 @@ def test_codes_decode_and_samples_come_per_component():
     assert torch.equal(model.decode_mean(code), model.decode(z_star, y_star).mean)
     stacked = torch.stack([code, code.flip(0)])  # codes with a batch dimension more decode the same
     assert torch.equal(model.decode_mean(stacked)[1], model.decode_mean(code.flip(0)))
+    assert torch.allclose(guide.encode(torch.stack([x, x.flip(0)]))[1], guide.encode(x.flip(0)))
     images, clusters = samples_per_cluster(model, per_cluster=3)
     assert images.shape == (K * 3, D) and torch.equal(clusters, torch.arange(K).repeat_interleave(3))
     assert model.sample_images(7, torch.Generator().manual_seed(0)).shape == (7, D)
