@@ -351,5 +351,14 @@ def test_centred_logits_are_standardised_over_the_batch():
 
 
 def test_centred_logits_are_refused_where_there_are_no_logits():
-    with pytest.raises(ValueError, match="centred_logits applies to logits"):
+    message = "centred_logits applies to logits; relaxation 'gaussian-sigmoid' has a \\(loc, scale\\) encoder"
+    with pytest.raises(ValueError, match=message):
         BernoulliLatentGuide(BernoulliVAE(6, 3, "gaussian-sigmoid", (5,)), (5,), centred_logits=True)
+
+
+def test_linear_networks_as_the_arm_linear_preset_builds_them():
+    """Yin & Zhou (2019)'s linear model: no hidden layer in the decoder or the encoder."""
+    model = BernoulliVAE(6, 3, "disarm", [])
+    guide = BernoulliLatentGuide(model, [])
+    assert _linear_widths(model.decoder) == [6] and _linear_widths(guide.encoder) == [3]
+    assert guide.posterior(torch.zeros(2, 6)).batch_shape == (2,)
