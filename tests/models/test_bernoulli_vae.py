@@ -9,7 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVI, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
 from pyro.optim import Adam
 
 from pyrovae.callbacks import Checkpoint
@@ -95,6 +95,8 @@ def test_bad_settings_give_one_line_errors(settings, message):
     (dict(relaxation="gumbel"), "unknown relaxation 'gumbel'"),
     (dict(beta=0.0), "beta must be positive"),
     (dict(z_dim=0), "z_dim must be at least 1"),
+    (dict(prior_temperature=0.0), "prior_temperature must be positive, got 0.0"),
+    (dict(posterior_temperature=-1.0), "posterior_temperature must be positive, got -1.0"),
 ])
 def test_the_model_rejects_bad_arguments(arguments, message):
     with pytest.raises(ValueError, match=message):
@@ -356,8 +358,31 @@ def test_centred_logits_are_refused_where_there_are_no_logits():
         BernoulliLatentGuide(BernoulliVAE(6, 3, "gaussian-sigmoid", (5,)), (5,), centred_logits=True)
 
 
+def test_centred_logits_stay_centred_through_training():
+    """A batch normalisation without shift: training rescales a unit's logits but cannot move their
+    batch mean off zero (a learnt shift would let a unit take one value for every image again)."""
+    torch.manual_seed(0)
+    model = BernoulliVAE(6, 3, "step-logistic", (5,))
+    guide = BernoulliLatentGuide(model, (5,), centred_logits=True)
+    x = torch.bernoulli(torch.full((32, 6), 0.5))
+    svi = SVI(model, guide, Adam({"lr": 0.1}), Trace_ELBO(max_plate_nesting=1))
+    for _ in range(5):
+        svi.step(x)
+    logits = guide.encoder_output(x)
+    assert not torch.allclose(guide.logit_scale, torch.ones(3))  # it trained
+    assert torch.allclose(logits.mean(0), torch.zeros(3), atol=1e-5)
+
+
+def test_only_reinforce_carries_a_baseline_network_with_the_activation_asked_for():
+    guide = tiny_run("reinforce", activation="tanh")[4]
+    assert {type(m) for m in guide.baseline.modules()} & set(ACTIVATIONS.values()) == {torch.nn.Tanh}
+    other = tiny_run("logistic")[4]
+    assert set(other.parameters()) == set(other.encoder.parameters())
+
+
 def test_linear_networks_as_the_arm_linear_preset_builds_them():
     """Yin & Zhou (2019)'s linear model: no hidden layer in the decoder or the encoder."""
+    assert BernoulliVAE(6, 1).z_dim == 1
     model = BernoulliVAE(6, 3, "disarm", [])
     guide = BernoulliLatentGuide(model, [])
     assert _linear_widths(model.decoder) == [6] and _linear_widths(guide.encoder) == [3]
