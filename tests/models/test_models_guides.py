@@ -164,3 +164,9 @@ def test_flows_reverse_the_latent_order_between_them_and_have_the_hidden_layers_
     assert [layer.out_features for layer in one.flows[0].arn.layers[:-1]] == [7, 9]
     with pytest.raises(ValueError, match="num_flows must be at least 1, got 0"):
         NormalizingFlowGuide(X_DIM, Z_DIM, (5,), num_flows=0)
+
+
+def test_a_vae_of_one_latent_dimension_and_the_refusal_of_none():
+    assert VAE(X_DIM, z_dim=1).prior(2).event_shape == (1,)
+    with pytest.raises(ValueError, match="z_dim must be at least 1, got 0"):
+        VAE(X_DIM, z_dim=0)
