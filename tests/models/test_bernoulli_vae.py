@@ -9,7 +9,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
-from pyro.infer import SVI, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
+from pyro.infer import SVI, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config_enumerate
 from pyro.optim import Adam
 
 from pyrovae.callbacks import Checkpoint
@@ -21,6 +21,8 @@ from pyrovae.guides import BernoulliLatentGuide
 from pyrovae.infer import DifferentiableTraceGraph_ELBO, TrueDiscreteBound
 from pyrovae.infer.discrete_bound import Discretized
 from pyrovae.models import BernoulliVAE
+from pyrovae.models.bernoulli_vae import BernoulliVAEConfig
+from pyrovae.nn import ACTIVATIONS, make_likelihood
 from pyrovae.registry import get
 from pyrovae.relaxations import RELAXATIONS
 from pyrovae.train import fit
@@ -93,6 +95,8 @@ def test_bad_settings_give_one_line_errors(settings, message):
     (dict(relaxation="gumbel"), "unknown relaxation 'gumbel'"),
     (dict(beta=0.0), "beta must be positive"),
     (dict(z_dim=0), "z_dim must be at least 1"),
+    (dict(prior_temperature=0.0), "prior_temperature must be positive, got 0.0"),
+    (dict(posterior_temperature=-1.0), "posterior_temperature must be positive, got -1.0"),
 ])
 def test_the_model_rejects_bad_arguments(arguments, message):
     with pytest.raises(ValueError, match=message):
@@ -108,6 +112,43 @@ def test_beta_anneals_between_epochs_in_model_and_guide_and_is_checkpointed(tmp_
     assert [row["beta"] for row in history.rows] == [2.0, 5.0, 8.0]
     assert model.beta.item() == guide.beta.item() == 8.0
     assert "beta" in dict(model.named_buffers()) and "beta" in dict(guide.named_buffers())
+
+
+@pytest.mark.parametrize("relaxation, settings, anneals", [
+    ("spike-exp", {"beta_start": 2.0}, True), ("spike-exp", {}, False), ("logistic", {"beta_start": 2.0}, False)])
+def test_the_callbacks_log_the_true_bound_and_anneal_a_smoothing_given_a_start(relaxation, settings, anneals):
+    experiment, _, test, model, guide, _ = tiny_run(relaxation, true_bound_particles=3, **settings)
+    callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
+    assert [type(c).__name__ for c in callbacks] == ["Diagnostics"] + (["BetaAnnealing"] if anneals else [])
+    [(name, bound)] = callbacks[0].objectives.items()
+    assert name == "true_bound" and isinstance(bound, TrueDiscreteBound)
+    # Declared, so Pyro neither guesses the nesting nor logs that it did.
+    declared = TrueDiscreteBound(num_particles=3, max_plate_nesting=model.max_plate_nesting)
+    assert (bound.num_particles, bound.max_plate_nesting) == (3, declared.max_plate_nesting)
+
+
+def _linear_widths(module):
+    return [m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def test_defaults_are_the_configs():
+    config = BernoulliVAEConfig()
+    model = BernoulliVAE(12)
+    guide = BernoulliLatentGuide(model)
+    assert (model.z_dim, model.relaxation.name, model.beta.item(), model.prior_temperature,
+            model.posterior_temperature) == (config.z_dim, config.relaxation, config.beta, config.prior_temperature,
+                                             config.posterior_temperature)
+    assert type(model.likelihood) is type(make_likelihood(config.likelihood, 12))
+    assert _linear_widths(model.decoder) == [*config.hidden_sizes, 12]
+    assert _linear_widths(guide.encoder) == [*config.hidden_sizes, config.z_dim]
+    assert guide.centring is None and guide.logit_scale is None
+    for module in (model, guide):
+        assert ACTIVATIONS[config.activation] in {type(m) for m in module.modules()}
+
+
+def test_the_config_temperatures_reach_model_and_guide():
+    _, _, _, model, guide, _ = tiny_run("concrete", prior_temperature=0.3, posterior_temperature=0.9)
+    assert (model.prior_temperature, model.posterior_temperature) == guide.temperatures == (0.3, 0.9)
 
 
 # The exact log-likelihood ----------------------------------------------------------------------
@@ -312,5 +353,37 @@ def test_centred_logits_are_standardised_over_the_batch():
 
 
 def test_centred_logits_are_refused_where_there_are_no_logits():
-    with pytest.raises(ValueError, match="centred_logits applies to logits"):
+    message = "centred_logits applies to logits; relaxation 'gaussian-sigmoid' has a \\(loc, scale\\) encoder"
+    with pytest.raises(ValueError, match=message):
         BernoulliLatentGuide(BernoulliVAE(6, 3, "gaussian-sigmoid", (5,)), (5,), centred_logits=True)
+
+
+def test_centred_logits_stay_centred_through_training():
+    """A batch normalisation without shift: training rescales a unit's logits but cannot move their
+    batch mean off zero (a learnt shift would let a unit take one value for every image again)."""
+    torch.manual_seed(0)
+    model = BernoulliVAE(6, 3, "step-logistic", (5,))
+    guide = BernoulliLatentGuide(model, (5,), centred_logits=True)
+    x = torch.bernoulli(torch.full((32, 6), 0.5))
+    svi = SVI(model, guide, Adam({"lr": 0.1}), Trace_ELBO(max_plate_nesting=1))
+    for _ in range(5):
+        svi.step(x)
+    logits = guide.encoder_output(x)
+    assert not torch.allclose(guide.logit_scale, torch.ones(3))  # it trained
+    assert torch.allclose(logits.mean(0), torch.zeros(3), atol=1e-5)
+
+
+def test_only_reinforce_carries_a_baseline_network_with_the_activation_asked_for():
+    guide = tiny_run("reinforce", activation="tanh")[4]
+    assert {type(m) for m in guide.baseline.modules()} & set(ACTIVATIONS.values()) == {torch.nn.Tanh}
+    other = tiny_run("logistic")[4]
+    assert set(other.parameters()) == set(other.encoder.parameters())
+
+
+def test_linear_networks_as_the_arm_linear_preset_builds_them():
+    """Yin & Zhou (2019)'s linear model: no hidden layer in the decoder or the encoder."""
+    assert BernoulliVAE(6, 1).z_dim == 1
+    model = BernoulliVAE(6, 3, "disarm", [])
+    guide = BernoulliLatentGuide(model, [])
+    assert _linear_widths(model.decoder) == [6] and _linear_widths(guide.encoder) == [3]
+    assert guide.posterior(torch.zeros(2, 6)).batch_shape == (2,)

@@ -15,6 +15,7 @@ later is picked up with no edit here. Each pair must
 * survive a save and a ``weights_only`` load into freshly built modules with the same ELBO.
 """
 
+import dataclasses
 import warnings
 
 import pyro
@@ -26,7 +27,7 @@ from pyrovae import registry
 from pyrovae.evaluate import default_elbo, input_spec
 from pyrovae.experiment import Experiment, build, build_model_and_guide
 from pyrovae.io import save_torch
-from pyrovae.nn import DATA_PLATE
+from pyrovae.nn import ACTIVATIONS, DATA_PLATE
 from pyrovae.relaxations import RELAXATIONS
 from pyrovae.train import fit
 
@@ -154,6 +155,36 @@ def test_weights_survive_a_save_and_a_weights_only_load(tiny, tmp_path):
     fresh_model.load_state_dict(state["model"])
     fresh_guide.load_state_dict(state["guide"])
     assert elbo_at_fixed_noise(fresh_model, fresh_guide, args) == pytest.approx(trained, rel=1e-6, abs=1e-6)
+
+
+def _pairs_with(setting):
+    return [(model, guide) for model, guide in PAIRS
+            if setting in {f.name for f in dataclasses.fields(registry.models()[model].config_class)}]
+
+
+def _built(name, guide, **settings):
+    experiment = Experiment.resolve({"model": name, "preset": registry.TINY_PRESET, "guide": guide, **settings})
+    _, _, model, guide, _ = build(experiment)
+    return model, guide
+
+
+@pytest.mark.parametrize("name, guide", _pairs_with("activation"), ids=lambda value: value)
+def test_the_activation_setting_is_every_hidden_activation_of_model_and_guide(name, guide):
+    """One network left at a default activation trains another model than the one asked for. (The
+    flow guide's autoregressive networks are Pyro's, with their own ReLU.)"""
+    for activation in ("tanh", "elu"):  # no model's default
+        for module in _built(name, guide, activation=activation):
+            used = {type(m) for path, m in module.named_modules() if not path.startswith("flows.")}
+            used &= set(ACTIVATIONS.values())
+            assert used == {ACTIVATIONS[activation]}, (type(module).__name__, activation, used)
+
+
+@pytest.mark.parametrize("name, guide", _pairs_with("glorot_init"), ids=lambda value: value)
+def test_glorot_init_gives_every_linear_layer_zero_biases_in_model_and_guide(name, guide):
+    for glorot in (True, False):
+        for module in _built(name, guide, glorot_init=glorot):
+            biases = [m.bias for m in module.modules() if isinstance(m, torch.nn.Linear)]
+            assert biases and all(torch.equal(b, torch.zeros_like(b)) for b in biases) == glorot, type(module).__name__
 
 
 def _train_three_steps(experiment, engine):

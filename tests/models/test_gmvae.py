@@ -22,8 +22,16 @@ from pyrovae.clustering import (
 from pyrovae.data import Dataset, load_dataset
 from pyrovae.experiment import Experiment
 from pyrovae.guides import GMVAEGuide
+from pyrovae.guides.gmvae import build_gmvae_guide
 from pyrovae.models import GMVAE
-from pyrovae.models.gmvae import TemperatureAnnealing, annealed_temperature, build_gmvae
+from pyrovae.models.gmvae import (
+    ESTIMATORS,
+    GMVAEConfig,
+    TemperatureAnnealing,
+    annealed_temperature,
+    build_gmvae,
+    gmvae_callbacks,
+)
 from pyrovae.nn.initialization import glorot_normal_
 from pyrovae.train import fit
 
@@ -103,6 +111,46 @@ def test_gumbel_estimators_give_finite_gradients_for_every_parameter(estimator, 
     loss.backward()
     for name, p in [*model.named_parameters(), *guide.named_parameters()]:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("straight_through", [False, True])
+def test_gumbel_a_scores_the_relaxed_y_with_both_concrete_densities(straight_through):
+    """Estimator A's single-sample bound has log p(y~) - log q(y~ | x), both Concrete densities at the
+    temperature (Jang et al. 2017), read at the relaxed sample even when the forward value is one-hot."""
+    model, guide = small_pair(estimator="gumbel-a", temperature=0.6, straight_through=straight_through)
+    x = binary_batch()
+    guide_trace = pyro.poutine.trace(guide).get_trace(x)
+    model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(x)
+    site = guide_trace.nodes["y"]
+    relaxed = site["value"]._unquantize if straight_through else site["value"]
+    assert torch.equal(model_trace.nodes["y"]["value"], site["value"])
+    assert straight_through == bool(((site["value"] == 0) | (site["value"] == 1)).all())
+    for trace in (guide_trace, model_trace):
+        trace.compute_log_prob()
+    prior = td.RelaxedOneHotCategorical(torch.tensor(0.6), logits=torch.zeros(C))
+    posterior = td.RelaxedOneHotCategorical(torch.tensor(0.6), logits=guide.encoder.logits(x))
+    assert torch.allclose(model_trace.nodes["y"]["log_prob"], prior.log_prob(relaxed))
+    assert torch.allclose(guide_trace.nodes["y"]["log_prob"], posterior.log_prob(relaxed))
+    assert "y_kl" not in guide_trace.nodes
+
+
+@pytest.mark.parametrize("estimator", ["gumbel-a", "gumbel-b"])
+def test_the_relaxed_estimators_gradient_is_the_pathwise_gradient_of_the_traced_bound(estimator):
+    """Every term of a relaxed bound is reparameterised (y~, z) or a differentiable function of the
+    parameters (gumbel-b's KL factor): Trace_ELBO's gradient is that of log p - log q over the very
+    traces it draws, with no score-function term."""
+    model, guide = small_pair(estimator=estimator, temperature=0.7)
+    x = binary_batch()
+    pyro.set_rng_seed(2)
+    loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x)
+    pyro.set_rng_seed(2)
+    guide_trace = pyro.poutine.trace(guide).get_trace(x)
+    model_trace = pyro.poutine.trace(pyro.poutine.replay(model, trace=guide_trace)).get_trace(x)
+    bound = model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+    assert loss.item() == pytest.approx(-bound.item(), rel=1e-5)
+    parameters = list(guide.parameters())
+    for a, b in zip(torch.autograd.grad(loss, parameters), torch.autograd.grad(-bound, parameters)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
 def test_gumbel_b_replaces_the_y_densities_by_the_closed_form_kl():
@@ -188,10 +236,84 @@ def test_gumbel_training_improves_the_true_enumerated_elbo(digits, enumerated_ru
 
 def test_annealed_temperature_follows_jang_et_al():
     assert annealed_temperature(0, 1e-4) == 1.0
+    assert annealed_temperature(10**6, 0.0) == 1.0  # rate 0: a fixed temperature
     assert annealed_temperature(1000, 1e-4) == pytest.approx(math.exp(-0.1))
     assert annealed_temperature(10**6, 1e-4) == 0.5
     with pytest.raises(ValueError, match="rate"):
         TemperatureAnnealing(*small_pair(estimator="gumbel-a"), rate=-1.0)
+
+
+def test_temperature_annealing_counts_training_steps_and_stops_at_its_minimum():
+    model, guide = small_pair(estimator="gumbel-b")
+    annealing = TemperatureAnnealing(model, guide, rate=1e-3, minimum=0.7, steps_per_epoch=100)
+    for epoch, expected in ((1, math.exp(-0.1)), (3, math.exp(-0.3)), (4, 0.7)):  # exp(-0.4) = 0.67 < 0.7
+        row = {}
+        annealing.on_epoch_end(epoch, row, None)
+        assert row["temperature"] == pytest.approx(expected)
+        assert float(model.temperature) == float(guide.temperature) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_cluster_metrics_need_a_labelled_test_set_and_add_the_enumerated_elbo_for_a_relaxation(estimator):
+    model, guide = small_pair(estimator=estimator)
+    config = GMVAEConfig(num_components=C, z_dim=L, hidden_sizes=[8], estimator=estimator)
+    labelled = Dataset.from_tensor(binary_batch(12), torch.arange(12) % C)
+    assert gmvae_callbacks(config, model, guide, None) == []
+    assert gmvae_callbacks(config, model, guide, Dataset.from_tensor(labelled.x)) == []
+    [metrics] = gmvae_callbacks(config, model, guide, labelled)
+    row = {}
+    metrics.on_epoch_end(0, row, None)
+    assert row["cluster_accuracy"] == clustering_accuracy(model, guide, labelled)
+    assert ("enumerated_elbo" in row) == (estimator != "enumerate")
+    if estimator != "enumerate":
+        pyro.set_rng_seed(4)
+        expected = enumerated_elbo(model, guide, labelled)
+        pyro.set_rng_seed(4)
+        metrics.on_epoch_end(0, row, None)
+        assert row["enumerated_elbo"] == pytest.approx(expected)
+
+
+def test_defaults_are_the_config_defaults_and_every_setting_reaches_model_and_guide():
+    """A GMVAE built with no options is the tutorial's network, as GMVAEConfig's defaults; a config's
+    settings (the estimator's, the activation, the initialisation) all reach the modules it builds."""
+    default, config = GMVAE(D), GMVAEConfig()
+    default_guide = GMVAEGuide(D)
+    for module, network, out in ((default, default.decoder, D), (default_guide, default_guide.encoder.classifier, config.num_components)):
+        assert (module.num_components, module.z_dim, module.estimator, float(module.temperature),
+                module.straight_through) == (config.num_components, config.z_dim, config.estimator,
+                                             config.temperature, config.straight_through)
+        assert [m.out_features for m in network.modules() if isinstance(m, torch.nn.Linear)] == [*config.hidden_sizes, out]
+        assert torch.nn.ReLU in {type(m) for m in module.modules()}
+
+    shape_only = Dataset.from_tensor(torch.zeros(1, D))
+    config = GMVAEConfig(num_components=C, z_dim=L, hidden_sizes=[8], activation="tanh", estimator="gumbel-b",
+                         temperature=0.3, straight_through=True, glorot_init=False)
+    pyro.set_rng_seed(0)
+    model = build_gmvae(config, shape_only)
+    guide = build_gmvae_guide(config, shape_only, model)
+    for module in (model, guide):
+        assert (module.num_components, module.z_dim, module.estimator, module.straight_through) == (C, L, "gumbel-b", True)
+        assert float(module.temperature) == pytest.approx(0.3)
+        kinds = {type(m) for m in module.modules()}
+        assert torch.nn.Tanh in kinds and torch.nn.ReLU not in kinds
+        # PyTorch's default initialisation, not Glorot's zero biases.
+        assert all(m.bias.abs().sum() > 0 for m in module.modules() if isinstance(m, torch.nn.Linear))
+    glorot = build_gmvae_guide(GMVAEConfig(num_components=C, z_dim=L, hidden_sizes=[8]), shape_only, model)
+    assert all(torch.equal(m.bias, torch.zeros_like(m.bias)) for m in glorot.modules() if isinstance(m, torch.nn.Linear))
+
+
+def test_a_decoder_or_encoder_given_is_the_one_used():
+    decoder = torch.nn.Linear(L, D)
+    model = GMVAE(D, C, L, decoder=decoder)
+    assert model.decoder is decoder
+    encoder = GMVAEGuide(D, C, L, (8,)).encoder
+    guide = GMVAEGuide(D, C, L, (16,), encoder=encoder)
+    assert guide.encoder is encoder
+    x = binary_batch()
+    assert torch.equal(guide.cluster_probabilities(x), encoder.cluster_probabilities(x))
+    y_star, z_star = encoder.most_probable_code(x)
+    assert torch.equal(guide.encode(x), z_star)
+    assert torch.equal(y_star.argmax(-1), guide.cluster_probabilities(x).argmax(-1))
 
 
 def test_with_estimator_shares_parameters_and_generation_uses_discrete_y():
@@ -252,7 +374,7 @@ def test_bad_input_is_rejected_and_labels_are_not_needed():
     assert math.isfinite(history.rows[0]["test_elbo"])
     with pytest.raises(ValueError, match="labels"):
         clustering_accuracy(model, guide, unlabelled)
-    with pytest.raises(ValueError, match="estimator"):
+    with pytest.raises(ValueError, match="estimator must be one of enumerate, gumbel-a, gumbel-b; got 'gumbel'"):
         GMVAE(D, estimator="gumbel")
     with pytest.raises(ValueError, match="temperature"):
         GMVAEGuide(D, temperature=0.0)

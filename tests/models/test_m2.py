@@ -6,6 +6,7 @@ import dataclasses
 import math
 
 import pyro
+import pyro.poutine as poutine
 import pytest
 import torch
 import torch.distributions as td
@@ -13,12 +14,24 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch.nn import functional as F
 
 from pyrovae.classification import ClassificationMetrics, classification_accuracy, model_accuracy
-from pyrovae.data import UNLABELLED, load_dataset, with_labels
-from pyrovae.experiment import Experiment
+from pyrovae.data import UNLABELLED, Dataset, load_dataset, with_labels
+from pyrovae.experiment import Experiment, build
 from pyrovae.guides import M2Guide
+from pyrovae.guides.m2 import build_m2_guide
 from pyrovae.models import M2
-from pyrovae.models.m2 import analogies, style_grid
+from pyrovae.models.gmvae import ESTIMATORS
+from pyrovae.models.m2 import (
+    M2Config,
+    analogies,
+    analogy_grid,
+    build_m2,
+    m2_callbacks,
+    prepare_m2_data,
+    style_grid,
+    styles_by_class,
+)
 from pyrovae.nn.mixture import MixtureEncoder
+from pyrovae.plots import image_grid
 from pyrovae.train import fit
 from tests.cli.invocation import QUICK, refusal
 
@@ -57,14 +70,16 @@ def explicit_bound(model, guide, x, y, eps):
     return (total + labelled * (log_prior[0] + WEIGHT * observed)).sum()
 
 
-def test_enumerated_loss_is_the_explicit_sum_on_unlabelled_rows_and_the_labelled_bound_on_labelled_rows():
+# Half the rows labelled, and two of six: a term moved from the labelled to the unlabelled rows changes the second.
+@pytest.mark.parametrize("labels", [LABELS, torch.tensor([-1, 2, -1, -1, -1, 1])], ids=["3-of-6", "2-of-6"])
+def test_enumerated_loss_is_the_explicit_sum_on_unlabelled_rows_and_the_labelled_bound_on_labelled_rows(labels):
     model, guide = small_pair()
     x = binary_batch()
     pyro.set_rng_seed(3)
-    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x, LABELS)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x, labels)
     # The guide draws z once per value of y: one (C, B, L) standard-normal tensor, the same noise here.
     pyro.set_rng_seed(3)
-    bound = explicit_bound(model, guide, x, LABELS, torch.randn(C, B, L))
+    bound = explicit_bound(model, guide, x, labels, torch.randn(C, B, L))
     assert loss.item() == pytest.approx(-bound.item(), rel=1e-5)
 
     parameters = list(model.parameters()) + list(guide.parameters())
@@ -93,6 +108,164 @@ def test_gumbel_estimators_give_finite_gradients_for_every_parameter(estimator):
     Trace_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, binary_batch(), LABELS).backward()
     for name, p in [*model.named_parameters(), *guide.named_parameters()]:
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_the_guide_factors_are_the_classification_term_and_for_gumbel_b_the_kl_of_the_unlabelled_y(estimator):
+    """Kingma et al. (eq. 9)'s term, -w log q(y | x) on each labelled row, and for gumbel-b
+    KL(q(y | x) || Uniform(C)) on the unlabelled rows (0 on the labelled ones, whose y_unobserved is
+    p(y)); no term where w = 0."""
+    model, guide = small_pair(estimator=estimator, temperature=0.7)
+    x, labelled = binary_batch(), LABELS >= 0
+    trace = poutine.trace(guide).get_trace(x, LABELS)
+    trace.compute_log_prob()
+    log_q = torch.log_softmax(guide.encoder.logits(x), -1)
+    observed = log_q.gather(-1, LABELS.clamp(min=0)[:, None]).squeeze(-1)
+    assert torch.allclose(trace.nodes["classification"]["log_prob"], -WEIGHT * observed * labelled)
+    if estimator == "gumbel-b":
+        kl = (log_q.exp() * (log_q + math.log(C))).sum(-1)
+        assert torch.allclose(trace.nodes["y_kl"]["log_prob"], torch.where(labelled, 0.0, kl), atol=1e-6)
+    else:
+        assert "y_kl" not in trace.nodes
+    unweighted = M2Guide(D, C, L, (8,), estimator=estimator)
+    assert "classification" not in poutine.trace(unweighted).get_trace(x, LABELS).nodes
+
+
+@pytest.mark.parametrize("estimator", ["gumbel-a", "gumbel-b"])
+def test_the_relaxed_estimators_gradient_is_the_pathwise_gradient_of_the_traced_bound(estimator):
+    """Every term of the relaxed bound is reparameterised (the Concrete sample, z) or a differentiable
+    function of the parameters (the factors): Trace_ELBO's gradient is that of log p - log q summed
+    over the very traces it draws, with no score-function term."""
+    model, guide = small_pair(estimator=estimator, temperature=0.7)
+    x = binary_batch()
+    pyro.set_rng_seed(2)
+    loss = Trace_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x, LABELS)
+    pyro.set_rng_seed(2)
+    guide_trace = poutine.trace(guide).get_trace(x, LABELS)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, LABELS)
+    bound = model_trace.log_prob_sum() - guide_trace.log_prob_sum()
+    assert loss.item() == pytest.approx(-bound.item(), rel=1e-5)
+    parameters = list(guide.parameters())
+    for a, b in zip(torch.autograd.grad(loss, parameters), torch.autograd.grad(-bound, parameters)):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("estimator, straight_through", [("gumbel-a", False), ("gumbel-a", True), ("gumbel-b", False)])
+def test_the_relaxed_y_is_scored_by_concrete_densities_on_unlabelled_rows_for_gumbel_a_only(estimator, straight_through):
+    """gumbel-a: log p(y~) - log q(y~ | x) with both Concrete densities on the unlabelled rows (read at
+    the relaxed sample under straight-through), nothing on the labelled ones; gumbel-b masks both, its
+    KL being a factor. The observed labels are site "y_observed", log p(y) = -log C on labelled rows."""
+    model, guide = small_pair(estimator=estimator, temperature=0.6, straight_through=straight_through)
+    x, labels = binary_batch(), torch.tensor([-1, 2, -1, -1, -1, 1])
+    unlabelled = labels < 0
+    guide_trace = poutine.trace(guide).get_trace(x, labels)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x, labels)
+    for trace in (guide_trace, model_trace):
+        trace.compute_log_prob()
+    value = guide_trace.nodes["y_unobserved"]["value"]
+    relaxed = value._unquantize if straight_through else value
+    prior = td.RelaxedOneHotCategorical(torch.tensor(0.6), logits=torch.zeros(C)).log_prob(relaxed)
+    posterior = td.RelaxedOneHotCategorical(torch.tensor(0.6), logits=guide.encoder.logits(x)).log_prob(relaxed)
+    scored = estimator == "gumbel-a"
+    assert torch.allclose(model_trace.nodes["y_unobserved"]["log_prob"], prior * unlabelled * scored)
+    assert torch.allclose(guide_trace.nodes["y_unobserved"]["log_prob"], posterior * unlabelled * scored)
+    observed = model_trace.nodes["y_observed"]
+    assert observed["is_observed"] and torch.equal(observed["value"], labels.clamp(min=0))
+    assert torch.allclose(observed["log_prob"], -math.log(C) * ~unlabelled)
+
+
+def test_defaults_are_the_config_defaults_and_bad_sizes_are_refused():
+    config = M2Config()
+    for module in (M2(D), M2Guide(D)):
+        assert (module.num_classes, module.z_dim, module.estimator, float(module.temperature), module.straight_through) == (
+            10, config.z_dim, config.estimator, config.temperature, config.straight_through)
+    assert M2(D, num_classes=2, z_dim=1).num_classes == 2
+    with pytest.raises(ValueError, match="M2 needs at least 2 classes, got num_classes=1"):
+        M2(D, num_classes=1)
+    with pytest.raises(ValueError, match="z_dim must be at least 1, got 0"):
+        M2(D, z_dim=0)
+    with pytest.raises(ValueError, match="binary"):
+        M2(D, C, L, (8,))(torch.full((B, D), 0.5), LABELS)
+    decoder = torch.nn.Linear(L + C, D)
+    assert M2(D, C, L, decoder=decoder).decoder is decoder
+    encoder = M2Guide(D, C, L, (8,)).encoder
+    assert M2Guide(D, C, L, (16,), encoder=encoder).encoder is encoder
+    with pytest.raises(ValueError, match="classification_weight must be non-negative, got -1.0"):
+        M2Guide(D, classification_weight=-1.0)
+
+
+def test_prepare_m2_data_shows_the_configured_labels_of_the_training_set_and_none_of_the_test_set():
+    digits = load_dataset("digits", "train")
+    train, test = prepare_m2_data(M2Config(labels=50, label_seed=3), digits, digits.subset(40))
+    assert torch.equal(train.labelled, with_labels(digits, 50, seed=3).labelled)
+    assert test.labelled.sum() == 0 and len(test) == 40
+
+
+def test_the_analogy_grid_shows_each_image_then_its_style_as_every_class():
+    model, guide = small_pair()
+    data = Dataset.from_tensor(binary_batch(12), image_shape=(3, 4))
+    figure = analogy_grid(model, guide, data, title="run 1")
+    images = torch.cat([data.x[:10, None], analogies(model, guide, data.x[:10])], 1).flatten(0, 1)
+    reference = image_grid(images, (3, 4), columns=C + 1).axes[0]
+    assert (figure.axes[0].images[0].get_array() == reference.images[0].get_array()).all()
+    caption = (f"left: test image x; then E[x | y, z] for y = 0, ..., {C - 1} with its style "
+               "z = E_q[z | x, argmax q(y | x)]")
+    assert figure.axes[0].get_title() == f"run 1\n{caption}"
+    assert analogy_grid(model, guide, data, rows=1).axes[0].get_title() == caption
+    with pytest.raises(ValueError, match="rows must be at least 1, got 0"):
+        analogy_grid(model, guide, data, rows=0)
+
+
+def test_straight_through_reaches_model_and_guide_and_makes_the_unlabelled_y_one_hot():
+    experiment = Experiment.resolve({"model": "m2", "preset": "tiny", "estimator": "gumbel-a", "straight_through": True})
+    train, _, model, guide, _ = build(experiment)
+    assert model.straight_through and guide.straight_through
+    model, guide = small_pair(estimator="gumbel-a", straight_through=True)
+    y = pyro.poutine.trace(guide).get_trace(binary_batch(), LABELS).nodes["y_unobserved"]["value"]
+    assert torch.equal(y.sum(-1), torch.ones(B)) and bool(((y == 0) | (y == 1)).all())
+
+
+def test_the_classification_weight_is_alpha_n_over_the_number_of_labels():
+    digits = load_dataset("digits", "train")
+    config = M2Config(alpha=0.1)
+    for labels, weight in ((100, 0.1 * len(digits) / 100), (None, 0.1), (0, 0.0)):
+        guide = build_m2_guide(config, with_labels(digits, labels), None)
+        assert guide.classification_weight == pytest.approx(weight), labels
+
+
+def test_m2_needs_a_data_set_with_two_classes_or_more():
+    x = binary_batch(8)
+    two = build_m2(M2Config(z_dim=L, hidden_sizes=[8]), Dataset.from_tensor(x, torch.arange(8) % 2))
+    assert two.num_classes == 2
+    for data in (Dataset.from_tensor(x, name="unlabelled"), Dataset.from_tensor(x, torch.zeros(8, dtype=torch.long),
+                                                                               name="one-class", num_classes=1)):
+        with pytest.raises(ValueError, match=f"needs a data set with classes; {data.name!r} has none"):
+            build_m2(M2Config(), data)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_the_metrics_need_a_labelled_test_set_and_add_the_enumerated_elbo_for_a_relaxation(estimator):
+    model, guide = small_pair(estimator=estimator)
+    config = M2Config(estimator=estimator)
+    test = with_labels(Dataset.from_tensor(binary_batch(12), torch.arange(12) % C), 0)
+    assert m2_callbacks(config, model, guide, None) == []
+    assert m2_callbacks(config, model, guide, Dataset.from_tensor(test.x)) == []
+    [metrics] = m2_callbacks(config, model, guide, test)
+    row = {}
+    metrics.on_epoch_end(0, row, None)
+    assert row["test_accuracy"] == classification_accuracy(guide, test)
+    assert ("enumerated_elbo" in row) == (estimator != "enumerate") and math.isfinite(row.get("enumerated_elbo", 0))
+
+
+def test_the_style_grid_draws_ten_styles_as_every_class_with_its_caption():
+    model, _ = small_pair()
+    figure = style_grid(model, (3, 4), generator=torch.Generator().manual_seed(0), title="run 1")
+    expected = image_grid(styles_by_class(model, 10, torch.Generator().manual_seed(0)).flatten(0, 1), (3, 4), columns=C)
+    axes, reference = figure.axes[0], expected.axes[0]
+    assert (axes.images[0].get_array() == reference.images[0].get_array()).all()
+    caption = "each row one style z ~ p(z), each column a class y = 0, 1, ..."
+    assert axes.get_title() == f"run 1\n{caption}"
+    assert style_grid(model, (3, 4), rows=2).axes[0].get_title() == caption
 
 
 def test_with_labels_shows_the_same_number_per_class_chosen_by_the_seed():

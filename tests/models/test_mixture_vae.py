@@ -13,7 +13,7 @@ from pyrovae.clustering import clustering_accuracy, enumerated_elbo, match_clust
 from pyrovae.data import Dataset, load_dataset
 from pyrovae.guides import MixtureGuide
 from pyrovae.models import MixtureVAE
-from pyrovae.models.mixture_vae import DECODER_MIN_SCALE, polygon_components
+from pyrovae.models.mixture_vae import DECODER_MIN_SCALE, MixtureVAEConfig, build_mixture_vae, polygon_components
 from pyrovae.train import fit
 
 K, L, D, B = 5, 2, 6, 4
@@ -43,6 +43,10 @@ def test_component_prior_is_fixed_unless_learned():
     locs, scales = polygon_components(K, L, 2.0)
     assert torch.allclose(locs.norm(dim=-1), torch.full((K,), 2.0)) and torch.equal(scales, torch.ones(K, L))
     assert torch.allclose(polygon_components(3, 1, 1.5)[0].squeeze(), torch.tensor([-1.5, 0.0, 1.5]))
+    assert torch.allclose(polygon_components(2, 1, 0.5)[0].squeeze(), torch.tensor([-0.25, 0.25]))
+    # A regular K-gon: consecutive vertices 2 r sin(pi / K) apart, centred on the origin.
+    sides = (locs - locs.roll(1, 0)).norm(dim=-1)
+    assert torch.allclose(sides, torch.full((K,), 2 * 2.0 * math.sin(math.pi / K))) and torch.allclose(locs.mean(0), torch.zeros(L), atol=1e-6)
     fixed = MixtureVAE(D, K, L, (8,))
     assert not list(fixed.component_prior.parameters()) and torch.equal(fixed.component_prior.locs, locs)
     learned = MixtureVAE(D, K, L, (8,), learn_component_prior=True)
@@ -51,12 +55,47 @@ def test_component_prior_is_fixed_unless_learned():
         MixtureVAE(D, K, L, (8,), component_spread=0.0)
 
 
+def test_the_config_builds_its_component_prior_and_defaults_are_the_configs():
+    shape_only = Dataset.from_tensor(torch.zeros(1, D))
+    spread = build_mixture_vae(MixtureVAEConfig(num_components=K, z_dim=L, hidden_sizes=[8], component_spread=3.0), shape_only)
+    assert torch.equal(spread.component_prior.locs, polygon_components(K, L, 3.0)[0])
+    learned = build_mixture_vae(MixtureVAEConfig(num_components=K, z_dim=L, hidden_sizes=[8], learn_component_prior=True),
+                                shape_only)
+    assert list(learned.component_prior.parameters())
+    config, default, guide = MixtureVAEConfig(), MixtureVAE(D), MixtureGuide(D)
+    for module in (default, guide):
+        assert (module.num_components, module.z_dim) == (config.num_components, config.z_dim)
+    assert torch.equal(default.component_prior.locs, polygon_components(config.num_components, config.z_dim,
+                                                                          config.component_spread)[0])
+    encoder = MixtureGuide(D, K, L, (8,)).encoder
+    assert MixtureGuide(D, K, L, (16,), encoder=encoder).encoder is encoder
+
+
+def test_a_line_of_components_the_hidden_layer_it_needs_and_the_decoder_scale_floor():
+    line = MixtureVAE(D, K, 1, (8,))
+    assert torch.allclose(line.component_prior.locs.squeeze(-1), polygon_components(K, 1, 2.0)[0].squeeze(-1))
+    with pytest.raises(ValueError, match="z_dim must be at least 1, got 0"):
+        MixtureVAE(D, K, 0)
+    with pytest.raises(ValueError, match="needs at least one hidden layer"):
+        MixtureVAE(D, K, L, ())
+    z, y = torch.randn(B, L), torch.arange(B) % K
+    with torch.no_grad():
+        line.decoder.head.raw_scale.weight.zero_()
+        line.decoder.head.raw_scale.bias.fill_(-50.0)
+    assert torch.allclose(line.decode(z[:, :1], y).base_dist.scale, torch.full((B, D), DECODER_MIN_SCALE))
+
+
 def test_codes_decode_and_samples_come_per_component():
     model, guide = MixtureVAE(D, K, L, (8,)), MixtureGuide(D, K, L, (8,))
     x = torch.rand(B, D)
     code = guide.encode(x)
     assert code.shape == (B, K + L) and torch.equal(code[:, :K].sum(-1), torch.ones(B))
-    assert model.decode_mean(code).shape == (B, D)
+    y_star, z_star = guide.encoder.most_probable_code(x)
+    assert torch.equal(code, torch.cat([y_star, z_star], -1))
+    assert torch.equal(model.decode_mean(code), model.decode(z_star, y_star).mean)
+    stacked = torch.stack([code, code.flip(0)])  # codes with a batch dimension more decode the same
+    assert torch.equal(model.decode_mean(stacked)[1], model.decode_mean(code.flip(0)))
+    assert torch.allclose(guide.encode(torch.stack([x, x.flip(0)]))[1], guide.encode(x.flip(0)))
     images, clusters = samples_per_cluster(model, per_cluster=3)
     assert images.shape == (K * 3, D) and torch.equal(clusters, torch.arange(K).repeat_interleave(3))
     assert model.sample_images(7, torch.Generator().manual_seed(0)).shape == (7, D)

@@ -4,8 +4,10 @@ import pyro.poutine as poutine
 import pytest
 import torch
 
+from pyrovae.data import Dataset
 from pyrovae.guides import DiagonalNormalGuide, FullCovarianceNormalGuide, NormalizingFlowGuide
 from pyrovae.models import VAE
+from pyrovae.models.vae import VAEConfig, build_vae
 from pyrovae.nn import mlp
 
 X_DIM, Z_DIM = 12, 3
@@ -132,3 +134,39 @@ def test_flow_guide_density_matches_change_of_variables():
     assert torch.allclose(value, base_loc, atol=1e-4)
     with pytest.raises(ValueError, match="num_flows"):
         NormalizingFlowGuide(X_DIM, Z_DIM, num_flows=0)
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+def test_output_bias_from_data_starts_the_decoder_at_the_mean_image(likelihood):
+    """With the last layer's weights at zero the decoder's mean is the data's mean image, each
+    pixel kept inside [1e-3, 1 - 1e-3] (a pixel always off or on would give an infinite logit)."""
+    x = torch.rand(40, X_DIM)
+    x[:, 0], x[:, 1] = 0.0, 1.0
+    data = Dataset.from_tensor(x)
+    model = build_vae(VAEConfig(z_dim=Z_DIM, hidden_sizes=[5], likelihood=likelihood, likelihood_scale=0.3,
+                                output_bias_from_data=True), data)
+    with torch.no_grad():
+        model.decoder[-1].weight.zero_()
+    expected = x.mean(0).clamp(1e-3, 1 - 1e-3)
+    assert torch.allclose(model.decode_mean(torch.randn(4, Z_DIM)), expected.expand(4, -1), atol=1e-6)
+    if likelihood == "gaussian":
+        assert torch.allclose(model.decode(torch.randn(4, Z_DIM)).base_dist.scale, torch.tensor(0.3))
+    untouched = build_vae(VAEConfig(z_dim=Z_DIM, hidden_sizes=[5], likelihood=likelihood), data)
+    assert not torch.allclose(untouched.decoder[-1].bias, model.decoder[-1].bias)
+
+
+def test_flows_reverse_the_latent_order_between_them_and_have_the_hidden_layers_asked_for():
+    guide = NormalizingFlowGuide(X_DIM, Z_DIM, (5,))
+    assert [type(t).__name__ for t in guide.transforms()] == ["AffineAutoregressive", "Permute", "AffineAutoregressive"]
+    assert all([layer.out_features for layer in flow.arn.layers[:-1]] == [4 * Z_DIM] for flow in guide.flows)
+    one = NormalizingFlowGuide(X_DIM, Z_DIM, (5,), num_flows=1, flow_hidden_sizes=[7, 9])
+    assert [type(t).__name__ for t in one.transforms()] == ["AffineAutoregressive"]
+    assert [layer.out_features for layer in one.flows[0].arn.layers[:-1]] == [7, 9]
+    with pytest.raises(ValueError, match="num_flows must be at least 1, got 0"):
+        NormalizingFlowGuide(X_DIM, Z_DIM, (5,), num_flows=0)
+
+
+def test_a_vae_of_one_latent_dimension_and_the_refusal_of_none():
+    assert VAE(X_DIM, z_dim=1).prior(2).event_shape == (1,)
+    with pytest.raises(ValueError, match="z_dim must be at least 1, got 0"):
+        VAE(X_DIM, z_dim=0)
