@@ -198,6 +198,20 @@ def test_subsampled_data_plate_scales_the_variance_once():
     scaled, metrics_scaled = objective.loss_and_metrics(model, subsampled_guide, x, 1000)
     assert scaled.item() == pytest.approx(100 * full.item(), rel=1e-12)
     assert metrics_scaled["elbo"].item() == pytest.approx(100 * metrics_full["elbo"].item(), rel=1e-12)
+    # The data size passed by keyword reaches model and guide in every entry point.
+    entries = (
+        lambda *args, **kwargs: objective.loss_and_metrics(*args, **kwargs)[0].item(),
+        lambda *args, **kwargs: objective.differentiable_loss(*args, **kwargs).item(),
+        objective.loss_and_grads,
+    )
+    for entry in entries:
+        pyro.set_rng_seed(1)
+        assert entry(model, subsampled_guide, x, num_data=1000) == pytest.approx(100 * full.item(), rel=1e-12)
+
+
+def test_eight_particles_by_default():
+    for objective in (VarianceELBO(), LogVarianceELBO()):
+        assert objective.log_weights(conjugate_model, NormalGuide(0.0, 1.0), torch.full((3,), X)).values.shape == (8, 3)
 
 
 def test_rainforth_lecture_toy_weights():
