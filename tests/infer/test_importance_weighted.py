@@ -133,7 +133,9 @@ def test_at_the_exact_posterior_every_weight_is_the_evidence(estimator, num_part
     loss = objective.differentiable_loss(ConjugateModel(learn_offset=False), NormalGuide(POST_LOC, POST_SCALE), x)
     assert loss.item() == pytest.approx(-6 * LOG_EVIDENCE, abs=1e-10)
 
-    # No plate at all: p(x, z) = N(z; 0, 1), so p(x) = 1, and q = N(0, 1) is its posterior.
+    # No plate at all: p(x, z) = N(z; 0, 1), so p(x) = 1, and q = N(0, 1) is its posterior. A fresh
+    # objective guesses max_plate_nesting = 1, so f has the particle dim only.
+    objective = ImportanceWeightedELBO(num_particles=num_particles, estimator=estimator)
     loc = torch.nn.Parameter(torch.tensor(0.0))
     loss = objective.differentiable_loss(
         lambda: pyro.sample("z", dist.Normal(0.0, 1.0)), lambda: pyro.sample("z", dist.Normal(loc, 1.0))
