@@ -156,6 +156,11 @@ def test_loss_and_metrics_is_the_loss_without_metrics():
         assert loss.item() == pytest.approx(expected, rel=1e-12) and metrics == {}
 
 
+def test_five_particles_by_default():
+    objective = ImportanceWeightedELBO()
+    assert objective.log_weights(ConjugateModel(), perturbed_guide(), torch.full((3,), X)).values.shape == (5, 3)
+
+
 def test_dreg_loss_is_the_standard_loss_on_the_same_samples():
     model, guide, x = ConjugateModel(offset=0.2), perturbed_guide(), torch.linspace(-1.0, 2.0, 7)
     losses = []
