@@ -59,6 +59,7 @@ def power_step(probs):
 
 # Each family maps the Bernoulli probability it should stand for to a relaxed distribution.
 FAMILIES = {
+    "bernoulli": lambda probs: dist.Bernoulli(probs),  # stands for itself, on {0, 1}
     "relaxed_bernoulli": lambda probs: dist.RelaxedBernoulli(torch.tensor(0.5), probs=probs),
     "relaxed_bernoulli_straight_through": lambda probs: dist.RelaxedBernoulliStraightThrough(
         torch.tensor(0.5), probs=probs
@@ -197,6 +198,23 @@ def test_hard_points_are_the_ends_where_the_relaxation_becomes_the_step(family):
 
 
 
+class ReversedRelaxedBernoulli(dist.RelaxedBernoulli):
+    """Reads z_r <= 1/2 as 1: stands for Bernoulli(1 - probs)."""
+
+
+@register_bernoulli_view(ReversedRelaxedBernoulli)
+def _view_reversed(fn):
+    return BernoulliView(1 - fn.probs, lambda value: 1 - hard_threshold(value, 0.5))
+
+
+def test_hard_points_follow_a_view_that_reads_the_low_end_as_one():
+    fn = ReversedRelaxedBernoulli(torch.tensor(0.5), probs=torch.tensor([0.3, 0.6]))
+    view = bernoulli_view(fn)
+    low, high = hard_points(fn, view, torch.zeros(()))
+    assert (low.item(), high.item()) == (1.0, 0.0)
+    assert view.hard(low).item() == 0.0 and view.hard(high).item() == 1.0
+
+
 def test_hard_relaxed_is_the_bernoulli_on_the_two_hard_points():
     probs = torch.tensor([0.2, 0.7])
     fn = HardRelaxed(probs, torch.tensor(-math.inf), torch.tensor(math.inf))
@@ -262,9 +280,13 @@ def test_true_discrete_bound_needs_relaxed_sites_in_guide_and_model():
             z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(z @ WEIGHTS, NOISE), obs=x)
 
-    with pytest.raises(ValueError, match="no relaxed Bernoulli latent site in the guide"):
+    message = (r"^found no relaxed Bernoulli latent site in the guide \(a distribution with a registered Bernoulli view: "
+               r"RelaxedBernoulli, Logistic, a sigmoid-transformed Logistic, pyrovae's relaxations, or a class "
+               r"registered with register_bernoulli_view\)$")
+    with pytest.raises(ValueError, match=message):
         TrueDiscreteBound(num_particles=2).loss(normal_model, normal_guide, DATA)
-    with pytest.raises(ValueError, match=r"\['z'\] are relaxed Bernoulli variables in only one"):
+    with pytest.raises(ValueError, match=r"^site\(s\) \['z'\] are relaxed Bernoulli variables in only one of model and guide; "
+                       r"both must relax the same Bernoulli latents$"):
         TrueDiscreteBound(num_particles=2).loss(normal_model, relaxed_guide("relaxed_bernoulli"), DATA)
 
 
