@@ -161,6 +161,29 @@ def test_five_particles_by_default():
     assert objective.log_weights(ConjugateModel(), perturbed_guide(), torch.full((3,), X)).values.shape == (5, 3)
 
 
+def test_a_plate_the_guide_does_not_share_is_summed_into_f():
+    """x_{p,n} ~ N(z_n, SIGMA^2) under a pixel plate that only the model has: with one particle, f has
+    one entry per data point, log p(z_n) + sum_p log N(x_{p,n}; z_n) - log q(z_n)."""
+    x = torch.tensor([[0.3, -1.0], [1.2, 0.4], [-0.5, 2.0]])  # (pixels, data)
+    draws = []
+
+    def model(x):
+        with pyro.plate("data", 2, dim=-1):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            with pyro.plate("pixels", 3, dim=-2):
+                pyro.sample("x", dist.Normal(z, SIGMA), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 2, dim=-1):
+            draws.append(pyro.sample("z", dist.Normal(0.4, 0.9)))
+
+    f = ImportanceWeightedELBO(num_particles=1, max_plate_nesting=2).log_weights(model, guide, x).values
+    (z,) = draws
+    expected = dist.Normal(0.0, 1.0).log_prob(z) + dist.Normal(z, SIGMA).log_prob(x).sum(0) - dist.Normal(0.4, 0.9).log_prob(z)
+    assert f.shape == (1, 1, 2)
+    torch.testing.assert_close(f.reshape(2), expected.reshape(2))
+
+
 def test_dreg_loss_is_the_standard_loss_on_the_same_samples():
     model, guide, x = ConjugateModel(offset=0.2), perturbed_guide(), torch.linspace(-1.0, 2.0, 7)
     losses = []

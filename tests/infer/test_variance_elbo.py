@@ -300,5 +300,26 @@ def test_non_finite_log_density_is_rejected(name):
             pyro.sample("x", dist.Uniform(z - 1, z + 1, validate_args=False), obs=x)
 
     guide = NormalGuide(0.0, 0.1)
-    with pytest.raises(ValueError, match="model site 'x' .* non-finite log-density"):
+    with pytest.raises(ValueError, match=r"^model site 'x' \(Uniform\) has a non-finite log-density at the "
+                       r"sampled/observed value; check its parameters and support$"):
         OBJECTIVES[name]().loss(model, guide, torch.full((4,), 5.0))
+
+
+def test_a_masked_observation_does_not_count():
+    """The guide is the prior, so f = log p(x_n | z) where x_n is observed and 0 where it is masked out."""
+    x, mask = torch.tensor([0.3, -1.0, 2.0]), torch.tensor([True, False, True])
+    draws = []
+
+    def model(x):
+        with pyro.plate("data", 3):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            with pyro.poutine.mask(mask=mask):
+                pyro.sample("x", dist.Normal(z, SIGMA), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 3):
+            draws.append(pyro.sample("z", dist.Normal(0.0, 1.0)))
+
+    f = VarianceELBO(num_particles=4, max_plate_nesting=1).log_weights(model, guide, x).values
+    (z,) = draws
+    torch.testing.assert_close(f, torch.where(mask, dist.Normal(z, SIGMA).log_prob(x), 0.0))
