@@ -323,3 +323,15 @@ def test_a_masked_observation_does_not_count():
     f = VarianceELBO(num_particles=4, max_plate_nesting=1).log_weights(model, guide, x).values
     (z,) = draws
     torch.testing.assert_close(f, torch.where(mask, dist.Normal(z, SIGMA).log_prob(x), 0.0))
+
+
+def test_batch_dims_beyond_the_plates_are_refused_in_one_line_without_validation():
+    """Pyro's validation refuses them first; without it the log weights refuse them."""
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(3, 1, x.shape[0]), 1.0))  # dim -3: no plate, no .to_event
+
+    with pyro.validation_enabled(False), pytest.raises(ValueError, match=r"^model site 'z' has batch shape \(3, 2, 4\), "
+                                                       r"more dims than max_plate_nesting=2; declare event dims with .to_event\(\)$"):
+        VarianceELBO(num_particles=2, max_plate_nesting=1).loss(conjugate_model, guide, torch.full((4,), X))
