@@ -217,12 +217,73 @@ def test_non_bernoulli_guide_site_is_refused(fn, message):
 
 
 def test_dependent_bernoulli_sites_are_refused():
-    with pytest.raises(ValueError, match=r"guide site 'z2' depends on latent site\(s\) \['z1'\]"):
+    with pytest.raises(ValueError, match=r"guide site 'z2' depends on latent site\(s\) \['z1'\]: DisARM_ELBO needs "
+                       r"Bernoulli sites that are conditionally independent given the data \(one stochastic layer\)"):
         DisARM_ELBO(max_plate_nesting=1).loss(_model_two_latents, _dependent_guide, data())
 
 
 def test_bad_num_particles():
     with pytest.raises(ValueError, match="num_particles >= 1"):
         DisARM_ELBO(num_particles=0)
-    with pytest.raises(TypeError, match="must be an int"):
-        DisARM_ELBO(num_particles=2.0)
+    for count in (2.0, True):
+        with pytest.raises(TypeError, match=rf"DisARM_ELBO: num_particles \(pairs\) must be an int, got {count}"):
+            DisARM_ELBO(num_particles=count)
+
+
+def test_gradients_are_the_disarm_estimator_on_the_drawn_pair():
+    """Dong, Mnih & Tucker (2020), eq. 6 by hand on the pair the objective drew (one pair by default):
+    the loss's logit gradient is -g, g_i = (f(b) - f(b~)) / 2 (-1)^{b~_i} 1[b_i != b~_i] sigmoid(|alpha_i|),
+    with f = log p(x, z) - log q(z | x), zero where the pair agrees; the model gets minus the pair's
+    mean gradient of log p(x, z)."""
+    rows = 8
+    init_params(free_rows=rows)
+    model, _ = make_model_guide()
+    x = torch.randn(rows, 2)
+    draws = []
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            draws.append(pyro.sample("z", dist.Bernoulli(logits=pyro.param("alpha")).to_event(1)))
+
+    loss = DisARM_ELBO(max_plate_nesting=1).differentiable_loss(model, guide, x)
+    alpha, W = pyro.param("alpha"), pyro.param("W")
+    grad_alpha, grad_W = torch.autograd.grad(loss, [alpha, W])
+
+    assert draws[0].shape == (2, rows, 3)
+    b, b_antithetic = draws[0]
+    assert (b == b_antithetic).any() and (b != b_antithetic).any()
+    alpha = alpha.detach()
+
+    def log_joint(z, W):
+        prior = dist.Bernoulli(pyro.param("prior").detach()).log_prob(z).sum(-1)
+        return prior + dist.Normal(z @ W.T + pyro.param("c").detach(), SIGMA).log_prob(x).sum(-1)
+
+    def f(z):
+        return log_joint(z, W.detach()) - dist.Bernoulli(logits=alpha).log_prob(z).sum(-1)
+
+    g = 0.5 * (f(b) - f(b_antithetic)).unsqueeze(-1) * (-1) ** b_antithetic * (b != b_antithetic) * torch.sigmoid(alpha.abs())
+    torch.testing.assert_close(grad_alpha, -g)
+    W_leaf = W.detach().requires_grad_()
+    expected_W = torch.autograd.grad(-0.5 * (log_joint(b, W_leaf) + log_joint(b_antithetic, W_leaf)).sum(), [W_leaf])[0]
+    torch.testing.assert_close(grad_W, expected_W)
+
+
+def test_data_passed_by_keyword_reaches_the_guide_and_its_dependency_check():
+    init_params()
+    model, guide = make_model_guide()
+    elbo = DisARM_ELBO(num_particles=3, max_plate_nesting=1)
+    pyro.set_rng_seed(2)
+    positional = elbo.loss(model, guide, data())
+    pyro.set_rng_seed(2)
+    assert elbo.loss(model, guide, x=data()) == positional
+
+
+def test_a_site_with_batch_dims_beyond_the_plates_is_refused_in_one_line():
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            # A dim left of the particle plate (dim -2) that .to_event should have declared.
+            pyro.sample("z", dist.Bernoulli(logits=torch.zeros(3, 1, x.shape[0])))
+
+    with pytest.raises(ValueError, match=r"guide site 'z' has batch shape \(3, 2, 2\), more dims than "
+                       r"max_plate_nesting=2 \(particle plate included\); declare event dims with .to_event\(\)"):
+        DisARM_ELBO(max_plate_nesting=1).loss(_model_two_latents, guide, data())

@@ -24,7 +24,7 @@ from pyrovae.distributions import (
 )
 from pyrovae.distributions.uniform_noise import hard_threshold
 from pyrovae.infer import RelaxedBernoulliELBO, TrueDiscreteBound, bernoulli_view
-from pyrovae.infer.discrete_bound import hard_points
+from pyrovae.infer.discrete_bound import Discretized, HardRelaxed, hard_points
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -59,6 +59,7 @@ def power_step(probs):
 
 # Each family maps the Bernoulli probability it should stand for to a relaxed distribution.
 FAMILIES = {
+    "bernoulli": lambda probs: dist.Bernoulli(probs),  # stands for itself, on {0, 1}
     "relaxed_bernoulli": lambda probs: dist.RelaxedBernoulli(torch.tensor(0.5), probs=probs),
     "relaxed_bernoulli_straight_through": lambda probs: dist.RelaxedBernoulliStraightThrough(
         torch.tensor(0.5), probs=probs
@@ -197,6 +198,51 @@ def test_hard_points_are_the_ends_where_the_relaxation_becomes_the_step(family):
 
 
 
+class ReversedRelaxedBernoulli(dist.RelaxedBernoulli):
+    """Reads z_r <= 1/2 as 1: stands for Bernoulli(1 - probs)."""
+
+
+@register_bernoulli_view(ReversedRelaxedBernoulli)
+def _view_reversed(fn):
+    return BernoulliView(1 - fn.probs, lambda value: 1 - hard_threshold(value, 0.5))
+
+
+def test_hard_points_follow_a_view_that_reads_the_low_end_as_one():
+    fn = ReversedRelaxedBernoulli(torch.tensor(0.5), probs=torch.tensor([0.3, 0.6]))
+    view = bernoulli_view(fn)
+    low, high = hard_points(fn, view, torch.zeros(()))
+    assert (low.item(), high.item()) == (1.0, 0.0)
+    assert view.hard(low).item() == 0.0 and view.hard(high).item() == 1.0
+
+
+def test_hard_relaxed_is_the_bernoulli_on_the_two_hard_points():
+    probs = torch.tensor([0.2, 0.7])
+    fn = HardRelaxed(probs, torch.tensor(-math.inf), torch.tensor(math.inf))
+    num = 100_000
+    samples = fn.sample((num,))
+    assert samples.shape == (num, 2) and set(samples.unique().tolist()) == {-math.inf, math.inf}
+    # 4 binomial standard errors.
+    assert (((samples == math.inf).double().mean(0) - probs).abs() < 4 * (probs * (1 - probs) / num).sqrt()).all()
+    torch.testing.assert_close(fn.log_prob(torch.tensor([math.inf, -math.inf])), torch.tensor([0.2, 0.3]).log())
+
+
+def test_true_discrete_bound_stays_finite_where_a_probability_rounds_to_one():
+    """Prior logit 40 (sigmoid(40) is 1.0 in float64), guide logit -40: the guide draws z = 0, whose prior
+    log-mass is logsigmoid(-40) = -40, not log(1 - 1.0) = -inf. q(z = 1) ~ 4e-18, so the bound is
+    log p(z = 0) + log N(x; 0, 1) - log q(z = 0) up to ~1e-16."""
+    temperature, x = torch.tensor(0.5), torch.tensor(0.3)
+
+    def model(x):
+        z = pyro.sample("z", dist.RelaxedBernoulli(temperature, logits=torch.tensor(40.0)))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    def guide(x):
+        pyro.sample("z", dist.RelaxedBernoulli(temperature, logits=torch.tensor(-40.0)))
+
+    expected = -40.0 + dist.Normal(0.0, 1.0).log_prob(x).item() - torch.nn.functional.logsigmoid(torch.tensor(40.0)).item()
+    assert -TrueDiscreteBound(num_particles=10).loss(model, guide, x) == pytest.approx(expected, abs=1e-9)
+
+
 def test_true_discrete_bound_gives_no_gradients_and_runs_in_svi_and_as_module():
     probs = torch.nn.Parameter(GUIDE_PROBS.clone())
 
@@ -234,28 +280,37 @@ def test_true_discrete_bound_needs_relaxed_sites_in_guide_and_model():
             z = pyro.sample("z", dist.Normal(torch.zeros(3), 1.0).to_event(1))
             pyro.sample("x", dist.Normal(z @ WEIGHTS, NOISE), obs=x)
 
-    with pytest.raises(ValueError, match="no relaxed Bernoulli latent site in the guide"):
+    message = (r"^found no relaxed Bernoulli latent site in the guide \(a distribution with a registered Bernoulli view: "
+               r"RelaxedBernoulli, Logistic, a sigmoid-transformed Logistic, pyrovae's relaxations, or a class "
+               r"registered with register_bernoulli_view\)$")
+    with pytest.raises(ValueError, match=message):
         TrueDiscreteBound(num_particles=2).loss(normal_model, normal_guide, DATA)
-    with pytest.raises(ValueError, match=r"\['z'\] are relaxed Bernoulli variables in only one"):
+    with pytest.raises(ValueError, match=r"^site\(s\) \['z'\] are relaxed Bernoulli variables in only one of model and guide; "
+                       r"both must relax the same Bernoulli latents$"):
         TrueDiscreteBound(num_particles=2).loss(normal_model, relaxed_guide("relaxed_bernoulli"), DATA)
 
 
 def test_relaxed_bernoulli_elbo_warns_at_construction():
-    with pytest.warns(UserWarning, match="not a lower bound"):
+    message = (r"RelaxedBernoulliELBO scores relaxed samples with Bernoulli log-masses and is not a lower bound on "
+               r"log p\(x\); use TrueDiscreteBound to monitor the discrete model's ELBO")
+    with pytest.warns(UserWarning, match=message):
         RelaxedBernoulliELBO(num_particles=2)
 
 
-def test_relaxed_bernoulli_elbo_scores_relaxed_samples_with_bernoulli_masses():
-    """eqs. 4.11-4.12: log p(z) = z_r log p + (1 - z_r) log(1 - p), likewise for q."""
-    family = "relaxed_bernoulli"
+@pytest.mark.parametrize("family", ["relaxed_bernoulli", "logistic"])
+def test_relaxed_bernoulli_elbo_scores_relaxed_samples_with_bernoulli_masses(family):
+    """eqs. 4.11-4.12: log p(z) = z_r log p + (1 - z_r) log(1 - p), likewise for q; a Logistic sample
+    l is scored at the z_r = sigmoid(4 l) its model decodes (``relaxed_value``)."""
     model, guide = relaxed_model(family), relaxed_guide(family)
+    squash = (lambda value: torch.sigmoid(4.0 * value)) if family in REAL_LINE else None
     with pytest.warns(UserWarning):
-        objective = RelaxedBernoulliELBO(num_particles=1, max_plate_nesting=1)
+        objective = RelaxedBernoulliELBO(max_plate_nesting=1, relaxed_value=squash)  # one particle by default
     pyro.set_rng_seed(7)
     loss = objective.loss(model, guide, DATA)
     pyro.set_rng_seed(7)
     z = pyro.poutine.trace(guide).get_trace(DATA).nodes["z"]["value"]
-    assert ((z > 0) & (z < 1)).all() and not set(z.unique().tolist()) <= {0.0, 1.0}
+    z = squash(z) if squash else z
+    assert ((z >= 0) & (z <= 1)).all() and not set(z.unique().tolist()) <= {0.0, 1.0}
 
     def bernoulli_mass(p):
         return (z * p.log() + (1 - z) * (1 - p).log()).sum(-1)
@@ -286,11 +341,96 @@ def test_relaxed_bernoulli_elbo_is_not_a_bound():
     assert -TrueDiscreteBound(num_particles=100).loss(model, guide, x) == pytest.approx(log_evidence, abs=1e-12)
 
 
-def test_relaxed_bernoulli_elbo_rejects_real_valued_relaxations():
+class SignedStep(dist.Uniform):
+    """Uniform(-1, 1) read as 1[x > 0]: a relaxation on [-1, 1], not [0, 1]."""
+
+
+@register_bernoulli_view(SignedStep)
+def _view_signed_step(fn):
+    return BernoulliView(torch.full(fn.batch_shape, 0.5), lambda value: hard_threshold(value, 0.0))
+
+
+def test_relaxed_bernoulli_elbo_rejects_relaxations_outside_the_unit_interval():
     with pytest.warns(UserWarning):
         objective = RelaxedBernoulliELBO(num_particles=2)
-    with pytest.raises(ValueError, match=r"model site 'z' .* needs the relaxed value in \[0, 1\]"):
+    hint = (r"needs the relaxed value in \[0, 1\], e.g. TransformedDistribution\(Logistic\(loc, scale\), "
+            r"\[AffineTransform\(0, beta\), SigmoidTransform\(\)\]\)")
+    with pytest.raises(ValueError, match=rf"model site 'z' \(Independent\) is a relaxed Bernoulli with support IndependentConstraint\(Real\(\), 1\); "
+                       rf"RelaxedBernoulliELBO {hint}"):
         objective.loss(relaxed_model("logistic"), relaxed_guide("logistic"), DATA)
+    # Only the guide's relaxation on the real line (checked without validation, which would
+    # refuse the real-valued sample at the model's [0, 1] site first).
+    with pyro.validation_enabled(False), pytest.raises(ValueError, match=rf"guide site 'z' \(Independent\) is a relaxed Bernoulli .*{hint}"):
+        objective.loss(relaxed_model("sigmoid_logistic"), relaxed_guide("logistic"), DATA)
+
+    def signed(x):
+        z = pyro.sample("z", SignedStep(-1.0, 1.0))
+        pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+
+    with pytest.warns(UserWarning):
+        one_particle = RelaxedBernoulliELBO(num_particles=1)
+    with pytest.raises(ValueError, match=rf"model site 'z' \(SignedStep\) is a relaxed Bernoulli with support Interval.*{hint}"):
+        one_particle.loss(signed, lambda x: pyro.sample("z", SignedStep(-1.0, 1.0)), torch.tensor(0.5))
+
+
+def test_relaxed_bernoulli_elbo_refuses_non_reparameterized_guide_sites():
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Bernoulli(GUIDE_PROBS).to_event(1))
+
+    with pytest.warns(UserWarning):
+        objective = RelaxedBernoulliELBO(num_particles=2)
+    with pytest.raises(ValueError, match="RelaxedBernoulliELBO needs reparameterized guide sites, but guide site 'z' is Independent"):
+        objective.loss(relaxed_model("relaxed_bernoulli"), guide, DATA)
+
+
+def test_relaxed_bernoulli_elbo_keeps_the_densities_of_other_latents():
+    """A Normal latent next to a relaxed one without an event dim: the Normal keeps its density,
+    the relaxed one gets the Bernoulli log-mass, per data point."""
+    temperature = torch.tensor(0.5)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            c = pyro.sample("c", dist.Normal(0.0, 1.0))
+            z = pyro.sample("z", dist.RelaxedBernoulli(temperature, probs=torch.tensor(0.3)))
+            pyro.sample("x", dist.Normal(c + z, 1.0), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("c", dist.Normal(0.2, 0.8))
+            pyro.sample("z", dist.RelaxedBernoulli(temperature, probs=torch.tensor(0.6)))
+
+    with pytest.warns(UserWarning):
+        objective = RelaxedBernoulliELBO(max_plate_nesting=1)
+    pyro.set_rng_seed(3)
+    loss = objective.loss(model, guide, DATA)
+    pyro.set_rng_seed(3)
+    trace = pyro.poutine.trace(guide).get_trace(DATA)
+    c, z = trace.nodes["c"]["value"], trace.nodes["z"]["value"]
+    by_hand = (
+        dist.Normal(c + z, 1.0).log_prob(DATA)
+        + dist.Normal(0.0, 1.0).log_prob(c) - dist.Normal(0.2, 0.8).log_prob(c)
+        + z * math.log(0.3) + (1 - z) * math.log(0.7) - z * math.log(0.6) - (1 - z) * math.log(0.4)
+    )
+    assert loss == pytest.approx(-by_hand.sum().item(), rel=1e-12)
+
+
+def test_discretized_module_keeps_the_modules_interface_and_passes_keywords():
+    class Guide(torch.nn.Module):
+        inputs, max_plate_nesting = ("x",), 1
+
+        def forward(self, x, probs=GUIDE_PROBS):
+            relaxed_guide("relaxed_bernoulli", probs)(x)
+
+    wrapped = Discretized(Guide())
+    assert wrapped.inputs == ("x",) and wrapped.max_plate_nesting == 1
+    bare = Discretized(torch.nn.Identity())
+    assert bare.inputs is None and bare.max_plate_nesting == math.inf
+    probs = GUIDE_PROBS.flip(0)
+    trace = pyro.poutine.trace(wrapped).get_trace(DATA, probs=probs)
+    z = trace.nodes["z"]["value"]
+    assert set(z.unique().tolist()) == {0.0, 1.0}
+    torch.testing.assert_close(trace.log_prob_sum(), dist.Bernoulli(probs).log_prob(z).sum())
 
 
 def test_relaxed_bernoulli_elbo_trains_in_svi_and_as_module():

@@ -11,6 +11,7 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyrovae.infer import TrueDiscreteBound, VarianceELBO, gradient_statistics
+from pyrovae.infer.gradient_statistics import GroupGradientStatistics
 from tests.support.conjugate import SIGMA, X
 
 pytestmark = pytest.mark.usefixtures("float64")
@@ -127,8 +128,9 @@ def test_statistics_of_a_known_gradient_sequence(monkeypatch):
     torch.testing.assert_close(guide.snr, torch.tensor(snr))
     torch.testing.assert_close(model_group.mean, torch.tensor([0.0]))
     torch.testing.assert_close(model_group.snr, torch.tensor([0.0]))
-    assert stats.seconds_per_draw == 0.25
+    assert stats.seconds_per_draw == 0.25 and stats.num_draws == 4
     summary = stats.summary()
+    assert summary["seconds_per_draw"] == 0.25 and summary["num_draws"] == 4
     assert summary["guide"] == pytest.approx(
         {"mean_abs_mean": 2.5, "mean_variance": 5.0, "mean_snr": sum(snr) / 2, "median_snr": min(snr), "num_constant": 0}
     )
@@ -164,10 +166,69 @@ def test_works_with_pyrovae_objectives_and_rejects_gradient_free_ones():
 
 
 def test_summary_leaves_out_elements_whose_gradient_never_varies():
-    from pyrovae.infer.gradient_statistics import GroupGradientStatistics
-
     group = GroupGradientStatistics(mean=torch.tensor([0.0, 2.0, 1.0, 3.0]), variance=torch.tensor([0.0, 0.0, 1.0, 4.0]),
                                     snr=torch.tensor([float("nan"), float("inf"), 1.0, 1.5]))
     summary = group.summary()
     assert summary["num_constant"] == 2
     assert summary["mean_snr"] == pytest.approx(1.25) and summary["median_snr"] == pytest.approx(1.0)
+
+
+class LinearObjective:
+    """The loss ``sum_j row_j * theta_j`` over ``tensors()`` with the d-th row of ``draws``: the d-th
+    gradient draw is the row itself, times the chain rule from each tensor to its leaf."""
+
+    def __init__(self, draws, tensors):
+        self.draws, self.tensors = iter(draws), tensors
+
+    def differentiable_loss(self, model, guide, *args):
+        row = torch.tensor(next(self.draws))
+        return (torch.cat([t.reshape(-1) for t in self.tensors()]) * row).sum()
+
+
+def test_a_constrained_pyro_param_is_drawn_on_the_scale_the_optimizer_steps():
+    """A positive param s = exp(u): Pyro's optimizers step u, and d(c s)/du = c s. With s = 2 and
+    draws c = 1, 3: mean 2 * 2 = 4, variance (2 - 6)^2 / 2 = 8 (two draws are enough)."""
+
+    def model(x):
+        pyro.param("s", torch.tensor(2.0), constraint=dist.constraints.positive)
+
+    objective = LinearObjective([(1.0,), (3.0,)], lambda: [pyro.param("s")])
+    stats = gradient_statistics(model, lambda x: None, objective, torch.zeros(1), num_draws=2)
+    assert set(stats.groups) == {"model"}
+    torch.testing.assert_close(stats.groups["model"].mean, torch.tensor([4.0]))
+    torch.testing.assert_close(stats.groups["model"].variance, torch.tensor([8.0]))
+
+
+def test_a_param_read_by_both_counts_once_as_the_guides_and_an_unused_one_as_constant():
+    """The guide reads ``shared`` and ``unused``, the model ``shared`` and ``b``; the loss is
+    c_1 shared + c_2 b and never touches ``unused``, whose gradient is 0 in every draw."""
+
+    def model(x):
+        pyro.param("shared", torch.tensor(0.0))
+        pyro.param("b", torch.tensor(0.0))
+
+    def guide(x):
+        pyro.param("shared", torch.tensor(0.0))
+        pyro.param("unused", torch.tensor(0.0))
+
+    draws = [(1.0, 5.0), (3.0, 7.0), (2.0, 9.0)]
+    objective = LinearObjective(draws, lambda: [pyro.param("shared"), pyro.param("b")])
+    stats = gradient_statistics(model, guide, objective, torch.zeros(1), num_draws=3)
+    guide_group, model_group = stats.groups["guide"], stats.groups["model"]
+    torch.testing.assert_close(guide_group.mean, torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(guide_group.variance, torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(model_group.mean, torch.tensor([7.0]))
+    assert guide_group.summary()["num_constant"] == 1
+
+
+def test_a_group_that_never_varies_has_no_snr_summary():
+    group = GroupGradientStatistics(mean=torch.tensor([1.0, 0.0]), variance=torch.zeros(2),
+                                    snr=torch.tensor([float("inf"), float("nan")]))
+    summary = group.summary()
+    assert math.isnan(summary["mean_snr"]) and math.isnan(summary["median_snr"])
+    assert summary["num_constant"] == 2 and summary["mean_abs_mean"] == 0.5
+
+
+def test_nothing_trainable_is_refused_in_one_line():
+    with pytest.raises(ValueError, match="^neither the model nor the guide has trainable parameters$"):
+        gradient_statistics(lambda x: None, lambda x: None, LinearObjective([], list), torch.zeros(1), num_draws=2)

@@ -124,6 +124,115 @@ def test_dreg_leaves_the_model_gradient_standard_and_vanishes_at_the_posterior()
     assert any(g.abs() > 1e-3 for g in torch.autograd.grad(loss, [guide.loc, guide.log_scale]))
 
 
+@pytest.mark.parametrize("estimator", ["standard", "dreg"])
+@pytest.mark.parametrize("num_particles", [1, 2, 5])
+def test_at_the_exact_posterior_every_weight_is_the_evidence(estimator, num_particles):
+    """q = p(z | x) makes every w_k = p(x): the bound is log p(x) for every K, with and without a data plate."""
+    objective = ImportanceWeightedELBO(num_particles=num_particles, estimator=estimator)
+    x = torch.full((6,), X)
+    loss = objective.differentiable_loss(ConjugateModel(learn_offset=False), NormalGuide(POST_LOC, POST_SCALE), x)
+    assert loss.item() == pytest.approx(-6 * LOG_EVIDENCE, abs=1e-10)
+
+    # No plate at all: p(x, z) = N(z; 0, 1), so p(x) = 1, and q = N(0, 1) is its posterior. A fresh
+    # objective guesses max_plate_nesting = 1, so f has the particle dim only.
+    objective = ImportanceWeightedELBO(num_particles=num_particles, estimator=estimator)
+    loc = torch.nn.Parameter(torch.tensor(0.0))
+    loss = objective.differentiable_loss(
+        lambda: pyro.sample("z", dist.Normal(0.0, 1.0)), lambda: pyro.sample("z", dist.Normal(loc, 1.0))
+    )
+    assert abs(loss.item()) < 1e-12
+    if estimator == "dreg":  # no score term: the guide gradient vanishes at the posterior
+        assert abs(torch.autograd.grad(loss, [loc])[0].item()) < 1e-12
+
+
+def test_loss_and_metrics_is_the_loss_without_metrics():
+    model, guide, x = ConjugateModel(offset=0.2), perturbed_guide(), torch.linspace(-1.0, 2.0, 7)
+    objective = ImportanceWeightedELBO(num_particles=3, max_plate_nesting=1)  # a guess would draw noise first
+    pyro.set_rng_seed(4)
+    expected = objective.loss(model, guide, x)
+    for args, kwargs in (((x,), {}), ((), {"x": x})):
+        pyro.set_rng_seed(4)
+        loss, metrics = objective.loss_and_metrics(model, guide, *args, **kwargs)
+        assert loss.item() == pytest.approx(expected, rel=1e-12) and metrics == {}
+
+
+def test_five_particles_by_default():
+    objective = ImportanceWeightedELBO()
+    assert objective.log_weights(ConjugateModel(), perturbed_guide(), torch.full((3,), X)).values.shape == (5, 3)
+
+
+def test_a_plate_the_guide_does_not_share_is_summed_into_f():
+    """x_{p,n} ~ N(z_n, SIGMA^2) under a pixel plate that only the model has: with one particle, f has
+    one entry per data point, log p(z_n) + sum_p log N(x_{p,n}; z_n) - log q(z_n)."""
+    x = torch.tensor([[0.3, -1.0], [1.2, 0.4], [-0.5, 2.0]])  # (pixels, data)
+    draws = []
+
+    def model(x):
+        with pyro.plate("data", 2, dim=-1):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            with pyro.plate("pixels", 3, dim=-2):
+                pyro.sample("x", dist.Normal(z, SIGMA), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 2, dim=-1):
+            draws.append(pyro.sample("z", dist.Normal(0.4, 0.9)))
+
+    f = ImportanceWeightedELBO(num_particles=1, max_plate_nesting=2).log_weights(model, guide, x).values
+    (z,) = draws
+    expected = dist.Normal(0.0, 1.0).log_prob(z) + dist.Normal(z, SIGMA).log_prob(x).sum(0) - dist.Normal(0.4, 0.9).log_prob(z)
+    assert f.shape == (1, 1, 2)
+    torch.testing.assert_close(f.reshape(2), expected.reshape(2))
+
+
+def test_dreg_loss_is_the_standard_loss_on_the_same_samples():
+    model, guide, x = ConjugateModel(offset=0.2), perturbed_guide(), torch.linspace(-1.0, 2.0, 7)
+    losses = []
+    for estimator in ("standard", "dreg"):
+        pyro.set_rng_seed(4)
+        losses.append(ImportanceWeightedELBO(num_particles=3, estimator=estimator).loss(model, guide, x))
+    assert losses[1] == pytest.approx(losses[0], rel=1e-12)
+
+
+class VectorGuide(torch.nn.Module):
+    """q(z_n) = N(loc, diag(scale^2)) over 2 dims (an event dim), recording each draw."""
+
+    def __init__(self):
+        super().__init__()
+        self.loc = torch.nn.Parameter(torch.tensor([0.3, -0.4]))
+        self.log_scale = torch.nn.Parameter(torch.tensor([0.2, -0.5]))
+        self.draws = []
+
+    def forward(self, x):
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(self.loc, self.log_scale.exp()).to_event(1))
+        self.draws.append(z.detach())
+
+
+def vector_model(x):
+    with pyro.plate("data", x.shape[0]):
+        z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+        pyro.sample("x", dist.Normal(z, SIGMA).to_event(1), obs=x)
+
+
+@pytest.mark.parametrize("num_particles", [2, 3])
+def test_dreg_guide_gradient_is_tucker_et_al_estimator_on_the_drawn_samples(num_particles):
+    """Tucker et al. (2019), eq. 7: the loss -L_K gets the guide gradient
+    -sum_k w~_k^2 d log w_k / dz_k dz_k / dphi, with z = loc + scale eps, so dz/dloc = 1 and
+    dz/dlog_scale = z - loc; for this model d log w / dz = -z + (x - z) / SIGMA^2 + (z - loc) / scale^2."""
+    guide, x = VectorGuide(), torch.tensor([[1.0, -0.5], [0.2, 0.8], [-1.5, 0.3]])
+    objective = ImportanceWeightedELBO(num_particles=num_particles, estimator="dreg", max_plate_nesting=1)
+    loss = objective.differentiable_loss(vector_model, guide, x)
+    grad_loc, grad_log_scale = torch.autograd.grad(loss, [guide.loc, guide.log_scale])
+
+    (z,) = guide.draws  # (K, N, 2): the one draw
+    loc, scale = guide.loc.detach(), guide.log_scale.detach().exp()
+    log_w = (dist.Normal(0.0, 1.0).log_prob(z) + dist.Normal(z, SIGMA).log_prob(x) - dist.Normal(loc, scale).log_prob(z)).sum(-1)
+    weights = torch.softmax(log_w, 0).unsqueeze(-1) ** 2
+    score = -z + (x - z) / SIGMA**2 + (z - loc) / scale**2
+    torch.testing.assert_close(grad_loc, -(weights * score).sum((0, 1)))
+    torch.testing.assert_close(grad_log_scale, -(weights * score * (z - loc)).sum((0, 1)))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["standard", "dreg"])
 def test_trains_in_svi_and_as_module(estimator):
@@ -147,5 +256,5 @@ def test_bad_arguments_are_rejected():
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Bernoulli(0.3))
 
-    with pytest.raises(ValueError, match="guide site 'z' is Bernoulli.*VarianceELBO"):
+    with pytest.raises(ValueError, match="ImportanceWeightedELBO needs reparameterized guide sites, but guide site 'z' is Bernoulli.*VarianceELBO"):
         ImportanceWeightedELBO(num_particles=3).loss(bernoulli_model, bernoulli_guide, torch.zeros(4))

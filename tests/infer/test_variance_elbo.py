@@ -198,6 +198,20 @@ def test_subsampled_data_plate_scales_the_variance_once():
     scaled, metrics_scaled = objective.loss_and_metrics(model, subsampled_guide, x, 1000)
     assert scaled.item() == pytest.approx(100 * full.item(), rel=1e-12)
     assert metrics_scaled["elbo"].item() == pytest.approx(100 * metrics_full["elbo"].item(), rel=1e-12)
+    # The data size passed by keyword reaches model and guide in every entry point.
+    entries = (
+        lambda *args, **kwargs: objective.loss_and_metrics(*args, **kwargs)[0].item(),
+        lambda *args, **kwargs: objective.differentiable_loss(*args, **kwargs).item(),
+        objective.loss_and_grads,
+    )
+    for entry in entries:
+        pyro.set_rng_seed(1)
+        assert entry(model, subsampled_guide, x, num_data=1000) == pytest.approx(100 * full.item(), rel=1e-12)
+
+
+def test_eight_particles_by_default():
+    for objective in (VarianceELBO(), LogVarianceELBO()):
+        assert objective.log_weights(conjugate_model, NormalGuide(0.0, 1.0), torch.full((3,), X)).values.shape == (8, 3)
 
 
 def test_rainforth_lecture_toy_weights():
@@ -286,5 +300,38 @@ def test_non_finite_log_density_is_rejected(name):
             pyro.sample("x", dist.Uniform(z - 1, z + 1, validate_args=False), obs=x)
 
     guide = NormalGuide(0.0, 0.1)
-    with pytest.raises(ValueError, match="model site 'x' .* non-finite log-density"):
+    with pytest.raises(ValueError, match=r"^model site 'x' \(Uniform\) has a non-finite log-density at the "
+                       r"sampled/observed value; check its parameters and support$"):
         OBJECTIVES[name]().loss(model, guide, torch.full((4,), 5.0))
+
+
+def test_a_masked_observation_does_not_count():
+    """The guide is the prior, so f = log p(x_n | z) where x_n is observed and 0 where it is masked out."""
+    x, mask = torch.tensor([0.3, -1.0, 2.0]), torch.tensor([True, False, True])
+    draws = []
+
+    def model(x):
+        with pyro.plate("data", 3):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            with pyro.poutine.mask(mask=mask):
+                pyro.sample("x", dist.Normal(z, SIGMA), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", 3):
+            draws.append(pyro.sample("z", dist.Normal(0.0, 1.0)))
+
+    f = VarianceELBO(num_particles=4, max_plate_nesting=1).log_weights(model, guide, x).values
+    (z,) = draws
+    torch.testing.assert_close(f, torch.where(mask, dist.Normal(z, SIGMA).log_prob(x), 0.0))
+
+
+def test_batch_dims_beyond_the_plates_are_refused_in_one_line_without_validation():
+    """Pyro's validation refuses them first; without it the log weights refuse them."""
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(torch.zeros(3, 1, x.shape[0]), 1.0))  # dim -3: no plate, no .to_event
+
+    with pyro.validation_enabled(False), pytest.raises(ValueError, match=r"^model site 'z' has batch shape \(3, 2, 4\), "
+                                                       r"more dims than max_plate_nesting=2; declare event dims with .to_event\(\)$"):
+        VarianceELBO(num_particles=2, max_plate_nesting=1).loss(conjugate_model, guide, torch.full((4,), X))
