@@ -180,7 +180,9 @@ def _is_unit_interval(support) -> bool:
     while hasattr(support, "base_constraint"):
         support = support.base_constraint
     lower, upper = getattr(support, "lower_bound", None), getattr(support, "upper_bound", None)
-    return lower is not None and upper is not None and bool(lower == 0) and bool(upper == 1)
+    # Bounds may be tensors with one value per batch element (a batched Uniform): all of them must be 0 and 1.
+    return (lower is not None and upper is not None
+            and bool(torch.all(torch.as_tensor(lower) == 0)) and bool(torch.all(torch.as_tensor(upper) == 1)))
 
 
 class RelaxedBernoulliELBO(ParticleObjective):

@@ -471,3 +471,16 @@ def test_relaxed_bernoulli_elbo_trains_in_svi_and_as_module():
         # Discrete ELBO from a uniform guide improves by more than a nat (MC error ~0.03).
         assert after > before + 1.0, (train_step.__name__, before, after)
 
+
+
+def test_a_support_with_batched_bounds_is_read_whole():
+    """A relaxation whose support bounds are per-element tensors (a batched Uniform) is the unit interval
+    only when every bound is 0 and 1, instead of an error from a many-element tensor's truth value."""
+    from pyro import distributions as dist
+
+    from pyrovae.infer.discrete_bound import _is_unit_interval
+
+    assert _is_unit_interval(dist.Uniform(torch.zeros(3), torch.ones(3)).support)
+    assert not _is_unit_interval(dist.Uniform(torch.zeros(3), torch.tensor([1.0, 2.0, 1.0])).support)
+    assert not _is_unit_interval(dist.Uniform(torch.tensor([0.0, -1.0]), torch.ones(2)).support)
+    assert _is_unit_interval(dist.Uniform(0.0, 1.0).support) and not _is_unit_interval(dist.Normal(0.0, 1.0).support)
