@@ -359,6 +359,11 @@ def _budgets(data: dict) -> list[str]:
         preset = PRESETS.get(model)
         source_epochs = preset_epochs("bernoulli-vae", preset) if preset else None
         lines.append(f"- {model}: " + budget_sentence(epochs, source_epochs, f"the `bernoulli-vae/{preset}` preset"))
+        unfinished = [row for row in data["rows"] if row["model"] == model and row.get("complete") is False]
+        if unfinished:
+            lines.append(f"- {model}: {len(unfinished)} of its runs are unfinished ("
+                         + ", ".join(f"{row['relaxation']} at epoch {row['epochs']}" for row in unfinished)
+                         + "), without their final evaluation; the same command with `--resume` continues them.")
     return lines + [""]
 
 

@@ -140,3 +140,11 @@ def test_an_unfinished_row_is_shown_as_such_on_the_page():
                       "preset_epochs": 1000, "complete": False, "true_bound": -130.5, "curve": []}]}
     (line,) = [line for line in discrete_estimators._render(data) if "disarm" in line]
     assert "120 of 1000 (unfinished)" in line and "-130.5" in line
+
+
+def test_the_budget_lines_name_the_unfinished_runs():
+    finished = {"model": "linear", "relaxation": "concrete", "epochs": 1000, "complete": True}
+    data = {"rows": [finished, {"model": "linear", "relaxation": "disarm", "epochs": 433, "complete": False}]}
+    text = "\n".join(discrete_estimators._budgets(data))
+    assert "1 of its runs are unfinished (disarm at epoch 433)" in text
+    assert "unfinished" not in "\n".join(discrete_estimators._budgets({"rows": [finished]}))
