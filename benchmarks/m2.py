@@ -114,6 +114,8 @@ def main() -> None:
                         help="train only each preset's classifier on its labels alone (the supervised baseline)")
     parser.add_argument("--baseline-steps", type=int, default=3000, help="minibatches of the labels-alone baseline")
     args = parser.parse_args()
+    if args.baseline_steps < 1:
+        parser.error(f"--baseline-steps must be at least 1, got {args.baseline_steps}")
     if args.epochs is not None and args.epochs < 1:
         parser.error(f"--epochs must be at least 1, got {args.epochs}")
     if args.baselines:

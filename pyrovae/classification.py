@@ -9,10 +9,13 @@ data set is moved to the guide's device, where training may have put it.
 
 from __future__ import annotations
 
+import copy
+
 import pyro
 import torch
 from pyro import poutine
 from pyro.infer import infer_discrete
+from torch.nn import functional as F
 
 from pyrovae.callbacks import Callback
 from pyrovae.data import UNLABELLED, Dataset, as_dataset
@@ -89,32 +92,31 @@ class ClassificationMetrics(Callback):
 def labels_alone_accuracy(guide, train: Dataset, test, steps: int, lr: float, batch_size: int = 100,
                           seed: int = 0) -> float:
     r"""The baseline a semi-supervised classifier must beat: a copy of ``guide``'s classifier
-    :math:`q(y \mid x)` (its ``encoder.logits``; pass an untrained guide for a fresh one) trained by Adam on the cross-entropy of ``train``'s labelled examples alone, ``steps`` minibatches of
-    ``batch_size`` drawn with replacement (each batch as training sees it: fresh binarization noise), and
-    its test accuracy after the last step (not the best over steps, which would choose on the test set).
+    :math:`q(y \mid x)` (its ``encoder.logits``; pass an untrained guide for a fresh one) trained by Adam
+    on the cross-entropy of ``train``'s labelled examples alone, ``steps`` minibatches of ``batch_size``
+    drawn with replacement (each batch as training sees it: fresh binarization noise), and its test
+    accuracy after the last step (not the best over steps, which would choose on the test set).
 
     Kingma et al. 2014 (§4.1) compare M2 with such supervised baselines (their NN row); an M2 whose
     :math:`\arg\max_y q(y \mid x)` is less accurate than this has been pulled away from the labels by the
     unlabelled term.
     """
-    import copy
-
-    from torch.nn import functional as F
-
+    for name, value in (("steps", steps), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
     if train.labelled is None or not bool(train.labelled.any()):
         raise ValueError("a labels-alone baseline needs labelled training examples; this data set shows none")
     classifier = copy.deepcopy(guide)
     generator = torch.Generator().manual_seed(seed)
     labelled = train.subset(torch.nonzero(train.labelled.cpu()).flatten())
-    parameters = list(classifier.encoder.classifier.parameters())
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        for _ in range(steps):
-            index = torch.randint(len(labelled), (min(batch_size, len(labelled)),), generator=generator)
-            x = labelled.transform(labelled.x[index], generator)
-            loss = F.cross_entropy(classifier.encoder.logits(x), labelled.y[index])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+    optimizer = torch.optim.Adam(classifier.encoder.classifier.parameters(), lr=lr)
+    for _ in range(steps):
+        index = torch.randint(len(labelled), (min(batch_size, len(labelled)),), generator=generator)
+        x = labelled.transform(labelled.x[index], generator)
+        loss = F.cross_entropy(classifier.encoder.logits(x), labelled.y[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
     return classification_accuracy(classifier, test)

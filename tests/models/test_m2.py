@@ -415,6 +415,10 @@ def test_the_labels_alone_baseline_learns_from_the_labelled_examples_only():
     assert labels_alone_accuracy(guide, other, test, steps=300, lr=3e-3, batch_size=64) == accuracy
     with pytest.raises(ValueError, match="needs labelled training examples"):
         labels_alone_accuracy(guide, with_labels(train, 0), test, steps=1, lr=1e-3)
+    for bad, message in (({"steps": 0}, "steps must be a positive integer"), ({"batch_size": 2.5}, "batch_size"),
+                         ({"lr": float("nan")}, "lr must be positive"), ({"lr": -1.0}, "lr must be positive")):
+        with pytest.raises(ValueError, match=message):
+            labels_alone_accuracy(guide, train, test, **{"steps": 1, "lr": 1e-3, **bad})
 
 
 def test_the_page_says_when_m2_does_worse_than_its_labels_alone_baseline():
