@@ -121,7 +121,7 @@ def run_one(architecture: str, relaxation: str, args, record=lambda row: None) -
     model.eval(), guide.eval()
     subset = test_subset(test, args.test_subset, args.subset_seed)
     log_px = importance_log_likelihood(Discretized(model), Discretized(guide), subset,
-                                       num_samples=args.nll_samples, engine="eager", per_example=True)
+                                       num_samples=args.nll_samples, engine="auto", per_example=True)
     nll = -log_px.mean().item()
     # The error of the subset's mean as an estimate of the whole test set's (none for the whole set).
     nll_sampling_error = (log_px.std().item() / len(subset) ** 0.5 if len(subset) < len(test) else None)
