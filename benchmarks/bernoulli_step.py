@@ -11,8 +11,9 @@ The presets ``bernoulli-vae/arm-linear`` (200 Bernoulli latents, linear encoder 
     ``torch.compile``.
 
 Estimators: ``concrete`` (the binary Concrete in logit space, ``Trace_ELBO``; Maddison et al.
-2017), ``disarm`` (``DisARM_ELBO``, one antithetic pair; Dong et al. 2020) and ``straight-through``
-(hard samples with the Concrete's gradient; Bengio et al. 2013). The plain steps
+2017), ``disarm`` (``DisARM_ELBO``, one antithetic pair; Dong et al. 2020), ``straight-through``
+(hard samples with the Concrete's gradient; Bengio et al. 2013) and ``reinforce`` (the score function
+with NVIL's input-dependent baseline, ``TraceGraph_ELBO``; Mnih & Gregor 2014). The plain steps
 draw their noise in pyrovae's order, so on the same seed they compute pyrovae's loss
 (``tests/engines/test_bernoulli_step.py``). Steps alternate between the contenders in one process;
 the median ms/step (wall clock, and CPU time of the stepping thread, which the machine's other load
@@ -42,7 +43,7 @@ from pyrovae.experiment import Experiment, build_model_and_guide, build_objectiv
 from pyrovae.nn import mlp
 
 X_DIM, NUM_DATA = 784, 50000
-ESTIMATORS = ("concrete", "disarm", "straight-through")
+ESTIMATORS = ("concrete", "disarm", "straight-through", "reinforce")
 TARGET_RATIO = 1.0
 
 
@@ -66,6 +67,11 @@ class PlainBernoulliVAE(nn.Module):
     :math:`\\nabla \\log p` for the decoder. ``straight-through``: the hard sample
     :math:`b = 1[\\alpha + \\mathrm{logit}(u) > 0]` with the gradient of
     :math:`\\sigma((\\alpha + \\mathrm{logit}(u)) / t_q)`, Bernoulli log-masses for prior (1/2) and guide.
+    ``reinforce``: :math:`b \\sim \\mathrm{Bernoulli}(\\sigma(\\alpha))`, the scaled per-example cost
+    :math:`c = \\tfrac{N}{B}(\\log p(x, b) - \\log q(b | x))` and the baseline network's :math:`\\beta(x)`; the
+    gradient is that of Pyro's ``TraceGraph_ELBO`` surrogate, :math:`-\\tfrac{N}{B}\\log p(x, b)
+    - \\sum \\log q(b | x)\\,\\mathrm{sg}(c - \\beta(x)) + \\sum (\\mathrm{sg}(c) - \\beta(x))^2`
+    (``sg``: no gradient), and the value minus the ELBO estimate.
     All are summed over the batch and scaled by N / B.
     """
 
@@ -78,10 +84,14 @@ class PlainBernoulliVAE(nn.Module):
         self.prior_temperature, self.posterior_temperature = prior_temperature, posterior_temperature
         self.encoder = mlp([X_DIM, *hidden, z_dim], activation)
         self.decoder = mlp([z_dim, *hidden, X_DIM], activation)
+        # NVIL's baseline beta(x): one number per example (the guide's ``baseline``).
+        self.baseline = (nn.Sequential(mlp([X_DIM, *hidden, 1], activation), nn.Flatten(-2))
+                         if estimator == "reinforce" else None)
 
     def loss(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.encoder(x)
-        estimate = {"concrete": self._concrete, "disarm": self._disarm, "straight-through": self._straight_through}
+        estimate = {"concrete": self._concrete, "disarm": self._disarm, "straight-through": self._straight_through,
+                    "reinforce": self._reinforce}
         elbo = estimate[self.estimator](x, logits)
         return -elbo * (NUM_DATA / x.shape[0])
 
@@ -115,10 +125,30 @@ class PlainBernoulliVAE(nn.Module):
         score = (g * logits).sum()
         return f.mean(0).sum() + score - score.detach()
 
+    def _reinforce(self, x, logits):
+        scale = NUM_DATA / x.shape[0]
+        b = torch.bernoulli(torch.sigmoid(logits.detach()))
+        log_p = -F.binary_cross_entropy_with_logits(self.decoder(b), x, reduction="none").sum(-1)
+        log_p = log_p + self.z_dim * torch.log(torch.tensor(0.5))
+        log_q = -F.binary_cross_entropy_with_logits(logits, b, reduction="none").sum(-1)
+        cost = scale * (log_p - log_q)
+        baseline = self.baseline(x)
+        # Pyro scales the site's log-probabilities but not its score function, which multiplies the scaled cost.
+        surrogate_loss = (-scale * log_p.sum() - (log_q * (cost - baseline).detach()).sum()
+                          + (cost.detach() - baseline).pow(2).sum())
+        # Returned as an ELBO estimate, which loss() scales by -N / B: its value, and the surrogate's gradient.
+        surrogate = -surrogate_loss / scale
+        return (log_p - log_q).sum().detach() + (surrogate - surrogate.detach())
+
+    def networks(self) -> list[nn.Module]:
+        """Encoder, decoder and (``reinforce``) the baseline network, in :meth:`load_networks`' order."""
+        return [self.encoder, self.decoder] + ([self.baseline] if self.baseline is not None else [])
+
     def load_networks(self, model, guide) -> PlainBernoulliVAE:
         """Copy the weights of pyrovae's :class:`~pyrovae.models.BernoulliVAE` and its guide (same layout)."""
+        sources = [guide.encoder, model.decoder] + ([guide.baseline] if self.baseline is not None else [])
         with torch.no_grad():
-            for target, source in ((self.encoder, guide.encoder), (self.decoder, model.decoder)):
+            for target, source in zip(self.networks(), sources, strict=True):
                 for mine, theirs in zip(target.parameters(), source.parameters(), strict=True):
                     mine.copy_(theirs)
         return self

@@ -57,7 +57,8 @@ def test_the_hand_written_step_computes_pyrovaes_loss_and_gradients_on_the_same_
     plain = PlainBernoulliVAE(config.z_dim, config.hidden_sizes, config.activation, estimator,
                               config.prior_temperature, config.posterior_temperature).load_networks(model, guide)
     theirs = [*guide.encoder.parameters(), *model.decoder.parameters()]
-    mine = [*plain.encoder.parameters(), *plain.decoder.parameters()]
+    theirs += list(guide.baseline.parameters()) if estimator == "reinforce" else []
+    mine = [p for network in plain.networks() for p in network.parameters()]
     loss, gradients = loss_and_gradients(lambda: eager(objective, model, guide, x, NUM_DATA), theirs)
     plain_loss, plain_gradients = loss_and_gradients(lambda: plain.loss(x), mine)
     assert plain_loss.item() == pytest.approx(loss.item(), rel=1e-5)
