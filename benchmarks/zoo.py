@@ -5,7 +5,10 @@ A model registers, per preset, the number it reproduces (``references`` in
 builds each such preset exactly as ``pyrovae train --model M --preset P`` does, trains it with the
 preset's own settings for the preset's epochs (``--epochs`` caps them, ``--minutes`` caps the
 training time), and reports the metric of the last epoch beside the reference, with the epochs and
-minutes it got: a number far from the paper's after a short budget says so in its row.
+minutes it got: a number far from the paper's after a short budget says so in its row. A test ELBO
+(one sample of each continuous latent per image) comes with its Monte Carlo error: after training, the
+test ELBO is evaluated ``--elbo-repeats`` more times with fresh noise, and the row records the standard
+deviation of those passes, the error of the one pass the epoch's number is.
 
 Long runs survive an interruption: the JSON gets each run's row after every epoch, and every run keeps a run directory (config, metrics and the two
 newest checkpoints, written each epoch) under ``--runs-dir`` (default
@@ -29,6 +32,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import pyro
 import torch
 
 from benchmarks.common import finished_runs, print_table, save_results
@@ -37,9 +41,10 @@ from pyrovae import registry
 from pyrovae.callbacks import AdamEpsilon, Checkpoint, OnEpochEnd, TimeBudget
 from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError
 from pyrovae.data import cache_dir
+from pyrovae.evaluate import mean_elbo
 from pyrovae.experiment import Experiment, build
 from pyrovae.io import read_jsonl
-from pyrovae.train import fit
+from pyrovae.train import default_eval_elbo, fit
 
 COLUMNS = ["model", "preset", "settings", "metric", "pyrovae", "reference", "epochs", "preset_epochs", "minutes"]
 
@@ -69,6 +74,7 @@ def benchmark_command(args: argparse.Namespace, model: str) -> str:
         parts += ["--epochs", str(args.epochs)]
     if args.minutes is not None:
         parts += ["--minutes", str(args.minutes)]
+    parts += ["--elbo-repeats", str(args.elbo_repeats)]
     return shlex.join(parts)
 
 
@@ -114,7 +120,22 @@ def run_reference(model: str, preset: str, reference: dict, args: argparse.Names
                   lr=run.lr, seed=args.seed, engine=run.engine,
                   callbacks=[*callbacks, AdamEpsilon(run.adam_eps), *budget, OnEpochEnd(record_epoch),
                              Checkpoint(run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict())])
-    return result_row(model, preset, reference, args, history.rows, run.epochs)
+    row = result_row(model, preset, reference, args, history.rows, run.epochs)
+    if reference["metric"] == "test_elbo" and args.elbo_repeats:
+        row.update(test_elbo_error(model_module, guide, default_eval_elbo(objective, model_module), test,
+                                   args.elbo_repeats, args.seed))
+    return row
+
+
+def test_elbo_error(model, guide, elbo, test, repeats: int, seed: int) -> dict:
+    """The Monte Carlo error of one test-ELBO pass over ``test`` (what each epoch's ``test_elbo`` is):
+    the standard deviation of ``repeats`` passes, each with noise seeded by ``seed`` and its index."""
+    model.eval(), guide.eval()
+    passes = []
+    for index in range(repeats):
+        pyro.set_rng_seed(1_000_003 * (seed + 1) + index)
+        passes.append(mean_elbo(model, guide, test, elbo))
+    return {"test_elbo_passes": passes, "test_elbo_mc_error": statistics.stdev(passes)}
 
 
 def _same_run(row: dict, model: str, preset: str, args: argparse.Namespace) -> bool:
@@ -142,7 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue each run from its last checkpoint (without it, an existing run is refused)")
     parser.add_argument("--force", action="store_true", help="restart a run whose run directory exists")
+    parser.add_argument("--elbo-repeats", type=int, default=4,
+                        help="test-ELBO passes after training, for its Monte Carlo error (0: none; else at least 2)")
     args = parser.parse_args(argv)
+    if args.elbo_repeats == 1 or args.elbo_repeats < 0:
+        parser.error(f"--elbo-repeats must be 0 or at least 2 (a standard deviation), got {args.elbo_repeats}")
     args.settings = dict(args.settings)
     args.runs_dir = cache_dir() / "benchmarks" / "zoo" if args.runs_dir is None else Path(args.runs_dir).expanduser()
     torch.set_num_threads(args.threads)
@@ -181,6 +206,12 @@ def _reference(row: dict) -> str:
     return number(row["reference"], 3) + (f" at epoch {epochs}" if isinstance(epochs, int) else "")
 
 
+def _value(row: dict) -> str:
+    """The row's result, with the Monte Carlo error of one test-ELBO pass where it was measured."""
+    error = row.get("test_elbo_mc_error")
+    return number(row["pyrovae"], 3) + (f" ± {number(error, 3)}" if isinstance(error, float) else "")
+
+
 def _rows(data: dict, full: bool) -> list[list[str]]:
     rows = []
     for row in sorted(data["rows"], key=lambda r: (r["model"], r["preset"], json.dumps(r.get("settings", {})),
@@ -190,7 +221,7 @@ def _rows(data: dict, full: bool) -> list[list[str]]:
         if row.get("complete", row.get("epochs") is not None and row.get("epochs") == row.get("preset_epochs")):
             budget += " (complete)"
         cells = [f"`{row['model']}/{row['preset']}`", cell(settings), number(row.get("seed", 0)), cell(row["metric"]),
-                 number(row["pyrovae"], 3), _reference(row),
+                 _value(row), _reference(row),
                  difference(row["pyrovae"], row["reference"], 3), budget, number(row.get("minutes"), 1)]
         rows.append(cells + ([cell(row.get("source")), f"`{row_command(row, data)}`"] if full else []))
     return rows
@@ -204,6 +235,20 @@ HEADERS = ["model/preset", "settings", "seed", "metric", "pyrovae", "reference",
 
 
 def _notes(data: dict) -> list[str]:
+    return _short_runs(data) + _error_note(data)
+
+
+def _error_note(data: dict) -> list[str]:
+    measured = [row for row in data["rows"] if isinstance(row.get("test_elbo_mc_error"), float)]
+    if not measured:
+        return []
+    repeats = sorted({len(row["test_elbo_passes"]) for row in measured})
+    return [f"± after a test ELBO: the Monte Carlo standard deviation of one pass over the test set (one sample of "
+            f"each continuous latent per image, what each epoch's number is), from {' or '.join(map(str, repeats))} "
+            "more passes with fresh noise after training; a row without it was recorded before it was measured.", ""]
+
+
+def _short_runs(data: dict) -> list[str]:
     short = [row for row in data["rows"] if isinstance(row.get("epochs"), int)
              and isinstance(row.get("preset_epochs"), int) and row["epochs"] < row["preset_epochs"]]
     if not short:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import statistics
 
 import pytest
 
@@ -109,3 +110,21 @@ def test_a_preset_whose_source_publishes_no_number_is_run_and_reported_with_its_
     assert "none published" in page and "+" not in page.split("none published")[1].split("|")[1]
     assert "test_codes_used 311" in page and "test_perplexity 200.500" in page
     assert "seconds" not in page.split("epoch 3:")[1].splitlines()[0]
+
+
+def test_a_test_elbo_comes_with_the_monte_carlo_error_of_one_pass(tmp_path, monkeypatch):
+    """The error is the spread of repeated passes with fresh noise: positive, below the ELBO's scale, and
+    each pass close to the epoch's own test ELBO (one more such pass)."""
+    (row,) = _rows(tmp_path / "a", tmp_path / "runs", "--epochs", "2", "--elbo-repeats", "3", monkeypatch=monkeypatch)
+    passes, error = row["test_elbo_passes"], row["test_elbo_mc_error"]
+    assert len(passes) == 3 and len(set(passes)) == 3, "each pass draws fresh noise"
+    assert error == pytest.approx(statistics.stdev(passes))
+    assert 0 < error < 0.1 * abs(row["pyrovae"])
+    assert all(abs(value - row["pyrovae"]) < 10 * error for value in passes)
+    assert "--elbo-repeats 3" in row["command"]
+    assert f"± {error:.3f}" in "\n".join(zoo._render({"rows": [row], "threads": 1}))
+
+
+def test_elbo_repeats_of_one_is_refused(tmp_path, monkeypatch):
+    with pytest.raises(SystemExit):
+        _rows(tmp_path / "a", tmp_path / "runs", "--epochs", "1", "--elbo-repeats", "1", monkeypatch=monkeypatch)
