@@ -251,6 +251,7 @@ def _render(data: dict) -> list[str]:
     met = data.get("target_met")
     return [*table(["preset", "threads", "contender", "ms/step (median)", "p90 ms", "x plain eager PyTorch",
                     "CPU ms/step (median)", "CPU x plain eager PyTorch"], rows),
+            f"Estimators measured: {', '.join(data['estimators'])}. "
             f"Median of {data.get('steps')} steps after {data.get('warmup')} warm-up steps, wall clock and CPU time of "
             "the stepping thread. No paper number: the reference is a hand-written PyTorch step of the same "
             "estimator and networks (`PlainBernoulliVAE`, which computes pyrovae's loss and gradients on the same "
@@ -261,8 +262,9 @@ def _render(data: dict) -> list[str]:
 
 SECTION = Section(
     "Bernoulli-latent step", "Per-step time of the Bernoulli-latent VAE of Yin & Zhou 2019 (`bernoulli-vae/arm-linear`, "
-    "`arm-nonlinear`, batch 50) with Concrete, DisARM and straight-through gradients, against a hand-written "
-    "PyTorch step of the same estimator.", _render, order=85)
+    "`arm-nonlinear`, batch 50) with each estimator `PlainBernoulliVAE` writes out (Concrete, DisARM, straight-through "
+    "and NVIL's score function with its baseline network), against a hand-written PyTorch step of the same "
+    "estimator.", _render, order=85)
 
 
 if __name__ == "__main__":
