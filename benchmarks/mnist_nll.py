@@ -12,7 +12,9 @@ Then log p(x) is estimated on the 10,000 test images with K = 5000 importance sa
     python -m benchmarks.mnist_nll --minutes 60 [--data-dir ../shared/data]    # train, then evaluate
     python -m benchmarks.mnist_nll --phase evaluate                            # evaluate the trained run
 
-Prints a table and writes benchmarks/results/mnist_nll.json (and the run directory).
+Prints a table and writes benchmarks/results/mnist_nll.json. The trained run (config, metrics, checkpoints)
+is kept outside the repository, in ``--run-dir`` (default ``<cache>/benchmarks/mnist_nll<tag>``, ``<cache>``
+being ``$PYROVAE_CACHE_DIR`` or ``~/.cache/pyrovae``); training again over it needs ``--force``.
 """
 
 from __future__ import annotations
@@ -21,14 +23,16 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, print_table, save_results
+from benchmarks.common import print_table, save_results
 from benchmarks.page import Section, budget_sentence, difference, images_used, number, preset_epochs, table, with_error
 from pyrovae import references
 from pyrovae.callbacks import AdamEpsilon, Checkpoint, LearningRateSchedule, TimeBudget
-from pyrovae.checkpoint import Checkpointer, load_weights
+from pyrovae.checkpoint import Checkpointer, CheckpointError, RunExistsError, load_weights
+from pyrovae.data import cache_dir
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
 from pyrovae.experiment import Experiment, build
 from pyrovae.train import fit
@@ -37,7 +41,7 @@ PAPER = references.get("burda2016/vae-k1")
 TARGET_NLL = 87.7
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="training wall-time budget")
     parser.add_argument("--phase", choices=["both", "train", "evaluate"], default="both")
@@ -48,16 +52,18 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the result file and run directory names")
+    parser.add_argument("--run-dir", default=None, help="the trained run (default: <cache>/benchmarks/mnist_nll<tag>)")
+    parser.add_argument("--force", action="store_true", help="train again over the run in --run-dir")
     parser.add_argument("--elbo-repeats", type=int, default=4,
                         help="evaluations of the test ELBO, for its Monte Carlo standard error (at least 2)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.elbo_repeats < 2:
         parser.error(f"--elbo-repeats must be at least 2 for a standard error, got {args.elbo_repeats}")
     torch.set_num_threads(args.threads)
 
     experiment = Experiment.resolve({"model": "vae", "preset": "burda", "seed": args.seed, "engine": args.engine})
     train, test, model, guide, objective = build(experiment, args.data_dir)
-    run_dir = RESULTS / f"mnist_nll{args.tag}_run"
+    run_dir = Path(args.run_dir) if args.run_dir else cache_dir() / "benchmarks" / f"mnist_nll{args.tag}"
     budget = args.minutes * 60
 
     if args.phase in ("both", "train"):
@@ -65,14 +71,21 @@ def main() -> None:
             return 1e-3 * 10 ** (-min(seconds / budget, 1.0))
 
         config = {**experiment.to_dict(), "benchmark": "mnist_nll", "minutes": args.minutes}
-        fit(model, guide, objective, train, epochs=100_000, batch_size=experiment.run.batch_size,
-            lr=experiment.run.lr, seed=args.seed, engine=args.engine,
-            callbacks=[AdamEpsilon(experiment.run.adam_eps), LearningRateSchedule(schedule), TimeBudget(budget),
-                       Checkpoint(run_dir, overwrite=True, config=config)])
+        try:
+            fit(model, guide, objective, train, epochs=100_000, batch_size=experiment.run.batch_size,
+                lr=experiment.run.lr, seed=args.seed, engine=args.engine,
+                callbacks=[AdamEpsilon(experiment.run.adam_eps), LearningRateSchedule(schedule), TimeBudget(budget),
+                           Checkpoint(run_dir, overwrite=args.force, config=config)])
+        except RunExistsError:
+            parser.error(f"{run_dir} already holds a trained run: --phase evaluate evaluates it, --force trains again "
+                         "over it")
         if args.phase == "train":
             return
 
-    checkpoint = Checkpointer(run_dir).load()
+    try:
+        checkpoint = Checkpointer(run_dir).load()
+    except CheckpointError as error:
+        parser.error(f"{error}: train first (--phase train or both) or name the run with --run-dir")
     load_weights(checkpoint, model, guide, run_dir)
     model.eval(), guide.eval()
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
