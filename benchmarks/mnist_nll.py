@@ -14,7 +14,9 @@ Then log p(x) is estimated on the 10,000 test images with K = 5000 importance sa
 
 Prints a table and writes benchmarks/results/mnist_nll.json. The trained run (config, metrics, checkpoints)
 is kept outside the repository, in ``--run-dir`` (default ``<cache>/benchmarks/mnist_nll<tag>``, ``<cache>``
-being ``$PYROVAE_CACHE_DIR`` or ``~/.cache/pyrovae``); training again over it needs ``--force``.
+being ``$PYROVAE_CACHE_DIR`` or ``~/.cache/pyrovae``), with a checkpoint after every epoch: a run stopped at any
+moment continues with ``--resume`` (the time budget and the learning-rate schedule count the epochs already
+trained); training again over it needs ``--force``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tag", default="", help="suffix of the result file and run directory names")
     parser.add_argument("--run-dir", default=None, help="the trained run (default: <cache>/benchmarks/mnist_nll<tag>)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --run-dir from its last epoch, within what is left of --minutes")
     parser.add_argument("--force", action="store_true", help="train again over the run in --run-dir")
     parser.add_argument("--elbo-repeats", type=int, default=4,
                         help="evaluations of the test ELBO, for its Monte Carlo standard error (at least 2)")
@@ -75,10 +79,10 @@ def main(argv: list[str] | None = None) -> None:
             fit(model, guide, objective, train, epochs=100_000, batch_size=experiment.run.batch_size,
                 lr=experiment.run.lr, seed=args.seed, engine=args.engine,
                 callbacks=[AdamEpsilon(experiment.run.adam_eps), LearningRateSchedule(schedule), TimeBudget(budget),
-                           Checkpoint(run_dir, overwrite=args.force, config=config)])
+                           Checkpoint(run_dir, resume=args.resume, overwrite=args.force, config=config)])
         except RunExistsError:
-            parser.error(f"{run_dir} already holds a trained run: --phase evaluate evaluates it, --force trains again "
-                         "over it")
+            parser.error(f"{run_dir} already holds a trained run: --phase evaluate evaluates it, --resume continues it, "
+                         "--force trains again over it")
         if args.phase == "train":
             return
 

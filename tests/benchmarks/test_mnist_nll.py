@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from benchmarks import mnist_nll
@@ -22,3 +24,17 @@ def test_an_existing_run_is_not_trained_over_without_force(tmp_path, capsys):
         mnist_nll.main(["--phase", "train", "--minutes", "0.001", "--run-dir", str(run)])
     assert f"{run} already holds a trained run: --phase evaluate evaluates it" in capsys.readouterr().err
     assert sorted(path.name for path in run.iterdir()) == ["config.json"], "nothing written over it"
+
+
+def test_a_stopped_run_continues_with_resume_within_its_time_budget(tmp_path):
+    """One epoch, then --resume with a budget of 1.5 epochs' time: it trains epoch 2 and stops, the time of
+    epoch 1 counted (a budget restarted from zero would train a third epoch)."""
+    run = tmp_path / "run"
+    train = ["--phase", "train", "--engine", "module", "--run-dir", str(run)]
+    mnist_nll.main([*train, "--minutes", "0.0001"])
+    (first,) = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    budget = 1.5 * first["seconds"] / 60
+    mnist_nll.main([*train, "--minutes", str(budget), "--resume"])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["epoch"] for row in rows] == [1, 2]
+    assert rows[0] == first
