@@ -53,7 +53,7 @@ import torch
 
 from benchmarks.common import finished_runs, print_table, recorded_arguments, save_results
 from benchmarks.page import Section, budget_sentence, cell, difference, number, preset_epochs, table, with_error
-from pyrovae import references
+from pyrovae import references, registry
 from pyrovae.callbacks import Callback, Checkpoint
 from pyrovae.checkpoint import Checkpointer, TrainingDivergedError
 from pyrovae.data import cache_dir
@@ -364,6 +364,11 @@ def _budgets(data: dict) -> list[str]:
             lines.append(f"- {model}: {len(unfinished)} of its runs are unfinished ("
                          + ", ".join(f"{row['relaxation']} at epoch {row['epochs']}" for row in unfinished)
                          + "), without their final evaluation; the same command with `--resume` continues them.")
+    lr = (data.get("arguments") or data.get("budget") or {}).get("lr")
+    presets_lr = sorted({registry.preset("bernoulli-vae", PRESETS[model])["lr"] for model in PRESETS})
+    if lr is not None and [lr] != presets_lr:
+        lines.append(f"- Every run trained with Adam's step size {lr:g}, not the presets' "
+                     f"{' / '.join(f'{value:g}' for value in presets_lr)}.")
     return lines + [""]
 
 

@@ -148,3 +148,11 @@ def test_the_budget_lines_name_the_unfinished_runs():
     text = "\n".join(discrete_estimators._budgets(data))
     assert "1 of its runs are unfinished (disarm at epoch 433)" in text
     assert "unfinished" not in "\n".join(discrete_estimators._budgets({"rows": [finished]}))
+
+
+def test_the_budget_lines_say_when_the_step_size_is_not_the_presets():
+    rows = [{"model": "linear", "relaxation": "concrete", "epochs": 3, "complete": True}]
+    other = "\n".join(discrete_estimators._budgets({"rows": rows, "arguments": {"lr": 1e-3}}))
+    assert "Adam's step size 0.001, not the presets' 0.0001" in other
+    for arguments in ({"lr": None}, {"lr": 1e-4}):
+        assert "step size" not in "\n".join(discrete_estimators._budgets({"rows": rows, "arguments": arguments}))
