@@ -205,7 +205,7 @@ def _baseline_note(data: dict) -> list[str]:
              "of supervised baseline Kingma et al. 2014 compare with (their NN row), and the Pyro SS-VAE tutorial's "
              "baseline classifier (Table 1; its M2 column comes with the weight of the classification term chosen by "
              f"validation accuracy, and both are means over five labelled subsets). Command: `{some['command']}` (per preset)."]
-    worse = [row for row in data["rows"] if isinstance(baselines.get(f"{row['preset']}-seed{row['seed']}", {}).get(
+    worse = [row for row in sorted(data["rows"], key=lambda r: (r["labels"], r["seed"])) if isinstance(baselines.get(f"{row['preset']}-seed{row['seed']}", {}).get(
         "accuracy"), float) and row["test_accuracy"] < baselines[f"{row['preset']}-seed{row['seed']}"]["accuracy"]]
     for row in worse:
         alone = baselines[f"{row['preset']}-seed{row['seed']}"]["accuracy"]
