@@ -68,7 +68,7 @@ def run_preset(preset: str, args) -> dict:
     resume = args.resume and (run_dir / "checkpoint.pt").exists()
     began = time.perf_counter()
     callbacks = experiment.entry.training_callbacks(experiment.model, model, guide, test)
-    time_budget = [TimeBudget(args.max_minutes * 60)] if args.max_minutes else []
+    time_budget = [TimeBudget(args.max_minutes * 60, per_call=True)] if args.max_minutes else []
     history = fit(model, guide, objective, train, test, epochs=epochs, batch_size=run.batch_size, lr=run.lr,
                   seed=run.seed, engine=run.engine, device=args.device,
                   callbacks=[*callbacks, AdamEpsilon(run.adam_eps), *time_budget,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO
 
-from pyrovae.callbacks import Callback, Checkpoint, OnEpochEnd
+from pyrovae.callbacks import Callback, Checkpoint, OnEpochEnd, TimeBudget
 from pyrovae.data import load_dataset
 from pyrovae.train import fit
 from tests.support.small_vae import parameters, small_vae_pair
@@ -119,3 +119,15 @@ def test_stop_ends_the_run_after_the_epoch_and_hooks_run_in_list_order(digits):
 def test_a_function_is_refused_with_the_way_to_wrap_it(digits):
     with pytest.raises(TypeError, match=r"OnEpochEnd\(f\)"):
         fit(*pair(), Trace_ELBO(), *digits, epochs=1, callbacks=[lambda epoch, row: None])
+
+
+@pytest.mark.parametrize("per_call, epochs_trained", [(False, []), (True, [2])])
+def test_a_resumed_time_budget_counts_earlier_calls_unless_it_is_per_call(digits, tmp_path, per_call, epochs_trained):
+    """One epoch under a budget it exhausts, then a resumed call with the same budget: the cumulative
+    budget (the time spent is checkpointed) trains nothing more; the per-call one trains one more epoch."""
+    options = dict(epochs=5, batch_size=100)
+    first = fit(*pair(), Trace_ELBO(), *digits, callbacks=[TimeBudget(1e-9), Checkpoint(tmp_path / "run")], **options)
+    assert [row["epoch"] for row in first.rows] == [1]
+    resumed = fit(*pair(), Trace_ELBO(), *digits,
+                  callbacks=[TimeBudget(1e-9, per_call=per_call), Checkpoint(tmp_path / "run", resume=True)], **options)
+    assert [row["epoch"] for row in resumed.rows if row["epoch"] > 1] == epochs_trained
