@@ -334,6 +334,32 @@ def test_the_presets_are_the_papers_network_with_its_references():
         assert reference["metric"] == "test_error_percent" and 3 < reference["value"] < 13
 
 
+def test_the_pyro_weight_presets_differ_from_the_papers_only_in_the_classification_weight():
+    """46 per labelled example (Pyro's example) against the paper's 0.1 N / N_l, as the guide is built."""
+    from pyrovae.guides.m2 import build_m2_guide
+
+    for labels in (100, 3000):
+        paper = Experiment.resolve({"model": "m2", "preset": f"labels-{labels}"})
+        pyro_weight = Experiment.resolve({"model": "m2", "preset": f"labels-{labels}-pyro-weight"})
+        differs = {key for key, value in pyro_weight.to_dict().items() if paper.to_dict()[key] != value}
+        assert differs == {"alpha", "preset"}
+        for experiment, weight in ((paper, 0.1 * 60_000 / labels), (pyro_weight, 46.0)):
+            guide = build_m2_guide(experiment.model, _MnistSizedLabels(labels), None)
+            assert guide.classification_weight == pytest.approx(weight)
+
+
+class _MnistSizedLabels:
+    """What ``build_m2_guide`` reads of a training set: 60,000 MNIST-shaped examples, ``labels`` of them labelled."""
+
+    x_dim, num_classes = 784, 10
+
+    def __init__(self, labels: int):
+        self.labelled = torch.arange(60_000) < labels
+
+    def __len__(self) -> int:
+        return 60_000
+
+
 @pytest.mark.slow
 def test_a_short_run_on_digits_beats_a_classifier_trained_on_its_labels_alone():
     """10 labels per class of the 8x8 digits: M2 (y summed out on the other 1,337 training images)
@@ -432,6 +458,10 @@ def test_the_page_says_when_m2_does_worse_than_its_labels_alone_baseline():
     assert "0.7750" in page and "*less* accurate" in page
     better = "\n".join(m2._render({"rows": [{**row, "test_accuracy": 0.9}], "baselines": {"labels-100-seed0": alone}}))
     assert "0.7750" in better and "*less* accurate" not in better
+    # The same labelled subset, another classification weight: the same baseline.
+    weighted = "\n".join(m2._render({"rows": [{**row, "preset": "labels-100-pyro-weight"}],
+                                     "baselines": {"labels-100-seed0": alone}}))
+    assert "`labels-100-pyro-weight`: M2's q(y | x) (0.6100) is *less* accurate" in weighted
 
 
 def test_grey_values_need_a_likelihood_named_for_them():
