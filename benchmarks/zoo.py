@@ -122,12 +122,12 @@ def run_reference(model: str, preset: str, reference: dict, args: argparse.Names
                              Checkpoint(run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict())])
     row = result_row(model, preset, reference, args, history.rows, run.epochs)
     if reference["metric"] == "test_elbo" and args.elbo_repeats:
-        row.update(test_elbo_error(model_module, guide, default_eval_elbo(objective, model_module), test,
+        row.update(elbo_monte_carlo_error(model_module, guide, default_eval_elbo(objective, model_module), test,
                                    args.elbo_repeats, args.seed))
     return row
 
 
-def test_elbo_error(model, guide, elbo, test, repeats: int, seed: int) -> dict:
+def elbo_monte_carlo_error(model, guide, elbo, test, repeats: int, seed: int) -> dict:
     """The Monte Carlo error of one test-ELBO pass over ``test`` (what each epoch's ``test_elbo`` is):
     the standard deviation of ``repeats`` passes, each with noise seeded by ``seed`` and its index."""
     model.eval(), guide.eval()
