@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from tests.support.mutation_tree import REPO, build_tree
+from tests.support.mutation_tree import REPO, build_tree, main
 
 
 def test_the_tree_has_the_installed_layout_and_imports_its_own_copies(tmp_path):
@@ -44,3 +44,23 @@ def test_a_rebuild_refreshes_the_copies_keeps_the_results_and_never_takes_a_fore
     with pytest.raises(ValueError, match="would contain the checkout"):
         build_tree(REPO.parent)
     assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_a_narrowed_tree_mutates_and_selects_only_what_it_is_given(tmp_path):
+    tomllib = pytest.importorskip("tomllib")
+    tree = tmp_path / "tree"
+    main([str(tree), "--mutate", "pyrovae/models/vqvae.py", "--select", "tests/models/test_vqvae.py",
+          "--select=--deselect=tests/models/test_vqvae.py::test_bad_configurations_are_rejected_with_their_names"])
+    narrowed = tomllib.loads((tree / "pyproject.toml").read_text())
+    original = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert narrowed["tool"]["mutmut"] == {
+        **original["tool"]["mutmut"],
+        "only_mutate": ["pyrovae/models/vqvae.py"],
+        "pytest_add_cli_args_test_selection": [
+            "tests/models/test_vqvae.py",
+            "--deselect=tests/models/test_vqvae.py::test_bad_configurations_are_rejected_with_their_names",
+            "-m", "not slow"],
+    }
+    # Every other section is as it was.
+    assert {**narrowed["tool"], "mutmut": None} == {**original["tool"], "mutmut": None}
+    assert {**narrowed, "tool": None} == {**original, "tool": None}

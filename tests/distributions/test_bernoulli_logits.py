@@ -45,3 +45,11 @@ def test_broadcasts_samples_over_logits_and_samples_have_the_right_frequency():
 def test_validation_rejects_non_binary_values():
     with pytest.raises(ValueError):
         BernoulliLogits(logits=torch.zeros(3), validate_args=True).log_prob(torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_softplus_is_exact_above_torchs_default_threshold():
+    """torch's softplus returns its input above 20; log p(0 | 25) = -log(1 + e^25) = -(25 + 1.4e-11)."""
+    logits = torch.tensor([25.0, 35.0], dtype=torch.float64)
+    expected = -(logits + torch.exp(-logits).log1p())
+    torch.testing.assert_close(BernoulliLogits(logits=logits).log_prob(torch.zeros(2, dtype=torch.float64)), expected,
+                               rtol=0, atol=1e-14)

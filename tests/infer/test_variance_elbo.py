@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO, gradient_statistics
+from pyrovae.infer.log_weights import particle_log_weights
 from tests.support.conjugate import (
     LOG_EVIDENCE,
     POST_LOC,
@@ -266,11 +267,11 @@ def test_trains_in_svi_and_as_module(objective_class):
 
 
 def test_fewer_than_two_particles_is_rejected():
-    with pytest.raises(ValueError, match="num_particles >= 2"):
+    with pytest.raises(ValueError, match=r"^VarianceELBO needs num_particles >= 2, got 1$"):
         VarianceELBO(num_particles=1)
-    with pytest.raises(ValueError, match="num_particles >= 2"):
+    with pytest.raises(ValueError, match=r"^LogVarianceELBO needs num_particles >= 2, got 0$"):
         LogVarianceELBO(num_particles=0)
-    with pytest.raises(TypeError, match="must be an int"):
+    with pytest.raises(TypeError, match=r"^VarianceELBO: num_particles must be an int, got 2\.5$"):
         VarianceELBO(num_particles=2.5)
 
 
@@ -288,7 +289,8 @@ def test_guide_without_the_model_latent_is_rejected(name):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("w", dist.Normal(0.0, 1.0))
 
-    with pytest.raises(ValueError, match=r"does not sample the model's latent site\(s\) \['z'\]"):
+    with pytest.raises(ValueError, match=r"^the guide does not sample the model's latent site\(s\) \['z'\]; every latent "
+                       r"site of the model needs a guide site of the same name$"):
         OBJECTIVES[name]().loss(conjugate_model, guide, torch.full((4,), X))
 
 
@@ -325,13 +327,85 @@ def test_a_masked_observation_does_not_count():
     torch.testing.assert_close(f, torch.where(mask, dist.Normal(z, SIGMA).log_prob(x), 0.0))
 
 
-def test_batch_dims_beyond_the_plates_are_refused_in_one_line_without_validation():
-    """Pyro's validation refuses them first; without it the log weights refuse them."""
+@pytest.mark.parametrize("validation", [True, False], ids=["validated", "unvalidated"])
+def test_batch_dims_beyond_the_plates_are_refused_in_one_line(validation):
+    """Pyro's model-guide check ignores the dims left of max_plate_nesting (there the guide's and the
+    model's shapes agree), so with or without validation the log weights refuse them."""
 
     def guide(x):
         with pyro.plate("data", x.shape[0]):
             pyro.sample("z", dist.Normal(torch.zeros(3, 1, x.shape[0]), 1.0))  # dim -3: no plate, no .to_event
 
-    with pyro.validation_enabled(False), pytest.raises(ValueError, match=r"^model site 'z' has batch shape \(3, 2, 4\), "
+    with pyro.validation_enabled(validation), pytest.raises(ValueError, match=r"^model site 'z' has batch shape \(3, 2, 4\), "
                                                        r"more dims than max_plate_nesting=2; declare event dims with .to_event\(\)$"):
         VarianceELBO(num_particles=2, max_plate_nesting=1).loss(conjugate_model, guide, torch.full((4,), X))
+
+
+def test_a_guide_site_outside_the_data_plate_is_refused_under_validation():
+    """The traces go through Pyro's site-shape check: a guide ``z`` of batch shape (4,) with no plate
+    would otherwise be summed into one log weight for the whole batch."""
+
+    def guide(x):
+        pyro.sample("z", dist.Normal(torch.zeros(x.shape[0]), 1.0))
+
+    with pytest.raises(ValueError, match='at site "z", invalid log_prob shape'):
+        ImportanceWeightedELBO(num_particles=1, max_plate_nesting=1).loss(conjugate_model, guide, torch.full((4,), X))
+
+
+class ShiftedNormal(dist.Normal):
+    """``N(loc + shift, scale^2)``, the shift given at the site: ``pyro.sample(name, d, shift, obs=x)``
+    or ``pyro.sample(name, d, shift=s, obs=x)``, which Pyro's traces hand to ``log_prob``."""
+
+    def log_prob(self, value, shift=0.0):
+        return super().log_prob(value - shift)
+
+
+def test_a_sites_extra_arguments_reach_its_log_density():
+    """As in Pyro's ``Trace.compute_log_prob``, a site's ``args`` and ``kwargs`` are passed to ``log_prob``:
+    the guide is the prior, so f = log N(x_1 - 2; z, 1) + log N(x_2 - 3; z, 1)."""
+    x1, x2, draws = torch.tensor([0.5, 2.5]), torch.tensor([1.0, 4.0]), []
+
+    def model():
+        with pyro.plate("data", 2):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            pyro.sample("x1", ShiftedNormal(z, 1.0), 2.0, obs=x1)
+            pyro.sample("x2", ShiftedNormal(z, 1.0), shift=3.0, obs=x2)
+
+    def guide():
+        with pyro.plate("data", 2):
+            draws.append(pyro.sample("z", dist.Normal(0.0, 1.0)))
+
+    f = VarianceELBO(num_particles=3, max_plate_nesting=1).log_weights(model, guide).values
+    (z,) = draws
+    torch.testing.assert_close(f, dist.Normal(z, 1.0).log_prob(x1 - 2.0) + dist.Normal(z, 1.0).log_prob(x2 - 3.0))
+
+
+def test_a_subsampled_sequential_plate_stays_inside_the_log_weights():
+    """Only vectorized plates shared by every site are kept and factored out (``scale``); a sequential
+    plate of 10 elements subsampled to 1 is summed into f with its factor 10, as Pyro scales the site."""
+    draws = []
+
+    def model(x):
+        for i in pyro.plate("chunks", 10, subsample_size=1):
+            z = pyro.sample(f"z_{i}", dist.Normal(0.0, 1.0))
+            pyro.sample(f"x_{i}", dist.Normal(z, SIGMA), obs=x[i])
+
+    def guide(x):
+        for i in pyro.plate("chunks", 10, subsample_size=1):
+            draws.append((i, pyro.sample(f"z_{i}", dist.Normal(0.0, 1.0))))
+
+    x = torch.linspace(-1.0, 1.0, 10)
+    pyro.set_rng_seed(0)
+    weights = VarianceELBO(num_particles=3, max_plate_nesting=1).log_weights(model, guide, x)
+    ((i, z),) = draws
+    assert weights.scale == 1.0
+    torch.testing.assert_close(weights.values, 10 * dist.Normal(z, SIGMA).log_prob(x[i]))
+
+
+def test_a_model_and_guide_without_sample_sites_have_log_weight_zero():
+    def nothing():
+        pass
+
+    traces = [pyro.poutine.trace(nothing).get_trace() for _ in range(2)]
+    weights = particle_log_weights(*traces, num_particles=1, max_plate_nesting=1)
+    assert weights.scale == 1 and torch.equal(weights.values, torch.zeros(1))

@@ -9,18 +9,23 @@ that ignores ``z`` is at best this, so a test ELBO (a lower bound) above it show
 use. Measured on 3 seeds: 75.9 to 76.2 nats; the test asks for 1 nat above the baseline.
 """
 
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import pytest
 import torch
 from matplotlib.figure import Figure
 
+from pyrovae import plots
 from pyrovae.data import Dataset
 from pyrovae.evaluate import mean_elbo
 from pyrovae.experiment import Experiment, build
 from pyrovae.guides import ConditionalGuide
+from pyrovae.guides.conditional import build_conditional_guide
 from pyrovae.models import ConditionalVAE
-from pyrovae.models.conditional_vae import build_conditional_vae, class_conditional_grid
+from pyrovae.models.conditional_vae import ConditionalVAEConfig, build_conditional_vae, class_conditional_grid
+from pyrovae.nn import LocScaleHead
+from pyrovae.nn.likelihoods import BernoulliLikelihood, ContinuousBernoulliLikelihood
 from pyrovae.train import fit
 
 X_DIM, CLASSES, Z_DIM = 12, 4, 3
@@ -87,6 +92,101 @@ def test_labels_out_of_range_or_missing_are_rejected_where_they_enter():
     with pytest.raises(ValueError, match="needs labels"):
         build_conditional_vae(Experiment.resolve({"model": "cvae", "preset": "tiny"}).model,
                               Dataset.from_tensor(torch.rand(10, X_DIM)))
+
+
+def linear_sizes(module):
+    return [(layer.in_features, layer.out_features) for layer in module.modules() if isinstance(layer, torch.nn.Linear)]
+
+
+def test_the_defaults_are_yangs_networks_and_bad_sizes_are_refused_in_one_line():
+    """Yang 2022, §5.4.4: z = 20, 500-500 ReLU layers, a continuous-Bernoulli decoder (the ``yang`` preset)."""
+    yang = Experiment.resolve({"model": "cvae", "preset": "yang"}).model
+    assert (yang.z_dim, yang.hidden_sizes, yang.likelihood, yang.activation) == (20, [500, 500], "continuous_bernoulli", "relu")
+    model, guide = ConditionalVAE(X_DIM, CLASSES), ConditionalGuide(X_DIM, CLASSES)
+    assert model.z_dim == guide.z_dim == 20 and type(model.likelihood) is ContinuousBernoulliLikelihood
+    assert linear_sizes(model.decoder) == [(CLASSES + 20, 500), (500, 500), (500, X_DIM)]
+    assert linear_sizes(model.prior_head) == [(CLASSES, 20)] * 2
+    assert linear_sizes(guide.encoder) == [(X_DIM + CLASSES, 500), (500, 500), (500, 20), (500, 20)]
+    for module in (model.decoder, guide.encoder):
+        assert {type(m) for m in module.modules()} & {torch.nn.Tanh, torch.nn.ELU, torch.nn.ReLU} == {torch.nn.ReLU}
+
+    ConditionalVAE(X_DIM, 2, z_dim=1), ConditionalGuide(X_DIM, 2, z_dim=1)  # the smallest allowed
+    for make in (lambda: ConditionalVAE(X_DIM, CLASSES, z_dim=0), lambda: ConditionalGuide(X_DIM, CLASSES, z_dim=0)):
+        with pytest.raises(ValueError, match=r"^z_dim must be at least 1, got 0$"):
+            make()
+    with pytest.raises(ValueError, match=r"^a conditional VAE needs at least 2 classes, got num_classes=1$"):
+        ConditionalVAE(X_DIM, 1)
+    with pytest.raises(ValueError, match=r"^likelihood must be one of \('continuous_bernoulli', 'bernoulli'\), "
+                       r"got 'gaussian'$"):
+        ConditionalVAE(X_DIM, CLASSES, likelihood="gaussian")
+
+
+def test_given_networks_are_used_and_the_likelihood_sets_the_input_support():
+    prior, decoder = LocScaleHead(CLASSES, Z_DIM), torch.nn.Linear(CLASSES + Z_DIM, X_DIM)
+    model = ConditionalVAE(X_DIM, CLASSES, Z_DIM, prior=prior, decoder=decoder)
+    assert model.prior_head is prior and model.decoder is decoder
+    y = torch.tensor([0, 1])
+    with pytest.raises(ValueError, match=r"x must lie in \[0, 1\]"):
+        model(torch.full((2, X_DIM), 1.5), y)  # continuous Bernoulli: intensities
+    with pytest.raises(ValueError, match=r"x must be binary"):
+        ConditionalVAE(X_DIM, CLASSES, Z_DIM, likelihood="bernoulli")(torch.full((2, X_DIM), 0.5), y)
+
+
+def test_the_builder_needs_labels_of_two_classes_or_more():
+    config = ConditionalVAEConfig(z_dim=2, hidden_sizes=[4])
+    x = torch.rand(4, X_DIM)
+    assert build_conditional_vae(config, Dataset.from_tensor(x, torch.tensor([0, 1, 1, 0]), num_classes=2)).num_classes == 2
+    for data in (Dataset.from_tensor(x), Dataset.from_tensor(x, torch.zeros(4, dtype=torch.int64), num_classes=1)):
+        with pytest.raises(ValueError, match=r"^the conditional VAE models p\(x \| y\) and needs labels; data set "
+                           r"'tensor' has none$"):
+            build_conditional_vae(config, data)
+
+
+def test_the_config_reaches_model_and_guide():
+    config = ConditionalVAEConfig(z_dim=3, hidden_sizes=[5, 6], activation="tanh", likelihood="bernoulli")
+    data = Dataset.from_tensor(torch.rand(10, X_DIM), torch.arange(10) % CLASSES, num_classes=CLASSES)
+    model = build_conditional_vae(config, data)
+    guide = build_conditional_guide(config, data, model)
+    assert (model.x_dim, model.num_classes, model.z_dim, guide.z_dim) == (X_DIM, CLASSES, 3, 3)
+    assert type(model.likelihood) is BernoulliLikelihood
+    assert linear_sizes(model.decoder) == [(CLASSES + 3, 5), (5, 6), (6, X_DIM)]
+    assert linear_sizes(guide.encoder) == [(X_DIM + CLASSES, 5), (5, 6), (6, 3), (6, 3)]
+    for module in (model.decoder, guide.encoder):
+        assert {type(m) for m in module.modules()} & {torch.nn.Tanh, torch.nn.ReLU} == {torch.nn.Tanh}
+
+
+def test_a_guide_without_hidden_layers_is_linear_in_the_example_then_its_one_hot_label():
+    guide = ConditionalGuide(X_DIM, CLASSES, Z_DIM, hidden_sizes=())
+    x, y = torch.rand(5, X_DIM), torch.tensor([0, 3, 1, 2, 3])
+    posterior = guide.posterior(x, y)
+    head = guide.encoder.head
+    features = torch.cat([x, torch.eye(CLASSES)[y]], dim=-1)
+    torch.testing.assert_close(posterior.mean, features @ head.loc.weight.T + head.loc.bias)
+    torch.testing.assert_close(posterior.base_dist.scale, torch.nn.functional.softplus(
+        features @ head.raw_scale.weight.T + head.raw_scale.bias) + head.min_scale)
+
+
+def test_the_class_grid_shows_each_class_samples_in_its_own_row():
+    """Row c of the grid holds the ``per_class`` samples drawn for class c, in the order drawn."""
+    pyro.set_rng_seed(0)
+    model = ConditionalVAE(X_DIM, CLASSES, Z_DIM, (8,))
+    figure = class_conditional_grid(model, (3, 4), per_class=2, generator=torch.Generator().manual_seed(1), title="t")
+    expected = model.sample_images(8, torch.Generator().manual_seed(1), labels=torch.tensor([0, 0, 1, 1, 2, 2, 3, 3]))
+    axes = figure.axes[0]
+    grid = np.asarray(axes.get_images()[0].get_array())
+    assert grid.shape == (1 + CLASSES * (3 + 1), 1 + 2 * (4 + 1))  # one pixel of padding for small images
+    for k, image in enumerate(expected.reshape(8, 3, 4)):
+        row, column = divmod(k, 2)
+        top, left = 1 + row * 4, 1 + column * 5
+        np.testing.assert_allclose(grid[top:top + 3, left:left + 4], image.numpy(), rtol=1e-6)
+    assert [tick.get_text() for tick in axes.get_yticklabels()] == ["0", "1", "2", "3"]
+    assert (axes.get_title(), axes.get_ylabel()) == ("t", "class")
+    assert plots.PAD_VALUE == grid[0, 0]
+    one = np.asarray(class_conditional_grid(model, (3, 4), per_class=1).axes[0].get_images()[0].get_array())
+    default = np.asarray(class_conditional_grid(model, (3, 4)).axes[0].get_images()[0].get_array())
+    assert one.shape[1] == 1 + 1 * (4 + 1) and default.shape[1] == 1 + 15 * (4 + 1)  # 15 per class by default
+    with pytest.raises(ValueError, match=r"^per_class must be at least 1, got 0$"):
+        class_conditional_grid(model, (3, 4), per_class=0)
 
 
 def test_prior_is_a_linear_function_of_the_one_hot_label():

@@ -23,10 +23,11 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyrovae.callbacks import Alternate
-from pyrovae.data import load_dataset
+from pyrovae.data import Dataset, load_dataset
 from pyrovae.guides import FactorAnalysisGuide
+from pyrovae.guides.factor_analysis import build_factor_analysis_guide
 from pyrovae.models import FactorAnalysis
-from pyrovae.models.factor_analysis import ExactEvidence
+from pyrovae.models.factor_analysis import ExactEvidence, FactorAnalysisConfig, build_factor_analysis
 from pyrovae.train import fit
 
 TRUE_TEST_EVIDENCE, TRUE_TRAIN_EVIDENCE = -3.970, -3.935  # Yang 2022, §5.2.4 (the tutorial's code)
@@ -130,14 +131,77 @@ def test_guide_set_to_the_exact_posterior_makes_the_elbo_the_evidence():
 
 
 def test_from_parameters_rejects_bad_shapes_and_scales():
-    with pytest.raises(ValueError, match=r"\(D, L\) matrix"):
+    with pytest.raises(ValueError, match=r"^loading must be a \(D, L\) matrix, got shape \(3,\)$"):
         FactorAnalysis.from_parameters(torch.ones(3), torch.ones(3))
-    with pytest.raises(ValueError, match="one per row"):
+    with pytest.raises(ValueError, match=r"^noise_scale must have shape \(3,\), one per row of the loading, got \(2,\)$"):
         FactorAnalysis.from_parameters(torch.ones(3, 2), torch.ones(2))
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ValueError, match=r"^noise_scale must be positive, got \[0\.4.*, 0\.0, 0\.3.*\]$"):
         FactorAnalysis.from_parameters(torch.ones(3, 2), torch.tensor([0.4, 0.0, 0.3]))
     with pytest.raises(ValueError, match="shape"):
         FactorAnalysis(3, 2).log_evidence(torch.ones(5, 4))
+
+
+def test_from_parameters_keeps_a_floating_dtype_and_gives_integers_the_default_one():
+    exact = FactorAnalysis.from_parameters(torch.tensor([[1.0, 2.0], [3.0, 4.0]], dtype=torch.float64), [0.1, 0.3])
+    assert exact.loading.dtype == exact.raw_noise_scale.dtype == exact.prior_loc.dtype == torch.float64
+    # The scales in float64 too: 0.1 rounded to float32 would be off by 1.5e-8 relative.
+    torch.testing.assert_close(exact.noise_scale, torch.tensor([0.1, 0.3], dtype=torch.float64), rtol=1e-12, atol=0)
+    counts = FactorAnalysis.from_parameters([[1, 2], [3, 4], [5, 6]], [1, 1, 1])
+    assert counts.loading.dtype == counts.raw_noise_scale.dtype == torch.get_default_dtype()
+    assert torch.equal(counts.loading.detach(), torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]))
+    assert counts.name == "factor_analysis" and FactorAnalysis.from_parameters([[1.0]], [1.0], name="fa").name == "fa"
+
+
+def test_the_defaults_are_the_tutorials_sizes_and_bad_sizes_are_refused_in_one_line():
+    """Yang 2022, §5.2.4: D = 3 observed variables, L = 2 factors."""
+    model, guide = FactorAnalysis(), FactorAnalysisGuide(3)
+    assert (model.x_dim, model.z_dim, guide.z_dim) == (3, 2, 2)
+    assert model.loading.shape == (3, 2) and model.raw_noise_scale.shape == (3,)
+    FactorAnalysis(1, 1)  # the smallest allowed
+    with pytest.raises(ValueError, match=r"^x_dim must be at least 1, got 0$"):
+        FactorAnalysis(0, 2)
+    with pytest.raises(ValueError, match=r"^z_dim must be at least 1, got 0$"):
+        FactorAnalysis(3, 0)
+
+
+@pytest.mark.usefixtures("float64")
+def test_the_guide_is_linear_with_a_bias_and_one_covariance():
+    """q(z | x) = N(V x + b, C C^T): no hidden layer, and ``set_posterior`` sets V, b (0 by default) and C C^T."""
+    guide = FactorAnalysisGuide(4, 2)
+    assert [type(m) for m in guide.encoder.body.modules()] == [torch.nn.Identity]
+    weight = torch.tensor([[1.0, 0.0, -1.0, 2.0], [0.5, 0.5, 0.0, 1.0]], dtype=torch.float64)
+    covariance = torch.tensor([[2.0, 0.3], [0.3, 0.5]], dtype=torch.float64)
+    x = torch.randn(5, 4, dtype=torch.float64)
+    for bias in (None, torch.tensor([1.0, -3.0], dtype=torch.float64)):
+        guide.set_posterior(weight, covariance, bias)
+        posterior = guide.posterior(x)
+        torch.testing.assert_close(posterior.mean, x @ weight.T + (0 if bias is None else bias))
+        torch.testing.assert_close(posterior.covariance_matrix, covariance.expand(5, 2, 2))
+
+
+def test_the_exact_evidence_callback_adds_the_mean_log_evidence_of_its_data(data):
+    _, test = data
+    truth = FactorAnalysis.from_parameters(**test.metadata)
+    loading, noise_scale = truth.loading.detach(), truth.noise_scale.detach()
+    marginal = torch.distributions.MultivariateNormal(torch.zeros(3), loading @ loading.T + torch.diag(noise_scale**2))
+    expected = marginal.log_prob(test.x).mean().item()
+    rows = [{"epoch": 1}, {"epoch": 1}]
+    ExactEvidence(truth, test).on_epoch_end(1, rows[0], None)
+    ExactEvidence(truth, test, key="evidence").on_epoch_end(1, rows[1], None)
+    assert rows[0] == {"epoch": 1, "test_evidence": pytest.approx(expected, abs=1e-5)}
+    assert rows[1] == {"epoch": 1, "evidence": pytest.approx(expected, abs=1e-5)}
+    # Data in another dtype are read in the model's: the float32 model's own evidence of them, to the bit.
+    row = {}
+    ExactEvidence(truth, Dataset.from_tensor(test.x.double())).on_epoch_end(1, row, None)
+    assert row["test_evidence"] == truth.log_evidence(test.x.double().float()).mean().item()
+
+
+def test_the_config_reaches_model_and_guide(data):
+    train, _ = data
+    config = FactorAnalysisConfig(z_dim=3)
+    model = build_factor_analysis(config, train)
+    guide = build_factor_analysis_guide(config, train, model)
+    assert (model.x_dim, model.z_dim, guide.x_dim, guide.z_dim) == (3, 3, 3, 3)
 
 
 def test_joint_training_brings_the_elbo_to_the_evidence_and_the_evidence_to_the_truth(data):
