@@ -38,7 +38,7 @@ from pyrovae.classification import classification_accuracy, labels_alone_accurac
 from pyrovae.data import cache_dir
 from pyrovae.experiment import Experiment, build
 from pyrovae.io import write_json
-from pyrovae.models.m2 import PYRO_EXAMPLE_WEIGHT
+from pyrovae.models.m2 import LABEL_COUNTS, MNIST_TRAINING_IMAGES, PYRO_EXAMPLE_WEIGHT
 from pyrovae.train import fit
 
 NAME = "m2"
@@ -203,8 +203,12 @@ def _render(data: dict) -> list[str]:
 
 
 def _weight_note() -> list[str]:
-    return [f"`labels-N` weighs the classification term as Kingma et al. 2014 do, alpha = 0.1 N (0.1 N / N_l per "
-            f"labelled example: 60 with 100 labels, 2 with 3,000); `labels-N-pyro-weight` weighs it "
+    paper_alpha = registry.preset(NAME, f"labels-{LABEL_COUNTS[0]}")["alpha"]
+    per_example = {labels: paper_alpha * MNIST_TRAINING_IMAGES / labels for labels in (LABEL_COUNTS[0], LABEL_COUNTS[-1])}
+    return [f"`labels-N` weighs the classification term as Kingma et al. 2014 do, alpha = {paper_alpha:g} N "
+            f"({paper_alpha:g} N / N_l per labelled example: "
+            + ", ".join(f"{weight:g} with {labels:,} labels" for labels, weight in per_example.items())
+            + "); `labels-N-pyro-weight` weighs it "
             f"{PYRO_EXAMPLE_WEIGHT} per labelled example, the Pyro SS-VAE example's `--aux-loss-multiplier` (chosen by "
             "validation accuracy for the tutorial), everything else equal.", ""]
 

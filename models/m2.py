@@ -291,9 +291,7 @@ def m2_callbacks(config: M2Config, model: M2, guide, test) -> list:
 # The paper's optimiser (RMSProp with momentum) is replaced by Adam at 3e-4, batches of 100 and 100 epochs (the
 # example's defaults: Adam at 4.2e-4, batches of 200, 50 epochs). Pixels are dynamically binarized (the Bernoulli
 # likelihood needs binary data; the example feeds intensities to it, which --binarize none --likelihood
-# bernoulli_cross_entropy reproduces). The example weighs the classification term 46 per labelled example (its
-# --aux-loss-multiplier), near the paper's 0.1 N / N_l with 100 labels (60 of 60,000 images) and far above it with
-# 3,000 (2): that setting is --alpha 46 N_l / N. The Pyro tutorial chose that weight by validation accuracy.
+# bernoulli_cross_entropy reproduces). The example's weight of the classification term is PYRO_EXAMPLE_WEIGHT below.
 _PAPER = dict(dataset="mnist", binarize="dynamic", objective="enum", z_dim=50, hidden_sizes=[500],
               activation="softplus", alpha=0.1, batch_size=100, lr=3e-4, epochs=100)
 #: The numbers of labels of the MNIST presets: Kingma et al. 2014, Table 1's columns (their results, and the
