@@ -68,9 +68,10 @@ class PlainBernoulliVAE(nn.Module):
     :math:`b = 1[\\alpha + \\mathrm{logit}(u) > 0]` with the gradient of
     :math:`\\sigma((\\alpha + \\mathrm{logit}(u)) / t_q)`, Bernoulli log-masses for prior (1/2) and guide.
     ``reinforce``: :math:`b \\sim \\mathrm{Bernoulli}(\\sigma(\\alpha))`, the scaled per-example cost
-    :math:`c = \\tfrac{N}{B}(\\log p(x, b) - \\log q(b | x))` and the baseline network's :math:`\\beta(x)`; the
+    :math:`c = \\tfrac{N}{B}(\\log p(x, b) - \\log q(b | x))` and the baseline network's :math:`\\beta(x)`, scaled
+    by N / B as the cost is; the
     gradient is that of Pyro's ``TraceGraph_ELBO`` surrogate, :math:`-\\tfrac{N}{B}\\log p(x, b)
-    - \\sum \\log q(b | x)\\,\\mathrm{sg}(c - \\beta(x)) + \\sum (\\mathrm{sg}(c) - \\beta(x))^2`
+    - \\sum \\log q(b | x)\\,\\mathrm{sg}(c - \\tfrac{N}{B}\\beta(x)) + \\sum (\\mathrm{sg}(c) - \\tfrac{N}{B}\\beta(x))^2`
     (``sg``: no gradient), and the value minus the ELBO estimate.
     All are summed over the batch and scaled by N / B.
     """
@@ -132,7 +133,7 @@ class PlainBernoulliVAE(nn.Module):
         log_p = log_p + self.z_dim * torch.log(torch.tensor(0.5))
         log_q = -F.binary_cross_entropy_with_logits(logits, b, reduction="none").sum(-1)
         cost = scale * (log_p - log_q)
-        baseline = self.baseline(x)
+        baseline = scale * self.baseline(x)
         # Pyro scales the site's log-probabilities but not its score function, which multiplies the scaled cost.
         surrogate_loss = (-scale * log_p.sum() - (log_q * (cost - baseline).detach()).sum()
                           + (cost.detach() - baseline).pow(2).sum())

@@ -245,6 +245,30 @@ def test_differentiable_trace_graph_elbo_matches_pyro_in_value_and_gradient():
     assert guide.baseline[0][0].weight.grad is not None and guide.baseline[0][0].weight.grad.abs().sum() > 0
 
 
+def test_the_nvil_baseline_learns_one_examples_cost_whatever_the_subsampling_scale():
+    """Regressed on the cost, the baseline tends to E_q[log p(x, z) - log q(z | x)] of each example
+    (Mnih & Gregor 2014), summed here over the 2^3 states: not N / B times it, although Pyro's
+    downstream cost under a subsampled plate is scaled by N / B (Pyro issue 555)."""
+    torch.manual_seed(0)
+    pyro.set_rng_seed(0)
+    dataset = load_dataset("digits", "train", binarize="static").subset(16)
+    model = BernoulliVAE(dataset.x_dim, z_dim=3, relaxation="reinforce", hidden_sizes=[8])
+    guide = BernoulliLatentGuide(model, hidden_sizes=[8])
+    optimiser = torch.optim.Adam(guide.baseline.parameters(), lr=0.1)
+    for _ in range(300):
+        optimiser.zero_grad()
+        DifferentiableTraceGraph_ELBO().differentiable_loss(model, guide, dataset.x, num_data=20 * 16).backward()
+        optimiser.step()
+    with torch.no_grad():
+        posterior, expected_cost = guide.posterior(dataset.x), 0.0
+        for bits in itertools.product([0.0, 1.0], repeat=3):
+            z = torch.tensor(bits).expand(16, 3)
+            log_q = posterior.log_prob(z)
+            expected_cost += log_q.exp() * (3 * math.log(0.5) + model.decode(z).log_prob(dataset.x) - log_q)
+        learnt = guide.baseline(dataset.x)
+    assert (learnt - expected_cost).abs().mean() < 0.1 * expected_cost.abs().mean(), (learnt, expected_cost)
+
+
 def _backward(loss):
     loss.backward()
     return loss.item()
