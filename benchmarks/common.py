@@ -32,7 +32,7 @@ def machine(device: str = "cpu") -> dict:
 
 #: Arguments that only locate files or choose what to skip, not what a run computes: left out of the
 #: recorded arguments, so that the printed command reproduces the numbers wherever the data lives.
-LOCATING = frozenset({"data_dir", "runs_dir", "resume", "retry_diverged", "force", "shard", "collect"})
+LOCATING = frozenset({"data_dir", "runs_dir", "resume", "retry_diverged", "rerun", "force", "shard", "collect"})
 
 
 def recorded_arguments(args) -> dict:

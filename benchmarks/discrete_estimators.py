@@ -101,7 +101,8 @@ def run_one(architecture: str, relaxation: str, args, record=lambda row: None) -
     callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
     budget = preset_epochs("bernoulli-vae", PRESETS[architecture])
     run_dir = run_directory(args, architecture, relaxation)
-    resume = args.resume and Checkpointer(run_dir).exists()
+    rerun = relaxation in getattr(args, "rerun", [])
+    resume = args.resume and Checkpointer(run_dir).exists() and not rerun
 
     unfinished = {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
                   "preset_epochs": budget, "complete": False, "paper": PAPER_ROW.get(relaxation),
@@ -110,7 +111,7 @@ def run_one(architecture: str, relaxation: str, args, record=lambda row: None) -
         history = fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
                       lr=experiment.run.lr, seed=args.seed, engine=args.engine,
                       callbacks=[*callbacks, RecordEpochs(unfinished, record),
-                                 Checkpoint(run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict())])
+                                 Checkpoint(run_dir, resume=resume, overwrite=args.force or rerun, config=experiment.to_dict())])
     except TrainingDivergedError as error:
         return {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
                 "epochs": 0, "diverged": str(error), "paper": PAPER_ROW.get(relaxation),
@@ -253,6 +254,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="skip the runs finished in the output file and continue unfinished ones from their last epoch")
     parser.add_argument("--force", action="store_true", help="restart a run whose run directory exists")
     parser.add_argument("--retry-diverged", action="store_true", help="with --resume, run the diverged runs again")
+    parser.add_argument("--rerun", nargs="+", default=[], choices=list(RELAXATIONS), metavar="RELAXATION",
+                        help="with --resume, train these relaxations' runs again from the start, their rows and run "
+                             "directories replaced (after a fix to their code); the other runs resume")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--shard", type=shard, default=None, metavar="I/N",
                        help="run every N-th run from the I-th into a shard file (then --collect)")
@@ -260,6 +264,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.bound_repeats < 2:
         parser.error(f"--bound-repeats must be at least 2 for a standard error, got {args.bound_repeats}")
+    if args.rerun and not args.resume:
+        parser.error("--rerun replaces rows of an earlier run: add --resume (without it, every run starts again)")
     if args.collect:
         print(f"wrote {collect(args)}")
         return
@@ -274,7 +280,8 @@ def main(argv: list[str] | None = None) -> None:
         directory, name, extra = shard_directory(), shard_name(args.output, index, count), {"shard": [index, count]}
     chosen = set(runs)
     rows = finished_runs(name, "rows", lambda r: (r["model"], r["relaxation"]) in chosen and (
-        (args.retry_diverged and "diverged" in r) or r.get("complete") is False), directory) if args.resume else []
+        (args.retry_diverged and "diverged" in r) or r.get("complete") is False or r["relaxation"] in args.rerun),
+        directory) if args.resume else []
 
     def record(row: dict) -> None:
         rows[index:] = [row]

@@ -135,6 +135,29 @@ def test_a_run_stopped_inside_its_row_resumes_to_the_uninterrupted_row(tmp_path,
     assert _run(tmp_path / "a", monkeypatch, "--epochs", "3", "--resume") == [resumed]
 
 
+def test_rerun_trains_the_named_runs_again_and_resumes_the_others(tmp_path, monkeypatch):
+    """``--resume --rerun concrete`` replaces the finished concrete row with a new run from epoch 1 (its
+    run directory overwritten), while a finished row it does not name is kept without training."""
+    original, seen = discrete_estimators.RecordEpochs.on_epoch_end, []
+
+    def count(self, epoch, row, run):
+        seen.append((self.fields["relaxation"], epoch))
+        original(self, epoch, row, run)
+
+    monkeypatch.setattr(discrete_estimators.RecordEpochs, "on_epoch_end", count)
+    first = _run(tmp_path, monkeypatch, "--epochs", "2", "--relaxations", "concrete", "straight-through")
+    seen.clear()
+    again = _run(tmp_path, monkeypatch, "--epochs", "2", "--relaxations", "concrete", "straight-through",
+                 "--resume", "--rerun", "concrete")
+    assert seen == [("concrete", 1), ("concrete", 2)]
+    first, again = ({r["relaxation"]: r for r in rows} for rows in (first, again))
+    assert again.keys() == {"concrete", "straight-through"}
+    assert again["straight-through"] == first["straight-through"]
+    assert again["concrete"]["complete"] and again["concrete"]["curve"] == first["concrete"]["curve"]
+    with pytest.raises(SystemExit):
+        _run(tmp_path, monkeypatch, "--epochs", "2", "--rerun", "concrete")
+
+
 def test_an_unfinished_row_is_shown_as_such_on_the_page():
     data = {"rows": [{"model": "linear", "relaxation": "disarm", "objective": "disarm", "epochs": 120,
                       "preset_epochs": 1000, "complete": False, "true_bound": -130.5, "curve": []}]}
