@@ -26,7 +26,6 @@ Target (issue 19): pyrovae's default step at most 1.00x the hand-written one.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import warnings
 
@@ -37,6 +36,7 @@ from torch.nn import functional as F
 
 from benchmarks.common import adam_step, alternating_step_times, print_table, save_results
 from benchmarks.page import Section, cell, number, table
+from pyrovae.arguments import Parser
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
 from pyrovae.experiment import Experiment, build_model_and_guide, build_objective
@@ -219,7 +219,7 @@ def measure(preset: str, threads: int, estimators: list[str], steps: int, warmup
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["arm-linear", "arm-nonlinear"],
                         choices=["arm-linear", "arm-nonlinear"])
     parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)

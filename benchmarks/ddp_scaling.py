@@ -18,7 +18,6 @@ loses below that ceiling is its synchronisation; what the ceiling loses below 2x
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 from benchmarks.page import Section, load_average, number, table
+from pyrovae.arguments import Parser
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def main() -> None:
         return
     from benchmarks.common import print_table, save_results
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[100, 1000], help="global batch sizes")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--min-samples", type=int, default=0, help="at least this many samples per timed run")

@@ -54,6 +54,7 @@ import torch
 from benchmarks.common import finished_runs, print_table, recorded_arguments, save_results
 from benchmarks.page import Section, budget_sentence, cell, difference, number, preset_epochs, table, with_error
 from pyrovae import references, registry
+from pyrovae.arguments import Parser
 from pyrovae.callbacks import Callback, Checkpoint
 from pyrovae.checkpoint import Checkpointer, TrainingDivergedError
 from pyrovae.data import cache_dir
@@ -228,7 +229,7 @@ def selected_runs(args) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--lr", type=float, default=None, help="Adam's step size (default: the preset's, 1e-4)")
     parser.add_argument("--engine", default="compiled", choices=["compiled", "captured", "module"],

@@ -57,6 +57,7 @@ from benchmarks import common
 from benchmarks.common import RESULTS, print_table, save_results
 from benchmarks.page import Section, budget_sentence, cell, number, preset_epochs, table
 from benchmarks.zoo import parse_setting
+from pyrovae.arguments import Parser
 from pyrovae.callbacks import Checkpoint, TestObjective
 from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError, TrainingDivergedError
 from pyrovae.data import cache_dir
@@ -266,7 +267,7 @@ def posterior_means_figure(results: list[dict], preset: str) -> Figure:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=None, help="stop at this epoch (default: the preset's budget, 125)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="run every (preset, run) with each seed")
     parser.add_argument("--presets", nargs="+", default=["dissertation-8", "dissertation-fashion-8"])

@@ -23,7 +23,6 @@ ms/step and its ratio to the hand-written eager loss of the same estimator are r
 
 from __future__ import annotations
 
-import argparse
 import math
 import statistics
 import warnings
@@ -35,6 +34,7 @@ from torch.nn import functional as F
 
 from benchmarks.common import adam_step, alternating_step_times, print_table, save_results
 from benchmarks.page import Section, cell, number, table
+from pyrovae.arguments import Parser
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
 from pyrovae.experiment import Experiment, build_model_and_guide, build_objective
@@ -142,7 +142,7 @@ def measure(threads: int, steps: int, warmup: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)

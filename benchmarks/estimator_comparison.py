@@ -11,20 +11,19 @@ number of samples per data point (``--particles``), so cost and noise compare li
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 from pyro.infer import Trace_ELBO
 
 from benchmarks.common import print_table, save_results
 from benchmarks.page import Section, cell, number, table
+from pyrovae.arguments import Parser
 from pyrovae.experiment import Experiment, build
 from pyrovae.infer import ImportanceWeightedELBO, LogVarianceELBO, VarianceELBO, gradient_statistics
 from pyrovae.train import fit
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--draws", type=int, default=200)
     parser.add_argument("--particles", type=int, default=8)
     parser.add_argument("--pretrain-epochs", type=int, default=20)

@@ -20,7 +20,6 @@ smaller: the batches are independent), and the ratio to the plain eager loop.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
@@ -30,6 +29,7 @@ from torch.nn import functional as F
 
 from benchmarks.common import print_table, save_results
 from benchmarks.page import Section, cell, load_average, number, table
+from pyrovae.arguments import Parser
 from pyrovae.evaluate import importance_log_likelihood
 from pyrovae.experiment import Experiment, build
 
@@ -67,7 +67,7 @@ def plain_log_likelihood(model, guide, num_samples: int, chunk_size: int, batch_
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=TEST_IMAGES)
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--chunk-size", type=int, default=100)

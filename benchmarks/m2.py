@@ -21,7 +21,6 @@ Writes benchmarks/results/m2.json (the rows of presets run earlier are kept).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import time
@@ -32,6 +31,7 @@ import torch
 from benchmarks.common import RESULTS, machine, print_table
 from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import references, registry
+from pyrovae.arguments import Parser
 from pyrovae.callbacks import AdamEpsilon, Checkpoint, TimeBudget
 from pyrovae.checkpoint import holds_run
 from pyrovae.classification import classification_accuracy, labels_alone_accuracy, model_accuracy
@@ -101,7 +101,7 @@ def baseline(preset: str, args) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=PRESETS, choices=PRESETS)
     parser.add_argument("--epochs", type=int, default=None, help="stop at this epoch (default: the preset's budget)")
     parser.add_argument("--max-minutes", type=float, default=None, help="training time per preset in this call")

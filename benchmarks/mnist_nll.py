@@ -21,7 +21,6 @@ trained); training again over it needs ``--force``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import time
@@ -32,6 +31,7 @@ import torch
 from benchmarks.common import print_table, save_results
 from benchmarks.page import Section, budget_sentence, difference, images_used, number, preset_epochs, table, with_error
 from pyrovae import references
+from pyrovae.arguments import Parser
 from pyrovae.callbacks import AdamEpsilon, Checkpoint, LearningRateSchedule, TimeBudget
 from pyrovae.checkpoint import Checkpointer, CheckpointError, RunExistsError, load_weights
 from pyrovae.data import cache_dir
@@ -44,7 +44,7 @@ TARGET_NLL = 87.7
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="training wall-time budget")
     parser.add_argument("--phase", choices=["both", "train", "evaluate"], default="both")
     parser.add_argument("--num-samples", type=int, default=5000, help="K for the importance-sampled NLL")

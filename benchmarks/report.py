@@ -29,7 +29,6 @@ JSON, then run this script and commit the pages.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib
 import json
@@ -42,6 +41,7 @@ from pathlib import Path
 from benchmarks.page import Section, cell, general, table
 from benchmarks.result_files import REPO, RESULTS_DIR, ResultFile, committed_text, read_committed, read_directory
 from pyrovae import references
+from pyrovae.arguments import Parser
 
 PAGE = "docs/results.md"
 #: Pages holding generated blocks, besides the results page itself.
@@ -293,7 +293,7 @@ def pages(results: list[ResultFile], read_page) -> dict[str, str]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--committed", action="store_true",
                         help="read the JSON and pages as committed at HEAD instead of the files on disk")
     parser.add_argument("--check", action="store_true", help="do not write; exit 1 if a page differs from its rebuild")

@@ -20,7 +20,6 @@ median ms/step and its ratios to eager and to compiled PyTorch are reported, for
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 import pyro
@@ -32,6 +31,7 @@ from torch.nn import functional as F
 
 from benchmarks.common import adam_step, alternating_step_times, print_table, save_results
 from benchmarks.page import Section, cell, number, table
+from pyrovae.arguments import Parser
 from pyrovae.data import Dataset
 from pyrovae.engines import make_engine, resolve_engine
 from pyrovae.experiment import Experiment, build_model_and_guide
@@ -118,7 +118,7 @@ def measure(preset: str, threads: int, steps: int, warmup: int) -> list[dict]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["torch-example", "burda"], choices=["torch-example", "burda"])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=300)

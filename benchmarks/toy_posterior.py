@@ -14,7 +14,6 @@ z < 0 than the true posterior"). Writes ``benchmarks/results/toy_posterior.json`
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -23,6 +22,7 @@ import torch
 from benchmarks.common import RESULTS, print_table, save_results
 from benchmarks.page import Section, cell, number, table
 from pyrovae import references, toy_posterior
+from pyrovae.arguments import Parser
 from pyrovae.plots import save_figure
 
 #: The exact posterior's Pr(z > 0 | x = 1) that Figure 5.1 of Sadier-Gane 2020 shows.
@@ -33,7 +33,7 @@ LOGISTIC_GUIDE = "much more mass below 0 than the true posterior (no number)"
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--particles", type=int, default=256)

@@ -38,6 +38,7 @@ import torch
 from benchmarks.common import finished_runs, print_table, save_results
 from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import registry
+from pyrovae.arguments import Parser
 from pyrovae.callbacks import AdamEpsilon, Checkpoint, OnEpochEnd, TimeBudget
 from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError
 from pyrovae.data import cache_dir
@@ -149,7 +150,7 @@ def _replace_last_row(rows: list[dict], index: int, threads: int, row: dict) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = Parser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=None, help="models to run (default: every model with a reference)")
     parser.add_argument("--set", dest="settings", type=parse_setting, action="append", default=[],
                         metavar="KEY=VALUE", help="a model or run setting over the preset's (repeatable)")
