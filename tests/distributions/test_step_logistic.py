@@ -388,6 +388,10 @@ def test_an_expanded_distribution_validates_as_its_original_does():
     with pytest.raises(ValueError, match="support"):
         StepLogistic(torch.tensor(0.5), validate_args=True).expand([3]).log_prob(nan)
     assert StepLogistic(torch.tensor(0.5), validate_args=False).expand([3]).log_prob(nan).isnan().all()
+    # With validation off, expand checks nothing either: not even a parameter outside (0, 2), by alpha or by logits.
+    for outside in (StepLogistic(torch.tensor(2.5), validate_args=False), StepLogistic(logits=torch.tensor(math.nan), validate_args=False)):
+        expanded = outside.expand([3])
+        assert expanded.batch_shape == (3,) and not expanded._validate_args
 
 
 class ScaledStepLogistic(StepLogistic):
