@@ -8,6 +8,7 @@ differences; beta -> inf recovers StepLogistic and beta -> 0 Logistic(0, 1).
 """
 
 import math
+import sys
 
 import pyro
 import pyro.distributions as dist
@@ -117,6 +118,82 @@ def test_icdf_inverts_cdf_into_the_tails(dtype):
     z = d.icdf(1 - v)
     assert torch.isfinite(z).all() and (z > 0).all()
     torch.testing.assert_close(1 - d.cdf(z), v.expand_as(z), atol=finfo.eps, rtol=1e-3)
+
+
+def test_icdf_inverts_cdf_where_the_lower_tail_changes_slope():
+    # With 2 - alpha tiny, F(x) = sigma(x) [(2 - alpha)(1 - h) + alpha h] goes from the (2 - alpha) sigma(x)
+    # asymptote to the smoothed step's 2 sigma(x) h(x) around u ~ 2 - alpha; there a Newton step from the
+    # asymptote leaves the bracket and lands above 0 unless bisection replaces it.
+    for gap in (1e-9, 1e-12):
+        alpha = torch.tensor(2 - gap, dtype=torch.float64)
+        for beta in (10.0, 1000.0):
+            d = SmoothStepLogistic(alpha, torch.tensor(beta, dtype=torch.float64))
+            u = gap * torch.tensor([1.0, 3.0, 10.0, 30.0], dtype=torch.float64)
+            z = d.icdf(u)
+            assert (z < 0).all(), (gap, beta, z)
+            torch.testing.assert_close(d.cdf(z), u, atol=0, rtol=1e-10)
+
+
+def test_icdf_newton_solve_stops_after_a_few_iterations_one_element_or_many(monkeypatch):
+    # Each iteration of the solve evaluates the density once: count them. The worst seen over
+    # alpha in [1e-12, 2 - 1e-12], beta in [0.1, 1000] and u from 1e-308 to 1 - 2^-53 is 9 (of the cap 24).
+    module = sys.modules[SmoothStepLogistic.__module__]
+    log_density, calls = module._log_density, []
+
+    def counted(*args):
+        calls.append(1)
+        return log_density(*args)
+
+    monkeypatch.setattr(module, "_log_density", counted)
+    u = torch.tensor([1e-308, 1e-30, 1e-3, 0.3, 0.7, 1 - 1e-6], dtype=torch.float64)
+    for alpha, beta in [(1e-6, 0.1), (1e-6, 100.0), (1.0, 1.0), (2 - 1e-12, 3.0)]:
+        d = smooth_step(alpha, beta)
+        for values in [u] + [u[i : i + 1] for i in range(len(u))]:
+            calls.clear()
+            z = d.icdf(values)
+            assert 1 <= len(calls) <= 12, (alpha, beta, values, len(calls))
+            # Each element comes back at rounding level, a lone one too.
+            lower = z <= 0
+            torch.testing.assert_close(d.cdf(z)[lower], values[lower], atol=0, rtol=1e-12)
+            torch.testing.assert_close((1 - d.cdf(z))[~lower], (1 - values)[~lower], atol=1e-16, rtol=1e-9)
+
+
+def test_lower_tail_quadrature_against_the_small_beta_expansion():
+    # sigma(beta z) = 1/2 + beta z / 4 + O(beta^3 z^3) gives h(x) = 1/2 + (beta / 4)(x - softplus(x) / sigma(x))
+    # (int_{-inf}^x z l(z) dz = x sigma(x) - softplus(x)), so F(x) = sigma(x) [1 + (1 - alpha)(1 - 2h)] for x <= 0,
+    # to about 1e-17 at beta = 1e-6: the quadrature's claimed accuracy, ~2e-14 relative, is tested there.
+    x = torch.tensor([0.0, -0.5, -1.0, -3.0, -10.0], dtype=torch.float64).unsqueeze(-1)
+    alpha = torch.tensor([1e-3, 0.3, 1.7], dtype=torch.float64)
+    beta = 1e-6
+    h = 0.5 + beta / 4 * (x - torch.nn.functional.softplus(x) / torch.sigmoid(x))
+    expected = torch.sigmoid(x) * (1 + (1 - alpha) * (1 - 2 * h))
+    cdf = SmoothStepLogistic(alpha, torch.full_like(alpha, beta)).cdf(x)
+    torch.testing.assert_close(cdf, expected, atol=0, rtol=1e-14)
+
+
+def test_validate_args_is_handed_on_and_kept_by_expand():
+    outside = torch.tensor(2.5, dtype=torch.float64)
+    unchecked = SmoothStepLogistic(outside, torch.tensor(1.0, dtype=torch.float64), validate_args=False)
+    assert not unchecked._validate_args
+    assert not unchecked.expand((3,))._validate_args
+    nan = torch.full((3,), math.nan)
+    checked = SmoothStepLogistic(torch.tensor(0.5), torch.tensor(1.0)).expand((3,))
+    with pytest.raises(ValueError, match="value"):
+        checked.log_prob(nan)
+    assert torch.isnan(SmoothStepLogistic(torch.tensor(0.5), torch.tensor(1.0), validate_args=False).expand((3,)).log_prob(nan)).all()
+
+
+def test_expand_fills_the_instance_a_subclass_hands_it():
+    class Sharp(SmoothStepLogistic):
+        def __init__(self, alpha, *, validate_args=None):
+            super().__init__(alpha, torch.full_like(alpha, 50.0), validate_args=validate_args)
+
+        def expand(self, batch_shape, _instance=None):
+            return super().expand(batch_shape, _instance=self._get_checked_instance(Sharp, _instance))
+
+    expanded = Sharp(torch.tensor([0.3, 1.5])).expand((4, 2))
+    assert type(expanded) is Sharp and expanded.batch_shape == (4, 2)
+    torch.testing.assert_close(expanded.beta, torch.full((4, 2), 50.0))
 
 
 def test_icdf_converges_to_step_logistic_icdf():

@@ -21,6 +21,13 @@ from torch.distributions import Bernoulli
 from torch.distributions.constraints import positive, unit_interval
 
 import pyrovae.distributions.kl  # noqa: F401  (registers the KL divergences)
+from pyrovae.distributions.smoothed_bernoulli import (
+    PowerSegment,
+    SmoothedBernoulli,
+    Spike,
+    TruncatedExponential,
+    smoothed_bernoulli_kl,
+)
 from pyrovae.distributions.spike_and_exponential import SpikeAndExponential
 from pyrovae.distributions.spike_and_power import SpikeAndPower
 from pyrovae.distributions.symmetric_power_relaxation import SymmetricPowerRelaxation
@@ -486,3 +493,146 @@ def test_mean_and_variance_accurate_for_small_beta(case, dtype):
     rtol = 8 * torch.finfo(dtype).eps
     torch.testing.assert_close(d.mean.double(), mean, rtol=rtol, atol=0.0)
     torch.testing.assert_close(d.variance.double(), variance, rtol=rtol, atol=0.0)
+
+
+# --- the components and the base class's contract (SmoothedBernoulli) -----------------------------
+
+
+def test_components_measure_their_mean_from_the_origin():
+    beta = torch.tensor([0.5, 1.0, 3.0], dtype=torch.float64)
+    for component in (Spike(), TruncatedExponential(), PowerSegment(0.0, 0.5), PowerSegment(1.0, 1.0)):
+        torch.testing.assert_close(component.mean(beta, 0.3), component.mean(beta) - 0.3, rtol=1e-15, atol=1e-15)
+
+
+def test_power_segment_cdf_is_clamped_beyond_its_ends():
+    # PowerSegment.cdf clamps the distance to [0, 1]: all the mass lies on one side of a value past either end.
+    beta = torch.tensor(2.5, dtype=torch.float64)
+    outside = torch.tensor([-0.5, 1.5], dtype=torch.float64)
+    assert PowerSegment(0.0, 0.5).cdf(beta, outside).tolist() == [0.0, 1.0]
+    assert PowerSegment(1.0, 0.5).cdf(beta, outside).tolist() == [0.0, 1.0]
+
+
+def test_power_segment_refuses_an_anchor_other_than_0_or_1_and_builds_the_relaxations():
+    with pytest.raises(ValueError, match=r"^anchor must be 0\.0 or 1\.0, got 0\.5$"):
+        PowerSegment(anchor=0.5, length=0.5)
+
+    class Rebuilt(SmoothedBernoulli):  # SymmetricPowerRelaxation's components, built now
+        lower = PowerSegment(anchor=0.0, length=0.5)
+        upper = PowerSegment(anchor=1.0, length=0.5)
+        split = 0.5
+
+    probs, beta = torch.tensor([0.2, 0.7], dtype=torch.float64), torch.tensor([0.5, 4.0], dtype=torch.float64)
+    rebuilt, reference = Rebuilt(probs, beta), SymmetricPowerRelaxation(probs, beta)
+    value = torch.tensor([[0.0], [0.1], [0.5], [0.8], [1.0]], dtype=torch.float64)
+    eps = torch.tensor([[1e-3], [0.3], [0.6], [0.999]], dtype=torch.float64)
+    torch.testing.assert_close(rebuilt.log_prob(value), reference.log_prob(value), rtol=0, atol=0)
+    torch.testing.assert_close(rebuilt.cdf(value), reference.cdf(value), rtol=0, atol=0)
+    torch.testing.assert_close(rebuilt.icdf(eps), reference.icdf(eps), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_prob_at_an_anchor_is_the_density_at_the_rounding_radius(dtype):
+    # A float on the anchor stands for the true values that round to it: the density is evaluated at the
+    # smallest normal number above 0, and a quarter of the machine epsilon below 1 (PowerSegment's docstring).
+    finfo = torch.finfo(dtype)
+    q, beta = torch.tensor(0.3, dtype=dtype), torch.tensor(4.0, dtype=dtype)
+    ends = torch.tensor([0.0, 1.0], dtype=dtype)
+    tiny, quarter_eps = torch.tensor(finfo.tiny, dtype=torch.float64), finfo.eps / 4
+    q64, beta64 = q.double(), beta.double()
+    # SymmetricPowerRelaxation: (2(1 - q)/beta)(2 zeta)^(1/beta - 1) below 1/2, (2q/beta)(2(1 - zeta))^(1/beta - 1) above.
+    symmetric = torch.stack([
+        torch.log(2 * (1 - q64) / beta64) + (1 / beta64 - 1) * torch.log(2 * tiny),
+        torch.log(2 * q64 / beta64) + (1 / beta64 - 1) * math.log(2 * quarter_eps),
+    ])
+    torch.testing.assert_close(SymmetricPowerRelaxation(q, beta).log_prob(ends).double(), symmetric, rtol=1e-6, atol=0)
+    # SpikeAndPower: its upper segment has length 1: (q / beta)(1 - zeta)^(1/beta - 1).
+    top = torch.log(q64 / beta64) + (1 / beta64 - 1) * math.log(quarter_eps)
+    torch.testing.assert_close(SpikeAndPower(q, beta).log_prob(ends[1:]).double(), top.reshape(1), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_noise_at_the_branch_boundary_stays_on_the_lower_side(dtype):
+    # epsilon = fl(1 - q) is on the lower branch (epsilon <= 1 - q); log(fl(1 - q)) - log1p(-q) can round above 0
+    # (q = 0.1 in float64), and the lower segment's sample must still not pass the split (hard value 0).
+    for q in (0.1, 0.3, 0.7):
+        for beta in (10.0, 100.0):
+            probs = torch.tensor(q, dtype=dtype)
+            d = SymmetricPowerRelaxation(probs, torch.tensor(beta, dtype=dtype))
+            zeta = d.icdf(1 - probs)
+            assert zeta <= 0.5 and d.hard(zeta) == 0, (q, beta, zeta)
+
+
+class _SplitAnchoredLower:
+    """A lower component on [0, 1/2] anchored at the split, zeta = (1 - (1 - v)^beta) / 2: it reads log(1 - v)."""
+
+    def icdf(self, beta, log_u, log1m_u):
+        return -torch.expm1(beta * log1m_u) / 2
+
+
+class _SplitAnchored(SmoothedBernoulli):
+    lower = _SplitAnchoredLower()
+    upper = PowerSegment(anchor=1.0, length=0.5)
+    split = 0.5
+
+
+def test_the_lower_component_gets_log_one_minus_its_uniform():
+    # The base class hands a component both log v and log(1 - v) of its branch's conditional uniform v.
+    probs = torch.tensor([0.1, 0.45, 0.8], dtype=torch.float64, requires_grad=True)
+    beta = torch.tensor([0.5, 2.0, 7.0], dtype=torch.float64, requires_grad=True)
+    d = _SplitAnchored(probs, beta)
+    q = probs.detach()
+    eps = torch.stack([torch.full_like(q, 1e-300), (1 - q) / 3, (1 - q) * 0.9, 1 - q, 1 - q / 2])
+    zeta = d.icdf(eps)
+    lower = eps <= 1 - q
+    one_minus_v = ((1 - q) - eps) / (1 - q)
+    expected = (1 - one_minus_v ** beta.detach()) / 2
+    torch.testing.assert_close(zeta[lower], expected[lower], rtol=1e-12, atol=1e-300)
+    assert (zeta[lower] >= 0).all() and (zeta[lower] <= 0.5).all() and (zeta[~lower] > 0.5).all()
+    # The branch not taken sees finite stand-ins: no NaN reaches the parameters' gradients (away from
+    # epsilon = 1 - q, where this component's (1 - v)^beta has the gradient 0 log 0 in beta).
+    grads = torch.autograd.grad(d.icdf(eps[[0, 1, 2, 4]]).sum(), (probs, beta))
+    assert all(torch.isfinite(grad).all() for grad in grads), grads
+
+
+def test_smoothed_bernoulli_kl_refuses_two_classes_naming_them():
+    message = "smoothed_bernoulli_kl needs two distributions of one class, got SpikeAndExponential and SpikeAndPower"
+    with pytest.raises(TypeError, match=f"^{message}$"):
+        smoothed_bernoulli_kl(SpikeAndExponential(0.5, 2.0), SpikeAndPower(0.5, 2.0))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_validate_args_false_checks_nothing(case):
+    # Pyro's validation is on in the tests; validate_args=False must switch every check off, in the
+    # constructor, expand and the closed-form KL (a NaN probability gives a NaN KL, as it gives a NaN log_prob).
+    nan, half, two = torch.tensor([math.nan]), torch.tensor([0.5]), torch.tensor([2.0])
+    outside = case.relaxation(torch.tensor([1.5]), two, validate_args=False)
+    assert not outside._validate_args and not outside.expand((3,))._validate_args
+    for p, q in ((nan, half), (half, nan)):
+        kl = kl_divergence(case.relaxation(p, two, validate_args=False), case.relaxation(q, two, validate_args=False))
+        assert torch.isnan(kl).all()
+    checked = case.relaxation(half, two).expand((3,))
+    with pytest.raises(ValueError, match="support"):
+        checked.log_prob(torch.full((3,), 1.5))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_integer_parameters_are_refused_naming_the_class(case):
+    name = case.relaxation.__name__
+    with pytest.raises(TypeError, match=f"^{name}: parameter probs must be a floating point tensor, got dtype torch.int64$"):
+        case.relaxation(torch.tensor([0, 1]), torch.tensor([1.0, 2.0]))
+
+
+def test_expand_fills_the_instance_a_subclass_hands_it():
+    class Tagged(SymmetricPowerRelaxation):
+        def __init__(self, probs, beta, tag, *, validate_args=None):
+            self.tag = tag
+            super().__init__(probs, beta, validate_args=validate_args)
+
+        def expand(self, batch_shape, _instance=None):
+            new = self._get_checked_instance(Tagged, _instance)
+            new.tag = self.tag
+            return super().expand(batch_shape, _instance=new)
+
+    expanded = Tagged(torch.tensor([0.2, 0.6]), torch.tensor(3.0), "mine").expand((4, 2))
+    assert type(expanded) is Tagged and expanded.tag == "mine" and expanded.batch_shape == (4, 2)
+    torch.testing.assert_close(expanded.probs, torch.tensor([0.2, 0.6]).expand(4, 2))

@@ -7,6 +7,7 @@ means of log density ratios and Sadier-Gane's Table 5.1.
 """
 
 import math
+import re
 
 import pyro
 import pyro.distributions as dist
@@ -200,6 +201,15 @@ def test_kl_limits_are_finite(dtype):
     torch.testing.assert_close(zero_log_zero, kl)
 
 
+def test_kl_at_the_closed_ends_reads_0_log_0_as_0():
+    # alpha = 0 or 2, outside the open support (validation off), is eq. (5.5)'s limit log 2: the empty
+    # half's 0 log 0 counts as 0, not as 0 * -inf = NaN.
+    p = StepLogistic(torch.tensor([0.0, 2.0], dtype=torch.float64), validate_args=False)
+    log2 = torch.full((2,), math.log(2), dtype=torch.float64)
+    torch.testing.assert_close(kl_divergence(p, standard_logistic()), log2)
+    torch.testing.assert_close(kl_divergence(p, step_logistic([1.0, 1.0])), log2)
+
+
 def test_kls_match_monte_carlo():
     p = step_logistic()
     assert_kl_matches_monte_carlo(p, standard_logistic())
@@ -209,9 +219,13 @@ def test_kls_match_monte_carlo():
 
 def test_kl_rejects_a_nonstandard_logistic():
     for q in (dist.Logistic(1.0, 1.0), dist.Logistic(0.0, 2.0)):
-        with pytest.raises(ValueError, match="Logistic\\(0, 1\\)"):
+        message = (
+            "The StepLogistic KL has a closed form only against Logistic(0, 1); got Logistic with "
+            f"loc={q.loc} and scale={q.scale}. Use a Monte Carlo estimate instead."
+        )
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             kl_divergence(StepLogistic(torch.tensor(0.5)), q)
-        with pytest.raises(ValueError, match="Logistic\\(0, 1\\)"):
+        with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
             kl_divergence(q, StepLogistic(torch.tensor(0.5)))
 
 
@@ -374,6 +388,10 @@ def test_an_expanded_distribution_validates_as_its_original_does():
     with pytest.raises(ValueError, match="support"):
         StepLogistic(torch.tensor(0.5), validate_args=True).expand([3]).log_prob(nan)
     assert StepLogistic(torch.tensor(0.5), validate_args=False).expand([3]).log_prob(nan).isnan().all()
+    # With validation off, expand checks nothing either: not even a parameter outside (0, 2), by alpha or by logits.
+    for outside in (StepLogistic(torch.tensor(2.5), validate_args=False), StepLogistic(logits=torch.tensor(math.nan), validate_args=False)):
+        expanded = outside.expand([3])
+        assert expanded.batch_shape == (3,) and not expanded._validate_args
 
 
 class ScaledStepLogistic(StepLogistic):

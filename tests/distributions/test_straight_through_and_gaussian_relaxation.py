@@ -60,3 +60,52 @@ def test_gaussian_relaxation_is_a_normal_whose_sign_has_the_viewed_probability()
     assert view.hard(torch.tensor([-0.1, 0.0, 0.1])).tolist() == [0.0, 0.0, 1.0]
     # A plain Normal is not read as a relaxed Bernoulli.
     assert bernoulli_view(Normal(loc, scale)) is None
+
+
+def test_straight_through_default_temperature_is_one():
+    # The default's gradient is the binary Concrete's at t = 1, on the same noise.
+    grads = []
+    for kwargs in ({}, {"temperature": 1.0}):
+        logits = LOGITS.clone().requires_grad_()
+        torch.manual_seed(3)
+        StraightThroughBernoulli(logits, **kwargs).rsample((2,)).sum().backward()
+        grads.append(logits.grad)
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+def test_straight_through_noise_at_the_split_is_read_as_zero(monkeypatch):
+    # b = 1[a + L > 0]: logits 0 and u = 1/2 give L = 0 exactly, which counts as 0, as hard_threshold's split.
+    monkeypatch.setattr(torch.Tensor, "uniform_", lambda tensor, *args, **kwargs: tensor.fill_(0.5))
+    for dtype in (torch.float32, torch.float64):
+        draw = StraightThroughBernoulli(torch.zeros(3, dtype=dtype)).rsample()
+        assert draw.dtype == dtype and draw.tolist() == [0.0, 0.0, 0.0]
+
+
+def test_straight_through_sample_is_a_detached_hard_draw_of_the_shape_asked():
+    logits = LOGITS.clone().requires_grad_()
+    draws = StraightThroughBernoulli(logits, temperature=0.5).sample((4, 2))
+    assert draws.shape == (4, 2, 5) and not draws.requires_grad
+    assert set(draws.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_straight_through_passes_validate_args_on():
+    # Pyro's validation is on in the tests: validate_args=False must switch it off for this instance.
+    nan = torch.tensor([float("nan")])
+    fn = StraightThroughBernoulli(nan, validate_args=False)
+    assert not fn._validate_args
+    with pytest.raises(ValueError, match="logits"):
+        StraightThroughBernoulli(nan, validate_args=True)
+
+
+def test_straight_through_expand_fills_the_instance_a_subclass_hands_it():
+    class FixedTemperature(StraightThroughBernoulli):
+        def __init__(self, logits, *, validate_args=None):
+            super().__init__(logits, temperature=0.25, validate_args=validate_args)
+
+        def expand(self, batch_shape, _instance=None):
+            new = self._get_checked_instance(FixedTemperature, _instance)
+            return super().expand(batch_shape, _instance=new)
+
+    expanded = FixedTemperature(LOGITS).expand((2, 5))
+    assert type(expanded) is FixedTemperature and expanded.temperature == 0.25
+    torch.testing.assert_close(expanded.logits, LOGITS.expand(2, 5))

@@ -11,7 +11,7 @@ import torch
 from pyro.infer import SVI
 from pyro.optim import Adam
 from scipy.special import expit
-from torch.distributions.transforms import AffineTransform, SigmoidTransform
+from torch.distributions.transforms import AbsTransform, AffineTransform, SigmoidTransform
 
 from pyrovae.distributions import (
     BernoulliView,
@@ -95,6 +95,9 @@ def test_non_relaxed_distributions_have_no_view():
     assert bernoulli_view(dist.Normal(0.0, 1.0)) is None
     assert bernoulli_view(dist.Normal(torch.zeros(3), 1.0).to_event(1)) is None
     assert bernoulli_view(dist.TransformedDistribution(dist.Normal(0.0, 1.0), [SigmoidTransform()])) is None
+    # |l| forgets the sign that a Logistic's view reads: a transform that is not a bijection has no view.
+    assert bernoulli_view(dist.TransformedDistribution(dist.Logistic(0.5, 1.0), [AbsTransform()])) is None
+    assert bernoulli_view(dist.TransformedDistribution(dist.Logistic(0.5, 1.0), [SigmoidTransform()])) is not None
     # The registration of PowerStep is not one of its base class Beta.
     assert bernoulli_view(dist.Beta(2.0, 1.0)) is None
 
