@@ -24,7 +24,7 @@ from pyrovae.distributions import (
 )
 from pyrovae.distributions.uniform_noise import hard_threshold
 from pyrovae.infer import RelaxedBernoulliELBO, TrueDiscreteBound, bernoulli_view
-from pyrovae.infer.discrete_bound import Discretized, HardRelaxed, hard_points
+from pyrovae.infer.discrete_bound import DiscreteBernoulliMessenger, Discretized, HardRelaxed, hard_points
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -227,6 +227,25 @@ def test_hard_relaxed_is_the_bernoulli_on_the_two_hard_points():
     # 4 binomial standard errors.
     assert (((samples == math.inf).double().mean(0) - probs).abs() < 4 * (probs * (1 - probs) / num).sqrt()).all()
     torch.testing.assert_close(fn.log_prob(torch.tensor([math.inf, -math.inf])), torch.tensor([0.2, 0.3]).log())
+
+
+def test_the_hard_stand_in_of_a_site_built_without_validation_checks_nothing():
+    """HardRelaxed takes a view's probabilities as given, with Pyro's validation on (as here): a relaxed
+    site built with ``validate_args=False`` (a StepLogistic with a NaN logit, as from a diverged prior)
+    gets a stand-in that raises no more than the site does and scores its hard value NaN; a stand-in
+    built directly from a probability of 1.5 or NaN returns the log-masses it was given."""
+    given = (torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -4.0]))
+    fn = HardRelaxed(torch.tensor([1.5, math.nan]), torch.tensor(0.0), torch.tensor(1.0), given)
+    torch.testing.assert_close(fn.log_prob(torch.tensor([1.0, 0.0])), torch.tensor([-1.0, -4.0]))
+
+    def model():
+        pyro.sample("z", StepLogistic(logits=torch.tensor(math.nan), validate_args=False))
+
+    hard = pyro.poutine.trace(lambda: pyro.sample("z", dist.Delta(torch.tensor(math.inf)))).get_trace()
+    with DiscreteBernoulliMessenger() as messenger:
+        site = pyro.poutine.trace(pyro.poutine.replay(model, trace=hard)).get_trace().nodes["z"]
+    assert messenger.replaced == ["z"] and isinstance(site["fn"], HardRelaxed)
+    assert math.isnan(site["fn"].log_prob(site["value"]).item())
 
 
 def test_true_discrete_bound_stays_finite_where_a_probability_rounds_to_one():
