@@ -30,6 +30,7 @@ from torch.distributions import kl_divergence
 from pyrovae.models.gmvae import check_estimator
 from pyrovae.models.m2 import label_code, unobserved_y
 from pyrovae.nn import open_data_plate
+from pyrovae.nn.initialization import small_normal_
 from pyrovae.nn.mixture import MixtureEncoder
 from pyrovae.registry import register_guide
 from pyrovae.validation import InputSpec
@@ -115,8 +116,9 @@ def build_m2_guide(config, data, model) -> M2Guide:
     spread over the labelled examples of ``data``."""
     labelled = len(data) if data.labelled is None else int(data.labelled.sum())
     weight = config.alpha * len(data) / labelled if labelled else 0.0
-    return M2Guide(data.x_dim, data.num_classes, config.z_dim, config.hidden_sizes, config.activation,
-                   config.estimator, config.temperature, config.straight_through, weight)
+    guide = M2Guide(data.x_dim, data.num_classes, config.z_dim, config.hidden_sizes, config.activation,
+                    config.estimator, config.temperature, config.straight_through, weight)
+    return guide if config.init_scale is None else small_normal_(guide, config.init_scale)
 
 
 register_guide("m2", "classifier", build_m2_guide)

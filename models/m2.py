@@ -69,6 +69,7 @@ from torch.nn import functional as F
 from pyrovae.data import with_labels
 from pyrovae.models.gmvae import ESTIMATORS, check_estimator
 from pyrovae.nn import ACTIVATIONS, make_likelihood, open_data_plate
+from pyrovae.nn.initialization import small_normal_
 from pyrovae.nn.mixture import ConditionedEncoder, relaxed_one_hot_categorical
 from pyrovae.registry import register_model
 from pyrovae.validation import InputSpec, check_labels
@@ -259,14 +260,18 @@ class M2Config:
         "choices": list(M2_LIKELIHOODS)})
     alpha: float = field(default=0.1, metadata={
         "help": "weight of the classification term, as a fraction of N: alpha * N (Kingma et al. 2014: 0.1)", "min": 0})
+    init_scale: float | None = field(default=None, metadata={
+        "help": "start every weight at N(0, init_scale^2) and every bias at 0, as Kingma et al.'s code does with "
+                "1e-3 (default: PyTorch's initialisation)", "positive": True})
 
 
 def build_m2(config: M2Config, data) -> M2:
     """The :class:`M2` of ``config`` for examples and classes of ``data``."""
     if data.y is None or data.num_classes < 2:
         raise ValueError(f"M2 learns a classifier and needs a data set with classes; {data.name!r} has none")
-    return M2(data.x_dim, data.num_classes, config.z_dim, config.hidden_sizes, config.activation, config.estimator,
-              config.temperature, config.straight_through, config.likelihood)
+    model = M2(data.x_dim, data.num_classes, config.z_dim, config.hidden_sizes, config.activation, config.estimator,
+               config.temperature, config.straight_through, config.likelihood)
+    return model if config.init_scale is None else small_normal_(model, config.init_scale)
 
 
 def prepare_m2_data(config: M2Config, train, test):
@@ -288,8 +293,10 @@ def m2_callbacks(config: M2Config, model: M2, guide, test) -> list:
 
 # Kingma et al. 2014 (§4; the paper's text was not at hand here, so these follow it as Pyro's SS-VAE example,
 # examples/vae/ss_vae_M2.py, sets it up): MLPs with one hidden layer of 500 softplus units, z of 50, alpha = 0.1 N.
-# The paper's optimiser (RMSProp with momentum) is replaced by Adam at 3e-4, batches of 100 and 100 epochs (the
-# example's defaults: Adam at 4.2e-4, batches of 200, 50 epochs). Pixels are dynamically binarized (the Bernoulli
+# Adam at 3e-4 (beta 0.9, 0.999) is the optimiser of the authors' code (dpkingma/nips14-ssl, learn_yz_x_ss.py),
+# with batches of 100 and 100 epochs (the example's defaults: Adam at 4.2e-4, batches of 200, 50 epochs). That
+# code also starts every weight at N(0, 1e-3^2) and adds a N(0, 1) prior on the weights; the presets keep
+# PyTorch's initialisation and no weight prior. Pixels are dynamically binarized (the Bernoulli
 # likelihood needs binary data; the example feeds intensities to it, which --binarize none --likelihood
 # bernoulli_cross_entropy reproduces). The example's weight of the classification term is PYRO_EXAMPLE_WEIGHT below.
 _PAPER = dict(dataset="mnist", binarize="dynamic", objective="enum", z_dim=50, hidden_sizes=[500],

@@ -19,3 +19,19 @@ def glorot_normal_(module: nn.Module) -> nn.Module:
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     return module
+
+
+def small_normal_(module: nn.Module, scale: float) -> nn.Module:
+    """Weights ``W ~ N(0, scale^2)`` and zero biases for every ``nn.Linear`` in ``module``; returns
+    ``module``. Kingma et al. 2014's code starts its networks so, with ``scale = 1e-3``
+    (dpkingma/nips14-ssl, ``learn_yz_x_ss.py``: ``init_w(1e-3)``), which makes every network start
+    close to its output layer's bias: ``q(y | x)`` uniform, ``z`` at the prior's mean.
+    """
+    if not scale > 0:
+        raise ValueError(f"the initial weights' scale must be positive, got {scale}")
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.normal_(layer.weight, 0.0, scale)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module

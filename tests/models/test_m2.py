@@ -482,3 +482,29 @@ def test_grey_values_need_a_likelihood_named_for_them():
         TraceEnum_ELBO(max_plate_nesting=1).loss(M2(64, 10, 4, [16]), guide, x, y)
     with pytest.raises(ValueError, match="M2's likelihood must be one of"):
         M2(64, 10, 4, [16], likelihood="gaussian")
+
+
+def test_init_scale_starts_every_network_as_kingmas_code_does():
+    """``init_scale``: every weight of model and guide N(0, init_scale^2), every bias 0 (Kingma et al.'s
+    ``init_w(1e-3)``), so q(y | x) starts uniform; without it, PyTorch's initialisation."""
+    from pyrovae.nn.initialization import small_normal_
+
+    def linear_layers(settings):
+        experiment = Experiment.resolve({"model": "m2", "preset": "tiny", "hidden_sizes": [64], **settings})
+        _, test, model, guide, _ = build(experiment)
+        layers = [m for m in [*model.modules(), *guide.modules()] if isinstance(m, torch.nn.Linear)]
+        return layers, guide, test
+
+    layers, guide, test = linear_layers({"init_scale": 1e-3})
+    assert len(layers) >= 6
+    for layer in layers:
+        assert 0.8e-3 < layer.weight.std().item() < 1.2e-3 and not layer.bias.any()
+    def distance_from_uniform(guide):
+        probs = guide.class_probabilities(test.x[:20])
+        return (probs - 1 / probs.shape[-1]).abs().max().item()
+
+    default_layers, default_guide, _ = linear_layers({})
+    assert all(layer.weight.std().item() > 1e-2 for layer in default_layers)
+    assert distance_from_uniform(guide) < 5e-3 < distance_from_uniform(default_guide)
+    with pytest.raises(ValueError, match="^the initial weights' scale must be positive, got 0.0$"):
+        small_normal_(torch.nn.Linear(2, 2), 0.0)
