@@ -102,7 +102,7 @@ def run_one(architecture: str, relaxation: str, args, record=lambda row: None) -
     callbacks = get("bernoulli-vae").training_callbacks(experiment.model, model, guide, test)
     budget = preset_epochs("bernoulli-vae", PRESETS[architecture])
     run_dir = run_directory(args, architecture, relaxation)
-    rerun = relaxation in getattr(args, "rerun", [])
+    rerun = relaxation in args.rerun
     resume = args.resume and Checkpointer(run_dir).exists() and not rerun
 
     unfinished = {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,

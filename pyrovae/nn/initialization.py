@@ -13,12 +13,7 @@ def glorot_normal_(module: nn.Module) -> nn.Module:
     advice that clustering depends on it (the tutorial notes training "seems to be highly dependent
     on initial condition").
     """
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.xavier_normal_(layer.weight)
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-    return module
+    return _initialise_linear_layers(module, nn.init.xavier_normal_)
 
 
 def small_normal_(module: nn.Module, scale: float) -> nn.Module:
@@ -29,9 +24,14 @@ def small_normal_(module: nn.Module, scale: float) -> nn.Module:
     """
     if not scale > 0:
         raise ValueError(f"the initial weights' scale must be positive, got {scale}")
+    return _initialise_linear_layers(module, lambda weight: nn.init.normal_(weight, 0.0, scale))
+
+
+def _initialise_linear_layers(module: nn.Module, initialise_weight) -> nn.Module:
+    """``initialise_weight(W)`` and a zero bias for every ``nn.Linear`` in ``module``; returns ``module``."""
     for layer in module.modules():
         if isinstance(layer, nn.Linear):
-            nn.init.normal_(layer.weight, 0.0, scale)
+            initialise_weight(layer.weight)
             if layer.bias is not None:
                 nn.init.zeros_(layer.bias)
     return module

@@ -17,8 +17,8 @@ from pyrovae.data import Dataset
 def _args(**overrides) -> argparse.Namespace:
     values = dict(epochs=1, lr=1e-3, engine="compiled", seed=0, models=["linear", "nonlinear"], relaxations=["concrete", "disarm"],
                   nll_samples=50, test_subset=None, subset_seed=0, bound_particles=2, bound_repeats=2, draws=3,
-                  threads=1, data_dir=None, output="quick", resume=False, retry_diverged=False, shard=None,
-                  collect=False)
+                  threads=1, data_dir=None, output="quick", resume=False, retry_diverged=False, rerun=[],
+                  shard=None, collect=False)
     return argparse.Namespace(**{**values, **overrides})
 
 
