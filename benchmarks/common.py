@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -116,3 +117,24 @@ def adam_step(parameters, loss, lr: float, compiled: bool = False):
         return value.item()
 
     return step
+
+
+def parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with ``VALUE`` read as JSON when it parses (``false``, ``3``, ``[500, 500]``), else as a string."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
+    try:
+        return key.replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return key.replace("-", "_"), value
+
+
+def setting_text(value) -> str:
+    """``value`` as ``--set`` reads it back: JSON, except a string that is not JSON, as it is."""
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return json.dumps(value).replace(" ", "")

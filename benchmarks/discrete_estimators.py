@@ -51,7 +51,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import finished_runs, print_table, recorded_arguments, save_results
+from benchmarks.common import RESULTS, finished_runs, parse_setting, print_table, recorded_arguments, save_results, setting_text
 from benchmarks.page import Section, budget_sentence, cell, difference, number, preset_epochs, table, with_error
 from pyrovae import references, registry
 from pyrovae.arguments import Parser
@@ -85,16 +85,23 @@ def encoder_gradient_statistics(model, guide, objective, batch, draws: int) -> d
             parameter.requires_grad_(True)
 
 
+def model_settings(args) -> dict:
+    """The model settings ``--set KEY=VALUE`` puts over the preset's (``{}`` without it)."""
+    return dict(parse_setting(text) for text in args.set)
+
+
 def run_directory(args, architecture: str, relaxation: str) -> Path:
-    """Where one run keeps its checkpoints: one folder per output, model, estimator and seed."""
-    return Path(args.runs_dir) / args.output / f"{architecture}-{relaxation}-seed{args.seed}"
+    """Where one run keeps its checkpoints: one folder per output, model, estimator, settings and seed."""
+    extra = "".join(f"-{key}={setting_text(value)}" for key, value in sorted(model_settings(args).items()))
+    return Path(args.runs_dir) / args.output / f"{architecture}-{relaxation}{extra}-seed{args.seed}"
 
 
 def run_one(architecture: str, relaxation: str, args, record=lambda row: None) -> dict:
     """Train one run to ``--epochs`` (continuing its checkpoint with ``--resume``) and evaluate it;
     ``record(row)`` receives the run's unfinished row after every epoch."""
     settings = {"model": "bernoulli-vae", "preset": PRESETS[architecture], "relaxation": relaxation,
-                "epochs": args.epochs, "seed": args.seed, **({"lr": args.lr} if args.lr is not None else {})}
+                "epochs": args.epochs, "seed": args.seed, **({"lr": args.lr} if args.lr is not None else {}),
+                **model_settings(args)}
     if RELAXATIONS[relaxation].objective == "variance":
         settings["num_particles"] = 2
     experiment = Experiment.resolve(settings)
@@ -182,6 +189,30 @@ def true_bound(model, guide, data, particles: int, repeats: int) -> tuple[float,
     return statistics.fmean(values), statistics.stdev(values) / len(values) ** 0.5
 
 
+#: Settings the benchmark chooses itself, or through its own options.
+OWN_SETTINGS = ("model", "preset", "relaxation", "epochs", "seed", "lr")
+
+
+def check_settings(parser, args) -> None:
+    """``--set`` names settings of the Bernoulli VAE that the benchmark leaves to the preset: else one clear error."""
+    settings = model_settings(args)
+    own = sorted(set(settings) & set(OWN_SETTINGS))
+    if own:
+        parser.error(f"--set cannot change {', '.join(own)}: the benchmark's own options choose "
+                     f"{', '.join(OWN_SETTINGS)}")
+    for preset in sorted({PRESETS[model] for model in args.models}):
+        try:
+            Experiment.resolve({"model": "bernoulli-vae", "preset": preset, **settings})
+        except ValueError as error:
+            parser.error(f"--set: {error}")
+
+
+def setting_argument(text: str) -> str:
+    """``--set``'s ``KEY=VALUE`` as recorded and printed: the key with underscores, the value as it reads back."""
+    key, value = parse_setting(text)
+    return f"{key}={setting_text(value)}"
+
+
 def shard(text: str) -> tuple[int, int]:
     """``i/n``: the i-th (from 0) of n shards."""
     index, sep, count = text.partition("/")
@@ -246,6 +277,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bound-repeats", type=int, default=4,
                         help="evaluations of the final true bound, for its Monte Carlo standard error (at least 2)")
     parser.add_argument("--draws", type=int, default=100)
+    parser.add_argument("--set", nargs="+", action="extend", default=[], type=setting_argument, metavar="KEY=VALUE",
+                        help="model settings over the presets' for every run (say, posterior_temperature=0.1); "
+                             "give such runs their own --output")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--output", default="discrete_estimators", help="results/<name>.json")
@@ -267,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--bound-repeats must be at least 2 for a standard error, got {args.bound_repeats}")
     if args.rerun and not args.resume:
         parser.error("--rerun replaces rows of an earlier run: add --resume (without it, every run starts again)")
+    check_settings(parser, args)
     if args.collect:
         print(f"wrote {collect(args)}")
         return
@@ -280,6 +315,9 @@ def main(argv: list[str] | None = None) -> None:
         runs = runs[index::count]
         directory, name, extra = shard_directory(), shard_name(args.output, index, count), {"shard": [index, count]}
     chosen = set(runs)
+    earlier = Path(RESULTS if directory is None else directory) / f"{name}.json"
+    if args.resume and earlier.exists() and (json.loads(earlier.read_text()).get("arguments") or {}).get("set", []) != args.set:
+        parser.error(f"{earlier} holds runs of other --set settings than {args.set}: give these runs their own --output")
     rows = finished_runs(name, "rows", lambda r: (r["model"], r["relaxation"]) in chosen and (
         (args.retry_diverged and "diverged" in r) or r.get("complete") is False or r["relaxation"] in args.rerun),
         directory) if args.resume else []
@@ -357,7 +395,9 @@ def _explanation(data: dict) -> list[str]:
             "bounds in nats (higher is better), ± their Monte Carlo standard error where recorded, \"1 particle\" "
             "where only the last epoch's one-particle estimate is recorded. SNR: mean per-element |E g| / sd(g) of "
             f"the encoder's gradient over {recorded.get('draws', '?')} draws. The Concrete row is the relaxation of "
-            "Maddison et al. 2017, as Yin & Zhou 2019 report it.", ""]
+            "Maddison et al. 2017, as Yin & Zhou 2019 report it."
+            + (f" Every run with these model settings over the preset's: {', '.join(recorded['set'])}."
+               if recorded.get("set") else ""), ""]
 
 
 def _budgets(data: dict) -> list[str]:

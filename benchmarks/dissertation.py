@@ -54,9 +54,8 @@ import torch
 from matplotlib.figure import Figure
 
 from benchmarks import common
-from benchmarks.common import RESULTS, print_table, save_results
+from benchmarks.common import RESULTS, parse_setting, print_table, save_results, setting_text
 from benchmarks.page import Section, budget_sentence, cell, number, preset_epochs, table
-from benchmarks.zoo import parse_setting
 from pyrovae.arguments import Parser
 from pyrovae.callbacks import Checkpoint, TestObjective
 from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError, TrainingDivergedError
@@ -93,16 +92,6 @@ def recreations(model, guide, images: torch.Tensor, repeats: int = 5) -> tuple[l
         losses.append(-model.decode(z).log_prob(x).mean().item())
         pictures.append(model.decode_mean(z))
     return losses, torch.stack(pictures)
-
-
-def setting_text(value) -> str:
-    """``value`` as ``--set`` reads it back: JSON, except a string that is not JSON, as it is."""
-    if isinstance(value, str):
-        try:
-            json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    return json.dumps(value).replace(" ", "")
 
 
 def run_name(preset: str, name: str, settings: dict, seed: int) -> str:

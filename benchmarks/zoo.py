@@ -35,7 +35,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from benchmarks.common import finished_runs, print_table, save_results
+from benchmarks.common import finished_runs, parse_setting, print_table, save_results
 from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import registry
 from pyrovae.arguments import Parser
@@ -48,17 +48,6 @@ from pyrovae.io import read_jsonl
 from pyrovae.train import default_eval_elbo, fit
 
 COLUMNS = ["model", "preset", "settings", "metric", "pyrovae", "reference", "epochs", "preset_epochs", "minutes"]
-
-
-def parse_setting(text: str) -> tuple[str, object]:
-    """``KEY=VALUE`` with ``VALUE`` read as JSON when it parses (``false``, ``3``, ``[500, 500]``), else as a string."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"--set takes KEY=VALUE, got {text!r}")
-    try:
-        return key.replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.replace("-", "_"), value
 
 
 def run_name(model: str, preset: str, settings: dict, seed: int) -> str:

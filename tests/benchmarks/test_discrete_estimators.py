@@ -17,7 +17,7 @@ from pyrovae.data import Dataset
 def _args(**overrides) -> argparse.Namespace:
     values = dict(epochs=1, lr=1e-3, engine="compiled", seed=0, models=["linear", "nonlinear"], relaxations=["concrete", "disarm"],
                   nll_samples=50, test_subset=None, subset_seed=0, bound_particles=2, bound_repeats=2, draws=3,
-                  threads=1, data_dir=None, output="quick", resume=False, retry_diverged=False, rerun=[],
+                  threads=1, data_dir=None, output="quick", resume=False, retry_diverged=False, rerun=[], set=[],
                   shard=None, collect=False)
     return argparse.Namespace(**{**values, **overrides})
 
@@ -179,3 +179,29 @@ def test_the_budget_lines_say_when_the_step_size_is_not_the_presets():
     assert "Adam's step size 0.001, not the presets' 0.0001" in other
     for arguments in ({"lr": None}, {"lr": 1e-4}):
         assert "step size" not in "\n".join(discrete_estimators._budgets({"rows": rows, "arguments": arguments}))
+
+
+def test_set_trains_every_run_with_the_settings_and_keeps_them_apart(tmp_path, monkeypatch):
+    """``--set posterior_temperature=0.25`` reaches the model (its run's config and curve differ from the
+    preset's), names its own run directory, is printed on the page, and an output of other settings is refused."""
+    (default,) = _run(tmp_path / "a", monkeypatch, "--epochs", "1")
+    (cold,) = _run(tmp_path / "b", monkeypatch, "--epochs", "1", "--set", "posterior-temperature=0.25")
+    (run_dir,) = (tmp_path / "b" / "runs" / "discrete_estimators").iterdir()
+    assert run_dir.name == "linear-concrete-posterior_temperature=0.25-seed0"
+    assert json.loads((run_dir / "config.json").read_text())["posterior_temperature"] == 0.25
+    assert cold["curve"][0]["train_loss"] != pytest.approx(default["curve"][0]["train_loss"], abs=1e-3)
+    data = json.loads((tmp_path / "b" / "results" / "discrete_estimators.json").read_text())
+    assert data["arguments"]["set"] == ["posterior_temperature=0.25"]
+    assert "with these model settings over the preset's: posterior_temperature=0.25." in "\n".join(
+        discrete_estimators._explanation(data))
+    with pytest.raises(SystemExit):
+        _run(tmp_path / "b", monkeypatch, "--epochs", "1", "--resume", "--set", "posterior_temperature=0.5")
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("lr=0.1", "--set cannot change lr"), ("colour=3", "unknown settings for model 'bernoulli-vae': colour"),
+    ("posterior_temperature=-1", "must be positive, got -1"), ("temperature", "--set takes KEY=VALUE")])
+def test_a_bad_setting_is_one_clear_error(setting, message, capsys):
+    with pytest.raises(SystemExit):
+        discrete_estimators.main(["--epochs", "1", "--set", setting])
+    assert message in capsys.readouterr().err
