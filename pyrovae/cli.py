@@ -29,7 +29,6 @@ import torch
 from pyrovae import distributed, registry
 from pyrovae.arguments import Choice, Parser
 from pyrovae.checkpoint import (
-    CONFIG,
     METRICS,
     Checkpointer,
     CheckpointError,
@@ -40,7 +39,7 @@ from pyrovae.checkpoint import (
 from pyrovae.data import DatasetNotFoundError
 from pyrovae.devices import module_device, resolve_device
 from pyrovae.distributed import DistributedError
-from pyrovae.experiment import Experiment, build, build_data, build_model_and_guide
+from pyrovae.experiment import Experiment, build, load_run, stored_settings
 from pyrovae.io import read_jsonl, write_json
 from pyrovae.registry import RUN_FIELDS, RunConfig
 from pyrovae.tensorboard import FOLDER as TENSORBOARD_FOLDER
@@ -201,19 +200,6 @@ def _explicit_settings(args, entry) -> dict:
     return given
 
 
-def _stored_settings(run_dir: Path) -> dict:
-    path = run_dir / CONFIG
-    if not path.exists():
-        raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG}")
-    try:
-        stored = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from None
-    entry = registry.get(stored.get("model", "vae"))
-    names = set(RUN_FIELDS) | set(entry.config_fields())
-    return {k: v for k, v in stored.items() if k in names}
-
-
 def _new_run_dir(experiment: Experiment) -> Path:
     """A new, empty ``runs/<model>-<dataset>-<time>[-n]``, created here so that two runs started in
     the same second cannot both pick it."""
@@ -285,7 +271,7 @@ def _plan(args, entry, given: dict):
     (``None``: a new one), or ``None`` when a resumed run has nothing left to do. Run by rank 0 alone."""
     if args.resume:
         run_dir = Path(args.out) if args.out else _latest_run()
-        stored = _stored_settings(run_dir)
+        stored = stored_settings(run_dir)
         # A preset stands for its settings, as without --resume: they are compared (and, with --force, applied).
         given = {**registry.preset(given.get("model", stored.get("model", "vae")), given.get("preset")), **given}
         changed = _changed_settings(stored, given, entry)
@@ -400,22 +386,6 @@ def _callbacks(args, experiment: Experiment, model, guide, test, run_dir: Path) 
     return callbacks
 
 
-def _load_run(run: str, data_dir: str | None = None, device: str = "cpu"):
-    device = resolve_device(device, "--device")
-    run_dir = Path(run)
-    experiment = Experiment.from_dict(_stored_settings(run_dir))
-    checkpoint = Checkpointer(run_dir).load()
-    torch.manual_seed(experiment.run.seed)
-    train, test = build_data(experiment, data_dir)
-    model, guide = build_model_and_guide(experiment, train)
-    from pyrovae.checkpoint import load_weights
-
-    load_weights(checkpoint, model, guide, run_dir)
-    model.to(device), guide.to(device)
-    model.eval(), guide.eval()
-    return run_dir, experiment, model, guide, test
-
-
 def _evaluate(run_dir, model, guide, test, num_samples: int, progress: bool = True) -> dict:
     from pyrovae.discrete import MAX_UNITS
     from pyrovae.evaluate import exact_log_likelihood, importance_log_likelihood, mean_elbo, reconstruction_error
@@ -483,7 +453,7 @@ def _plot(run_dir: Path, experiment: Experiment, model, guide, test, tsne_points
 def _sample(args) -> None:
     if args.num < 1:
         raise ValueError(f"--num must be at least 1, got {args.num}")
-    run_dir, experiment, model, guide, test = _load_run(args.run, args.data_dir)
+    run_dir, experiment, model, guide, test = load_run(args.run, args.data_dir)
     from pyrovae import plots  # matplotlib: imported once the run has loaded, so a bad run fails fast
     output = Path(args.output) if args.output else run_dir / "samples.png"
     if args.output and output.exists() and not args.force:
@@ -515,13 +485,13 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "evaluate":
             if args.num_samples < 1:
                 raise ValueError(f"--num-samples (-K) must be at least 1, got {args.num_samples}")
-            run_dir, _, model, guide, test = _load_run(args.run, args.data_dir, args.device)
+            run_dir, _, model, guide, test = load_run(args.run, args.data_dir, args.device)
             print(json.dumps(_evaluate(run_dir, model, guide, test, args.num_samples, not args.quiet), indent=2))
         elif args.command == "sample":
             _sample(args)
         elif args.command == "plot":
             _check_counts(tsne_points=args.tsne_points)
-            run_dir, experiment, model, guide, test = _load_run(args.run, args.data_dir)
+            run_dir, experiment, model, guide, test = load_run(args.run, args.data_dir)
             for path in _plot(run_dir, experiment, model, guide, test, args.tsne_points):
                 print(f"wrote {path}")
         elif args.command == "models":

@@ -10,13 +10,18 @@ the dataclass defaults, then a preset, then explicit settings. Its flat dict is 
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pyro
+import torch
 
 from pyrovae import registry
+from pyrovae.checkpoint import CONFIG, Checkpointer, load_weights
 from pyrovae.data import load_dataset
+from pyrovae.devices import resolve_device
 from pyrovae.registry import OBJECTIVES, RUN_FIELDS, RunConfig
 
 
@@ -142,3 +147,34 @@ def build(experiment: Experiment, data_dir=None, download: bool = False):
     train, test = build_data(experiment, data_dir, download)
     model, guide = build_model_and_guide(experiment, train)
     return train, test, model, guide, build_objective(experiment, model)
+
+
+def stored_settings(run_dir: Path) -> dict:
+    """The settings a run directory's ``config.json`` holds (those of its model and the run; the rest of
+    the file, such as a benchmark's notes, left out): a missing or unreadable file is a one-line error."""
+    path = Path(run_dir) / CONFIG
+    if not path.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: no {CONFIG}")
+    try:
+        stored = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error.msg}, line {error.lineno})") from None
+    entry = registry.get(stored.get("model", "vae"))
+    names = set(RUN_FIELDS) | set(entry.config_fields())
+    return {k: v for k, v in stored.items() if k in names}
+
+
+def load_run(run_dir, data_dir=None, device: str = "cpu"):
+    """A trained run, ready to evaluate: ``(run_dir, experiment, model, guide, test)`` with the newest
+    checkpoint's weights, in evaluation mode on ``device``."""
+    device = resolve_device(device, "--device")
+    run_dir = Path(run_dir)
+    experiment = Experiment.from_dict(stored_settings(run_dir))
+    checkpoint = Checkpointer(run_dir).load()
+    torch.manual_seed(experiment.run.seed)
+    train, test = build_data(experiment, data_dir)
+    model, guide = build_model_and_guide(experiment, train)
+    load_weights(checkpoint, model, guide, run_dir)
+    model.to(device), guide.to(device)
+    model.eval(), guide.eval()
+    return run_dir, experiment, model, guide, test
