@@ -51,7 +51,15 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import RESULTS, finished_runs, parse_setting, print_table, recorded_arguments, save_results, setting_text
+from benchmarks.common import (
+    RESULTS,
+    finished_runs,
+    parse_setting,
+    print_table,
+    recorded_arguments,
+    save_results,
+    setting_text,
+)
 from benchmarks.page import Section, budget_sentence, cell, difference, number, preset_epochs, table, with_error
 from pyrovae import references, registry
 from pyrovae.arguments import Parser
