@@ -405,7 +405,12 @@ def _explanation(data: dict) -> list[str]:
             f"the encoder's gradient over {recorded.get('draws', '?')} draws. The Concrete row is the relaxation of "
             "Maddison et al. 2017, as Yin & Zhou 2019 report it."
             + (f" Every run with these model settings over the preset's: {', '.join(recorded['set'])}."
-               if recorded.get("set") else ""), ""]
+               if recorded.get("set") else "")
+            + (" How much of a row's -log p(x) is the estimator's (K proposals from a guide that fits the discrete "
+               "model poorly) is measured in the `nll_convergence` section; how the Concrete row depends on its "
+               "temperatures, in the `discrete_estimators_concrete_100` sections."
+               if any(row.get("relaxation") == "concrete" and row.get("complete") and row.get("epochs", 0) >= 1000
+                      for row in data["rows"]) else ""), ""]
 
 
 def _budgets(data: dict) -> list[str]:

@@ -205,3 +205,11 @@ def test_a_bad_setting_is_one_clear_error(setting, message, capsys):
     with pytest.raises(SystemExit):
         discrete_estimators.main(["--epochs", "1", "--set", setting])
     assert message in capsys.readouterr().err
+
+
+def test_a_full_budget_concrete_row_points_to_the_experiments_on_its_gap():
+    row = {"model": "linear", "relaxation": "concrete", "epochs": 1000, "complete": True}
+    pointer = "measured in the `nll_convergence` section"
+    assert pointer in "\n".join(discrete_estimators._explanation({"rows": [row]}))
+    for other in ({**row, "epochs": 3}, {**row, "complete": False}, {**row, "relaxation": "disarm"}):
+        assert pointer not in "\n".join(discrete_estimators._explanation({"rows": [other]}))
