@@ -28,8 +28,8 @@ import torch
 
 from benchmarks import common
 from benchmarks.common import print_table, save_results
-from benchmarks.discrete_estimators import PRESETS, run_directory, shard_directory, test_subset
-from benchmarks.page import Section, cell, number, table, with_error
+from benchmarks.discrete_estimators import ANCHORS, PAPER_ROW, PRESETS, run_directory, shard_directory, test_subset
+from benchmarks.page import Section, cell, difference, number, table, with_error
 from pyrovae.arguments import Parser
 from pyrovae.checkpoint import CheckpointError
 from pyrovae.discrete import MAX_UNITS, exact_log_likelihood
@@ -123,12 +123,21 @@ def _flat(row: dict) -> dict:
 
 # ------------------------------------------------------------------------------- the results page
 
+def _paper(row: dict) -> list[str]:
+    """The paper's -log p(x) for the row's estimator (Yin & Zhou 2019, Table 2) and the largest K's difference."""
+    paper = PAPER_ROW.get(row["relaxation"])
+    value = ANCHORS.get(row["model"], {}).get(paper)
+    if value is None:
+        return ["-", "-"]
+    return [f"{number(value, 1)} ({paper})", difference(row["estimates"][-1]["nll"], value)]
+
+
 def _render(data: dict) -> list[str]:
     samples = [e["samples"] for e in data["rows"][0]["estimates"]] if data["rows"] else []
     exact = any("exact_nll" in row for row in data["rows"])
     headers = ["model", "relaxation", "epochs", "test images",
                *(f"-log p(x), K = {k}" for k in samples), *(f"fall from K = {a} to {b}" for a, b in zip(samples, samples[1:])),
-               *(["exact -log p(x)"] if exact else [])]
+               *(["exact -log p(x)"] if exact else []), "Yin & Zhou 2019", f"K = {samples[-1] if samples else '?'} - paper"]
     rows = []
     for row in data["rows"]:
         estimates = row["estimates"]
@@ -137,7 +146,7 @@ def _render(data: dict) -> list[str]:
         rows.append([cell(row["model"]), cell(row["relaxation"]), number(row["epochs"]), images,
                      *(with_error(e["nll"], e["nll_error"]) for e in estimates),
                      *(with_error(e["fall"], e["fall_error"]) for e in estimates[1:]),
-                     *([number(row.get("exact_nll"))] if exact else [])])
+                     *([number(row.get("exact_nll"))] if exact else []), *_paper(row)])
     source = (data.get("arguments") or {}).get("source")
     return [*table(headers, rows),
             f"Nats, the runs of `{source}` (its section gives their training). Each -log p(x) is importance-sampled "

@@ -38,6 +38,7 @@ def test_the_estimates_fall_towards_the_exact_nll(trained):
     assert many["fall"] == pytest.approx(few["nll"] - many["nll"], abs=1e-4) and many["fall_error"] > 0
     page = "\n".join(nll_convergence._render(data))
     assert "| linear | concrete | 2 | 60 drawn at random with seed 0 |" in page and "fall from K = 1 to 3000" in page
+    assert page.count("| 107.3 (Concrete) | ") == 1 and "K = 3000 - paper" in page
 
 
 @pytest.mark.parametrize("argv, message", [
