@@ -138,3 +138,8 @@ def setting_text(value) -> str:
         except json.JSONDecodeError:
             return value
     return json.dumps(value).replace(" ", "")
+
+
+def settings_suffix(settings: dict) -> str:
+    """A run directory name's part for ``--set`` settings: ``-<key>=<value>`` for each, sorted by key."""
+    return "".join(f"-{key}={setting_text(value)}" for key, value in sorted(settings.items()))

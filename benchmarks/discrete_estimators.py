@@ -59,6 +59,7 @@ from benchmarks.common import (
     recorded_arguments,
     save_results,
     setting_text,
+    settings_suffix,
 )
 from benchmarks.page import Section, budget_sentence, cell, difference, number, preset_epochs, table, with_error
 from pyrovae import references, registry
@@ -100,7 +101,7 @@ def model_settings(args) -> dict:
 
 def run_directory(args, architecture: str, relaxation: str) -> Path:
     """Where one run keeps its checkpoints: one folder per output, model, estimator, settings and seed."""
-    extra = "".join(f"-{key}={setting_text(value)}" for key, value in sorted(model_settings(args).items()))
+    extra = settings_suffix(model_settings(args))
     return Path(args.runs_dir) / args.output / f"{architecture}-{relaxation}{extra}-seed{args.seed}"
 
 

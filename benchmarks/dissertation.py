@@ -54,7 +54,7 @@ import torch
 from matplotlib.figure import Figure
 
 from benchmarks import common
-from benchmarks.common import RESULTS, parse_setting, print_table, save_results, setting_text
+from benchmarks.common import RESULTS, parse_setting, print_table, save_results, setting_text, settings_suffix
 from benchmarks.page import Section, budget_sentence, cell, number, preset_epochs, table
 from pyrovae.arguments import Parser
 from pyrovae.callbacks import Checkpoint, TestObjective
@@ -96,8 +96,7 @@ def recreations(model, guide, images: torch.Tensor, repeats: int = 5) -> tuple[l
 
 def run_name(preset: str, name: str, settings: dict, seed: int) -> str:
     """The run directory's name: ``<preset>-<run>[-<key>=<value>...]-seed<S>`` (``/`` in a run's name as ``+``)."""
-    extra = "".join(f"-{key}={setting_text(value)}" for key, value in sorted(settings.items()))
-    return f"{preset}-{name.replace('/', '+')}{extra}-seed{seed}"
+    return f"{preset}-{name.replace('/', '+')}{settings_suffix(settings)}-seed{seed}"
 
 
 def benchmark_command(args: argparse.Namespace, presets: list[str], runs: list[str], seeds: list[int],

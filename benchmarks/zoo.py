@@ -35,7 +35,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from benchmarks.common import finished_runs, parse_setting, print_table, save_results
+from benchmarks.common import finished_runs, parse_setting, print_table, save_results, settings_suffix
 from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import registry
 from pyrovae.arguments import Parser
@@ -51,8 +51,7 @@ COLUMNS = ["model", "preset", "settings", "metric", "pyrovae", "reference", "epo
 
 
 def run_name(model: str, preset: str, settings: dict, seed: int) -> str:
-    extra = "".join(f"-{key}={json.dumps(value).replace(' ', '')}" for key, value in sorted(settings.items()))
-    return f"{model}-{preset}{extra}-seed{seed}"
+    return f"{model}-{preset}{settings_suffix(settings)}-seed{seed}"
 
 
 def benchmark_command(args: argparse.Namespace, model: str) -> str:
