@@ -12,6 +12,7 @@ from pathlib import Path
 import pyro
 import torch
 
+from pyrovae.checkpoint import METRICS, Checkpointer
 from pyrovae.io import write_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -54,6 +55,16 @@ def save_results(name: str, results: dict, args=None, directory: Path | None = N
         recorded["benchmark"] = benchmark
     write_json(path, {**results, **recorded, "machine": machine()})
     return path
+
+
+def continuation(run_dir: Path, resume: bool, force: bool = False) -> tuple[bool, bool]:
+    """``(resume, overwrite)`` for a benchmark run's :class:`pyrovae.callbacks.Checkpoint`.
+
+    With ``--resume`` a run continues from its checkpoint; one stopped before its first epoch ended
+    (its directory holds the config but neither a checkpoint nor a metrics row, so no work is lost)
+    starts again instead of being refused. ``--force`` restarts any run."""
+    started = Checkpointer(run_dir).exists() or (run_dir / METRICS).exists()
+    return resume and Checkpointer(run_dir).exists(), force or (resume and not started)
 
 
 def print_table(rows: list[dict], columns: list[str]) -> None:

@@ -53,6 +53,7 @@ import torch
 
 from benchmarks.common import (
     RESULTS,
+    continuation,
     finished_runs,
     parse_setting,
     print_table,
@@ -65,7 +66,7 @@ from benchmarks.page import Section, budget_sentence, cell, difference, number, 
 from pyrovae import references, registry
 from pyrovae.arguments import Parser
 from pyrovae.callbacks import Callback, Checkpoint
-from pyrovae.checkpoint import Checkpointer, TrainingDivergedError
+from pyrovae.checkpoint import TrainingDivergedError
 from pyrovae.data import cache_dir
 from pyrovae.evaluate import importance_log_likelihood, mean_elbo
 from pyrovae.experiment import Experiment, build
@@ -119,7 +120,7 @@ def run_one(architecture: str, relaxation: str, args, record=lambda row: None) -
     budget = preset_epochs("bernoulli-vae", PRESETS[architecture])
     run_dir = run_directory(args, architecture, relaxation)
     rerun = relaxation in args.rerun
-    resume = args.resume and Checkpointer(run_dir).exists() and not rerun
+    resume, overwrite = continuation(run_dir, args.resume and not rerun, args.force or rerun)
 
     unfinished = {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
                   "preset_epochs": budget, "complete": False, "paper": PAPER_ROW.get(relaxation),
@@ -128,7 +129,7 @@ def run_one(architecture: str, relaxation: str, args, record=lambda row: None) -
         history = fit(model, guide, objective, train, test, epochs=args.epochs, batch_size=experiment.run.batch_size,
                       lr=experiment.run.lr, seed=args.seed, engine=args.engine,
                       callbacks=[*callbacks, RecordEpochs(unfinished, record),
-                                 Checkpoint(run_dir, resume=resume, overwrite=args.force or rerun, config=experiment.to_dict())])
+                                 Checkpoint(run_dir, resume=resume, overwrite=overwrite, config=experiment.to_dict())])
     except TrainingDivergedError as error:
         return {"model": architecture, "relaxation": relaxation, "objective": experiment.run.objective,
                 "epochs": 0, "diverged": str(error), "paper": PAPER_ROW.get(relaxation),

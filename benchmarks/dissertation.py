@@ -32,8 +32,10 @@ The dissertation trained 125 epochs, each preset's budget; ``--epochs`` stops ea
 a run directory (config, metrics and the newest checkpoints, written each epoch) under ``--runs-dir``
 (default ``<cache>/benchmarks/dissertation/<output>/<preset>-<run>-seed<S>``, ``<cache>`` being
 ``$PYROVAE_CACHE_DIR`` or ``~/.cache/pyrovae``), outside the repository. Stop the script at any
-moment; ``--resume`` continues every selected run from its last finished epoch and keeps the entries of
-the runs not selected. Each entry records the epochs done out of the budget and the command that
+moment; ``--resume`` continues every selected run from its last finished epoch (one stopped before its
+first epoch ended starts again), keeps the entries of the runs not selected, and keeps without training
+again a selected run whose entry already has its epochs, so that a run directory lost with its machine
+costs only the unfinished runs. Each entry records the epochs done out of the budget and the command that
 reproduces it.
 
     python -m benchmarks.dissertation --presets dissertation-fashion-8 --seeds 0 1 2 [--epochs 12] [--resume]
@@ -54,11 +56,19 @@ import torch
 from matplotlib.figure import Figure
 
 from benchmarks import common
-from benchmarks.common import RESULTS, parse_setting, print_table, save_results, setting_text, settings_suffix
+from benchmarks.common import (
+    RESULTS,
+    continuation,
+    parse_setting,
+    print_table,
+    save_results,
+    setting_text,
+    settings_suffix,
+)
 from benchmarks.page import Section, budget_sentence, cell, number, preset_epochs, table
 from pyrovae.arguments import Parser
 from pyrovae.callbacks import Checkpoint, TestObjective
-from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError, TrainingDivergedError
+from pyrovae.checkpoint import METRICS, CheckpointError, RunExistsError, TrainingDivergedError
 from pyrovae.data import cache_dir
 from pyrovae.discrete import MAX_UNITS, exact_log_likelihood
 from pyrovae.distributions import StepLogistic
@@ -130,12 +140,12 @@ def run_one(preset: str, name: str, seed: int, args: argparse.Namespace) -> dict
     callbacks.append(DeadUnitsLog(guide, test))
 
     run_dir = args.runs_dir / run_name(preset, name, args.settings, seed)
-    resume = args.resume and Checkpointer(run_dir).exists()
+    resume, overwrite = continuation(run_dir, args.resume, args.force)
     diverged = None
     try:
         rows = fit(model, guide, objective, train, test, epochs=epochs, batch_size=experiment.run.batch_size,
                    lr=experiment.run.lr, seed=seed, engine=experiment.run.engine,
-                   callbacks=[*callbacks, Checkpoint(run_dir, resume=resume, overwrite=args.force,
+                   callbacks=[*callbacks, Checkpoint(run_dir, resume=resume, overwrite=overwrite,
                                                      config=experiment.to_dict())]).rows
     except TrainingDivergedError as error:
         diverged = str(error)
@@ -296,7 +306,13 @@ def main(argv: list[str] | None = None) -> None:
         return save_results(args.output, {"runs": results, "summary": seed_summary(results)}, args=arguments,
                             benchmark="dissertation"), results
 
+    recorded = recorded_runs(args.output) if args.resume else []
     for preset, name, seed in selected:
+        finished = next((r for r in recorded if same(r, preset, name, seed) and finished_entry(r, args.epochs)), None)
+        if finished is not None:  # its run directory may be gone (another machine): nothing to redo
+            print(f"resuming: {preset} {name} seed {seed} already finished in {args.output}.json")
+            done.append(finished)
+            continue
         done.append(run_one(preset, name, seed, args))
         print_table(done[-1:], COLUMNS)
         save()  # after every run, so that a run stopped later keeps the finished ones
@@ -309,6 +325,15 @@ def main(argv: list[str] | None = None) -> None:
     print()
     print_table(results, COLUMNS)
     print(f"wrote {path}")
+
+
+def finished_entry(run: dict, epochs: int | None) -> bool:
+    """Whether a recorded run needs no more training for ``--epochs`` (``None``: the preset's budget):
+    it reached them, or it diverged. An entry written before entries recorded their budget is run again."""
+    if "budget_epochs" not in run:
+        return False
+    wanted = run["budget_epochs"] if epochs is None else min(epochs, run["budget_epochs"])
+    return bool(run.get("diverged")) or run["epochs"] >= wanted
 
 
 def recorded_runs(output: str) -> list[dict]:

@@ -35,12 +35,12 @@ from pathlib import Path
 import pyro
 import torch
 
-from benchmarks.common import finished_runs, parse_setting, print_table, save_results, settings_suffix
+from benchmarks.common import continuation, finished_runs, parse_setting, print_table, save_results, settings_suffix
 from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import registry
 from pyrovae.arguments import Parser
 from pyrovae.callbacks import AdamEpsilon, Checkpoint, OnEpochEnd, TimeBudget
-from pyrovae.checkpoint import METRICS, Checkpointer, CheckpointError, RunExistsError
+from pyrovae.checkpoint import METRICS, CheckpointError, RunExistsError
 from pyrovae.data import cache_dir
 from pyrovae.evaluate import mean_elbo
 from pyrovae.experiment import Experiment, build
@@ -95,7 +95,7 @@ def run_reference(model: str, preset: str, reference: dict, args: argparse.Names
     run = experiment.run
     epochs = min(run.epochs, args.epochs) if args.epochs is not None else run.epochs
     run_dir = args.runs_dir / run_name(model, preset, args.settings, args.seed)
-    resume = args.resume and Checkpointer(run_dir).exists()
+    resume, overwrite = continuation(run_dir, args.resume, args.force)
     curve = read_jsonl(run_dir / METRICS) if resume else []
     # The model's own logging (factor analysis's exact evidence, the GMVAE's cluster accuracy), as in the CLI.
     callbacks = registry.get(model).training_callbacks(experiment.model, model_module, guide, test)
@@ -108,7 +108,7 @@ def run_reference(model: str, preset: str, reference: dict, args: argparse.Names
     history = fit(model_module, guide, objective, train, test, epochs=epochs, batch_size=run.batch_size,
                   lr=run.lr, seed=args.seed, engine=run.engine,
                   callbacks=[*callbacks, AdamEpsilon(run.adam_eps), *budget, OnEpochEnd(record_epoch),
-                             Checkpoint(run_dir, resume=resume, overwrite=args.force, config=experiment.to_dict())])
+                             Checkpoint(run_dir, resume=resume, overwrite=overwrite, config=experiment.to_dict())])
     row = result_row(model, preset, reference, args, history.rows, run.epochs)
     if reference["metric"] == "test_elbo" and args.elbo_repeats:
         row.update(elbo_monte_carlo_error(model_module, guide, default_eval_elbo(objective, model_module), test,

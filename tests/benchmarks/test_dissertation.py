@@ -98,3 +98,38 @@ def test_processes_writing_one_output_keep_each_others_runs(tmp_path, monkeypatc
     assert [run["seed"] for run in data["runs"]] == [0, 1]
     assert data["summary"][0]["seeds"] == [0, 1]
     assert data["arguments"]["seeds"] == [1] and data["benchmark"] == "dissertation"
+
+
+class StopInFirstEpoch(dissertation.DeadUnitsLog):
+    """Stops the benchmark at the end of the first epoch, before its checkpoint is written."""
+
+    def on_epoch_end(self, epoch, row, run):
+        raise KeyboardInterrupt
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_again_with_resume(tmp_path, monkeypatch):
+    runs = tmp_path / "runs"
+    with monkeypatch.context() as patch:
+        patch.setattr(dissertation, "DeadUnitsLog", StopInFirstEpoch)
+        with pytest.raises(KeyboardInterrupt):
+            _results(tmp_path / "a", runs, "--epochs", "2", monkeypatch=monkeypatch)
+    assert sorted(p.name for p in (runs / "digits-step-logistic-seed0").iterdir()) == ["config.json"]
+    resumed = _results(tmp_path / "a", runs, "--epochs", "2", "--resume", monkeypatch=monkeypatch)
+    whole = _results(tmp_path / "b", tmp_path / "whole", "--epochs", "2", monkeypatch=monkeypatch)
+    assert [_strip(run) for run in resumed["runs"]] == [_strip(run) for run in whole["runs"]]
+
+
+def test_resume_keeps_a_finished_entry_whose_run_directory_is_gone(tmp_path, monkeypatch):
+    first = _results(tmp_path / "a", tmp_path / "lost", "--epochs", "2", monkeypatch=monkeypatch)
+    calls = []
+    monkeypatch.setattr(dissertation, "run_one", lambda *a: calls.append(a) or pytest.fail("retrained"))
+    kept = _results(tmp_path / "a", tmp_path / "new-machine", "--epochs", "2", "--resume", monkeypatch=monkeypatch)
+    assert kept["runs"] == first["runs"] and calls == []
+
+
+def test_resume_trains_an_entry_short_of_the_epochs_asked_for():
+    entry = {"epochs": 2, "budget_epochs": 60, "diverged": None}
+    assert dissertation.finished_entry(entry, 2) and not dissertation.finished_entry(entry, 3)
+    assert not dissertation.finished_entry(entry, None)
+    assert dissertation.finished_entry({**entry, "diverged": "NaN loss at epoch 2"}, None)
+    assert not dissertation.finished_entry({"epochs": 125}, None), "an entry without its budget predates it"
