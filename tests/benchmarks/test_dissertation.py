@@ -133,3 +133,19 @@ def test_resume_trains_an_entry_short_of_the_epochs_asked_for():
     assert not dissertation.finished_entry(entry, None)
     assert dissertation.finished_entry({**entry, "diverged": "NaN loss at epoch 2"}, None)
     assert not dissertation.finished_entry({"epochs": 125}, None), "an entry without its budget predates it"
+
+
+def test_the_curves_figure_draws_each_seed_and_its_dead_units_labelling_each_run_once():
+    def run(name, seed, dead):
+        curve = [{"epoch": e, "train_loss": 100.0 - e, "true_bound": -110.0 + e, "dead_units": d}
+                 for e, d in enumerate(dead, 1)]
+        return {"preset": "digits", "run": name, "seed": seed, "curve": curve, "exact_log_likelihood": -95.0}
+
+    runs = [run("step-logistic", 0, [3, 2, 2]), run("step-logistic", 1, [1, 1, 0]), run("logistic", 0, [None] * 3)]
+    top, bottom = dissertation.curves_figure(runs, "digits").axes
+    assert len(top.lines) == 3 * 3, "training objective, true bound and exact log p(x) of each run"
+    assert [list(line.get_ydata()) for line in bottom.lines] == [[3, 2, 2], [1, 1, 0]], "no dead units logged: no line"
+    assert [t.get_text() for t in top.get_legend().get_texts()] == [
+        "step-logistic: training objective", "step-logistic: true bound (test)",
+        "logistic: training objective", "logistic: true bound (test)"]
+    assert top.lines[0].get_color() == top.lines[3].get_color() != top.lines[6].get_color()
