@@ -67,6 +67,18 @@ def continuation(run_dir: Path, resume: bool, force: bool = False) -> tuple[bool
     return resume and Checkpointer(run_dir).exists(), force or (resume and not started)
 
 
+def reported_row(new: dict, old: dict | None) -> dict:
+    """The row to report for a run that a benchmark records again: ``new``, unless it is unfinished
+    (``complete`` false) while ``old``, recorded before, is complete or has more epochs. A run whose run
+    directory was lost with its machine starts again from epoch 0; the JSON keeps the further row until
+    the new run passes it, so that resuming never takes a reported run backwards."""
+    if old is None or new.get("complete") is not False:
+        return new
+    if old.get("complete") or (old.get("epochs") or 0) > (new.get("epochs") or 0):
+        return old
+    return new
+
+
 def print_table(rows: list[dict], columns: list[str]) -> None:
     widths = [max(len(c), *(len(_fmt(r.get(c))) for r in rows)) for c in columns]
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
@@ -78,6 +90,12 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def recorded_runs(name: str, key: str, directory: Path | None = None) -> list[dict]:
+    """The runs in ``<directory>/<name>.json`` (default ``results/``) under ``key``; none without the file."""
+    path = Path(RESULTS if directory is None else directory) / f"{name}.json"
+    return json.loads(path.read_text())[key] if path.exists() else []
+
+
 def finished_runs(name: str, key: str, retry=lambda run: False, directory: Path | None = None) -> list[dict]:
     """Every run already in ``<directory>/<name>.json`` (default ``results/``) under ``key`` (``--resume``),
     whatever the selection of this invocation, so that saving the file again loses none; runs for which
@@ -85,7 +103,7 @@ def finished_runs(name: str, key: str, retry=lambda run: False, directory: Path 
     path = Path(RESULTS if directory is None else directory) / f"{name}.json"
     if not path.exists():
         return []
-    runs = json.loads(path.read_text())[key]
+    runs = recorded_runs(name, key, directory)
     kept = [run for run in runs if not retry(run)]
     print(f"resuming: {len(kept)} runs already in {path.name}" + (f"; {len(runs) - len(kept)} to run again" if len(kept) < len(runs) else ""))
     return kept

@@ -33,7 +33,9 @@ A run survives an interruption: each keeps a run directory with a checkpoint aft
 every epoch (``"complete": false`` with the epochs done out of the preset's budget, until its
 evaluation is written). The same command with ``--resume`` continues an unfinished run from its last
 epoch and skips the finished ones; without it an existing run directory is refused (``--force``
-restarts it). The 1,000-epoch rows are thus a series of shorter runs, each continuing the last.
+restarts it). The 1,000-epoch rows are thus a series of shorter runs, each continuing the last. A run
+whose directory is gone (a new machine) starts again from epoch 1; until it passes the row already
+recorded, ``--resume`` and ``--collect`` keep that further row (``--rerun`` replaces it at once).
 
     python -m benchmarks.discrete_estimators [--epochs 5] [--models linear nonlinear] [--relaxations ...]
     python -m benchmarks.discrete_estimators --epochs 3 --shard 0/2 &  python -m benchmarks.discrete_estimators --epochs 3 --shard 1/2
@@ -58,6 +60,8 @@ from benchmarks.common import (
     parse_setting,
     print_table,
     recorded_arguments,
+    recorded_runs,
+    reported_row,
     save_results,
     setting_text,
     settings_suffix,
@@ -262,6 +266,9 @@ def collect(args) -> Path:
         sys.exit(f"error: shards {', '.join(f'{i}/{count}' for i in missing)} of {args.output!r} are not done yet")
     order = {run: position for position, run in enumerate(selected_runs(args))}
     rows = sorted((row for data in shards for row in data["rows"]), key=lambda r: order[(r["model"], r["relaxation"])])
+    earlier = {(r["model"], r["relaxation"]): r for r in recorded_runs(args.output, "rows")}
+    rows = [row if row["relaxation"] in args.rerun else reported_row(row, earlier.get((row["model"], row["relaxation"])))
+            for row in rows]
     return save_results(args.output, {"rows": rows, "shards": count}, args=args, benchmark="discrete_estimators")
 
 
@@ -331,9 +338,11 @@ def main(argv: list[str] | None = None) -> None:
     rows = finished_runs(name, "rows", lambda r: (r["model"], r["relaxation"]) in chosen and (
         (args.retry_diverged and "diverged" in r) or r.get("complete") is False or r["relaxation"] in args.rerun),
         directory) if args.resume else []
+    before = {(r["model"], r["relaxation"]): r for r in recorded_runs(name, "rows", directory)} if args.resume else {}
 
     def record(row: dict) -> None:
-        rows[index:] = [row]
+        key = (row["model"], row["relaxation"])
+        rows[index:] = [row if row["relaxation"] in args.rerun else reported_row(row, before.get(key))]
         save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
 
     for architecture, relaxation in runs:

@@ -55,12 +55,12 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from benchmarks import common
 from benchmarks.common import (
     RESULTS,
     continuation,
     parse_setting,
     print_table,
+    recorded_runs,
     save_results,
     setting_text,
     settings_suffix,
@@ -316,11 +316,11 @@ def main(argv: list[str] | None = None) -> None:
         """Write this invocation's finished runs beside the others in the file, read again just before, so that
         processes running other selections into the same output (one seed each, say) keep each other's
         entries; a selected run's old entry is replaced by its new one."""
-        results = [r for r in recorded_runs(args.output) if not any(same(r, *key) for key in selected)] + done
+        results = [r for r in recorded_runs(args.output, "runs") if not any(same(r, *key) for key in selected)] + done
         return save_results(args.output, {"runs": results, "summary": seed_summary(results)}, args=arguments,
                             benchmark="dissertation"), results
 
-    recorded = recorded_runs(args.output) if args.resume else []
+    recorded = recorded_runs(args.output, "runs") if args.resume else []
     for preset, name, seed in selected:
         finished = next((r for r in recorded if same(r, preset, name, seed) and finished_entry(r, args.epochs)), None)
         if finished is not None:  # its run directory may be gone (another machine): nothing to redo
@@ -348,12 +348,6 @@ def finished_entry(run: dict, epochs: int | None) -> bool:
         return False
     wanted = run["budget_epochs"] if epochs is None else min(epochs, run["budget_epochs"])
     return bool(run.get("diverged")) or run["epochs"] >= wanted
-
-
-def recorded_runs(output: str) -> list[dict]:
-    """The runs already in ``results/<output>.json`` (none if there is no such file)."""
-    path = common.RESULTS / f"{output}.json"
-    return json.loads(path.read_text())["runs"] if path.exists() else []
 
 
 COLUMNS = ["preset", "run", "seed", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",

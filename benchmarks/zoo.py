@@ -15,7 +15,9 @@ newest checkpoints, written each epoch) under ``--runs-dir`` (default
 ``$PYROVAE_CACHE_DIR/benchmarks/zoo``, else ``~/.cache/pyrovae/benchmarks/zoo``), outside the
 repository. Stop the script at any moment; ``--resume`` continues every selected run from its last
 finished epoch, with the weights, optimizer and random states it would have had, and keeps the
-rows of the other runs already in the JSON. A run of several hours is a series of shorter ones.
+rows of the other runs already in the JSON. A run of several hours is a series of shorter ones. A
+row that already has its epochs is kept without training again; a run whose directory is gone (a
+new machine) starts again from epoch 1, and the JSON keeps its further row until the new run passes it.
 
     python -m benchmarks.zoo --models cvae vrnn [--set reparameterize=false] [--resume] [--data-dir ../shared/data]
 
@@ -35,7 +37,16 @@ from pathlib import Path
 import pyro
 import torch
 
-from benchmarks.common import continuation, finished_runs, parse_setting, print_table, save_results, settings_suffix
+from benchmarks.common import (
+    continuation,
+    finished_runs,
+    parse_setting,
+    print_table,
+    recorded_runs,
+    reported_row,
+    save_results,
+    settings_suffix,
+)
 from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import registry
 from pyrovae.arguments import Parser
@@ -132,8 +143,15 @@ def _same_run(row: dict, model: str, preset: str, args: argparse.Namespace) -> b
         model, preset, args.settings, args.seed)
 
 
-def _replace_last_row(rows: list[dict], index: int, threads: int, row: dict) -> None:
-    rows[index:] = [row]
+def _finished(row: dict, args: argparse.Namespace) -> bool:
+    """Whether a recorded row needs no more training for ``--epochs`` (default: the preset's budget), so
+    that ``--resume`` keeps it even where its run directory is gone (another machine)."""
+    wanted = row["preset_epochs"] if args.epochs is None else min(args.epochs, row["preset_epochs"])
+    return isinstance(row.get("epochs"), int) and row["epochs"] >= wanted
+
+
+def _replace_last_row(rows: list[dict], index: int, threads: int, old: dict | None, row: dict) -> None:
+    rows[index:] = [reported_row(row, old)]
     save_results("zoo", {"rows": rows, "threads": threads})
 
 
@@ -163,10 +181,16 @@ def main(argv: list[str] | None = None) -> None:
     entries = registry.models()
     names = args.models or sorted(name for name, entry in entries.items() if entry.references)
     selected = [(name, preset, reference) for name in names for preset, reference in registry.get(name).references.items()]
-    # The rows of runs not selected now are kept; a selected run's row is replaced by its new one.
-    rows = finished_runs("zoo", "rows", retry=lambda row: any(_same_run(row, n, p, args) for n, p, _ in selected))
+    before = recorded_runs("zoo", "rows") if args.resume else []
+    # The rows of runs not selected now are kept, and with --resume those that have their epochs.
+    rows = finished_runs("zoo", "rows", retry=lambda row: any(
+        _same_run(row, n, p, args) and not (args.resume and _finished(row, args)) for n, p, _ in selected))
     for name, preset, reference in selected:
-        record = partial(_replace_last_row, rows, len(rows), args.threads)
+        if any(_same_run(row, name, preset, args) for row in rows):
+            print(f"resuming: {name}/{preset} seed {args.seed} already has its epochs in zoo.json")
+            continue
+        old = next((row for row in before if _same_run(row, name, preset, args)), None)
+        record = partial(_replace_last_row, rows, len(rows), args.threads, old)
         record(run_reference(name, preset, reference, args, record))
         print_table(rows[-1:], COLUMNS)
     print_table(rows, COLUMNS + ["source"])

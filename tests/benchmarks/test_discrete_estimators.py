@@ -213,3 +213,33 @@ def test_a_full_budget_concrete_row_points_to_the_experiments_on_its_gap():
     assert pointer in "\n".join(discrete_estimators._explanation({"rows": [row]}))
     for other in ({**row, "epochs": 3}, {**row, "complete": False}, {**row, "relaxation": "disarm"}):
         assert pointer not in "\n".join(discrete_estimators._explanation({"rows": [other]}))
+
+
+def test_collect_keeps_a_further_row_than_a_shard_started_again(places):
+    """A shard whose run directory was lost starts its run again: collecting it keeps the results' row
+    that has more epochs (or is complete) until the new run passes it, except for runs named by --rerun."""
+    args = _args(models=["linear"], relaxations=["concrete", "disarm"])
+    common.save_results("quick", {"rows": [
+        {"model": "linear", "relaxation": "concrete", "complete": False, "epochs": 705},
+        {"model": "linear", "relaxation": "disarm", "complete": True, "epochs": 1000}]}, args=args)
+    for index, relaxation in enumerate(["concrete", "disarm"]):
+        common.save_results(discrete_estimators.shard_name("quick", index, 2), {"rows": [
+            {"model": "linear", "relaxation": relaxation, "complete": False, "epochs": 12}], "shard": [index, 2]},
+            args=args, directory=places / "shards")
+    discrete_estimators.collect(_args(**{**vars(args), "collect": True}))
+    rows = json.loads((places / "results" / "quick.json").read_text())["rows"]
+    assert [(r["relaxation"], r["epochs"]) for r in rows] == [("concrete", 705), ("disarm", 1000)]
+    discrete_estimators.collect(_args(**{**vars(args), "collect": True, "rerun": ["disarm"]}))
+    rows = json.loads((places / "results" / "quick.json").read_text())["rows"]
+    assert [(r["relaxation"], r["epochs"]) for r in rows] == [("concrete", 705), ("disarm", 12)]
+
+
+def test_the_reported_row_never_goes_back():
+    old = {"complete": False, "epochs": 705}
+    assert common.reported_row({"complete": False, "epochs": 12}, old) is old
+    assert common.reported_row({"complete": False, "epochs": 706}, old)["epochs"] == 706
+    assert common.reported_row({"complete": True, "epochs": 3}, old)["epochs"] == 3, "a finished row is new"
+    assert common.reported_row({"complete": False, "epochs": 999}, {"complete": True, "epochs": 5})["epochs"] == 5
+    diverged = {"diverged": "NaN loss", "epochs": 0}
+    assert common.reported_row(diverged, old) is diverged
+    assert common.reported_row({"complete": False, "epochs": 1}, None)["epochs"] == 1

@@ -57,11 +57,11 @@ def test_the_json_holds_a_run_after_every_epoch(tmp_path, monkeypatch):
     """A run stopped after epoch 2 of 3 has its two epochs in the JSON already, marked incomplete."""
     seen = []
 
-    def stop_after_two(rows, index, threads, row):
+    def stop_after_two(rows, index, threads, old, row):
         seen.append(row["epochs"])
         if row["epochs"] == 2:
             raise KeyboardInterrupt
-        return original(rows, index, threads, row)
+        return original(rows, index, threads, old, row)
 
     original = zoo._replace_last_row
     monkeypatch.setattr(zoo, "_replace_last_row", stop_after_two)
@@ -128,3 +128,24 @@ def test_a_test_elbo_comes_with_the_monte_carlo_error_of_one_pass(tmp_path, monk
 def test_elbo_repeats_of_one_is_refused(tmp_path, monkeypatch):
     with pytest.raises(SystemExit):
         _rows(tmp_path / "a", tmp_path / "runs", "--epochs", "1", "--elbo-repeats", "1", monkeypatch=monkeypatch)
+
+
+def test_resume_on_a_machine_without_the_run_directories(tmp_path, monkeypatch):
+    """The run directories are gone (another machine): --resume keeps a row that has its epochs without
+    training again, and a run started again from epoch 1 leaves the further row in the JSON until it passes it."""
+    (finished,) = _rows(tmp_path / "a", tmp_path / "lost", "--epochs", "3", monkeypatch=monkeypatch)
+    monkeypatch.setattr(zoo, "run_reference", lambda *a: pytest.fail("trained again"))
+    assert _rows(tmp_path / "a", tmp_path / "new", "--epochs", "3", "--resume", monkeypatch=monkeypatch) == [finished]
+    monkeypatch.undo()
+
+    seen = []
+    original = zoo._replace_last_row
+
+    def watch(rows, index, threads, old, row):
+        original(rows, index, threads, old, row)
+        seen.append((row["epochs"], rows[index]["epochs"]))
+
+    monkeypatch.setattr(zoo, "_replace_last_row", watch)
+    (longer,) = _rows(tmp_path / "a", tmp_path / "new", "--epochs", "5", "--resume", monkeypatch=monkeypatch)
+    assert seen == [(1, 3), (2, 3), (3, 3), (4, 4), (5, 5), (5, 5)], "(the new run's epochs, the row in the JSON)"
+    assert longer["epochs"] == 5 and [r["epoch"] for r in longer["curve"]] == [1, 2, 3, 4, 5]
