@@ -149,3 +149,12 @@ def test_resume_on_a_machine_without_the_run_directories(tmp_path, monkeypatch):
     (longer,) = _rows(tmp_path / "a", tmp_path / "new", "--epochs", "5", "--resume", monkeypatch=monkeypatch)
     assert seen == [(1, 3), (2, 3), (3, 3), (4, 4), (5, 5), (5, 5)], "(the new run's epochs, the row in the JSON)"
     assert longer["epochs"] == 5 and [r["epoch"] for r in longer["curve"]] == [1, 2, 3, 4, 5]
+
+
+def test_the_page_splits_an_elbo_gap_between_model_and_guide_where_the_evidence_is_exact(tmp_path, monkeypatch):
+    (row,) = _rows(tmp_path / "a", tmp_path / "runs", "--epochs", "2", monkeypatch=monkeypatch)
+    evidence = row["last_epoch"]["test_evidence"]
+    assert row["pyrovae"] <= evidence + 0.05, "an ELBO sits below its model's evidence, up to Monte Carlo noise"
+    page = "\n".join(zoo._render({"rows": [row], "threads": 1}))
+    assert (f"exact test evidence is {evidence:.3f}, {evidence - row['reference']:+.3f} from the reference; the rest "
+            f"of the ELBO's distance, {row['pyrovae'] - evidence:.3f}") in page
