@@ -36,7 +36,7 @@ from torch.distributions import Bernoulli, Independent, Normal, kl_divergence
 
 from benchmarks import common
 from benchmarks.common import print_table, save_results
-from benchmarks.page import Section, cell, number, table
+from benchmarks.page import Section, cell, difference, number, table
 from pyrovae import references
 from pyrovae.arguments import Parser
 from pyrovae.data import load_dataset
@@ -169,10 +169,32 @@ def _render(data: dict) -> list[str]:
     lines.append("Nats per image (higher is better); one sample of z per image over the 10,000 test images. The "
                  "tutorial's values: " + "; ".join(f"epoch {epoch}: {ref.source}" for epoch, ref in tutorial.items())
                  + ".")
+    lines += _comparisons(data, tutorial, pyrovae_by_epoch)
     if data.get("pyrovae"):
         lines.append(f"pyrovae's run: `{pyrovae_run['command']}` (seed {pyrovae_run['seed']}), read from "
                      "`results/zoo.json` when this JSON was written.")
     return lines + [""]
+
+
+def _comparisons(data: dict, tutorial: dict, pyrovae_by_epoch: dict) -> list[str]:
+    """One sentence per (seed, epoch) run in both orders: the order's effect, and each order against the
+    run it stands for (fixed: the tutorial's logged run; shuffled: pyrovae's)."""
+    lines = []
+    for seed in sorted({run["seed"] for run in data["runs"]}):
+        runs = {run["order"]: run for run in data["runs"] if run["seed"] == seed}
+        if set(runs) != set(ORDERS):
+            continue
+        for epoch in range(1, min(run["epochs"] for run in runs.values()) + 1):
+            fixed, shuffled = (runs[order]["curve"][epoch - 1]["test_elbo"] for order in ORDERS)
+            sentence = (f"Epoch {epoch}, seed {seed}: shuffling the batches moves the transcription's test ELBO by "
+                        f"{difference(shuffled, fixed)} nats")
+            if epoch in tutorial:
+                sentence += (f"; in the tutorial's fixed order it is {difference(fixed, tutorial[epoch].comparable)} "
+                             "from the tutorial's logged value")
+            if epoch in pyrovae_by_epoch:
+                sentence += f"; pyrovae's shuffled run is {difference(pyrovae_by_epoch[epoch], shuffled)} from the shuffled one"
+            lines.append(f"- {sentence}.")
+    return ["", *lines, ""] if lines else []
 
 
 SECTION = Section(

@@ -248,7 +248,15 @@ HEADERS = ["model/preset", "settings", "seed", "metric", "pyrovae", "reference",
 
 
 def _notes(data: dict) -> list[str]:
-    return _short_runs(data) + _error_note(data) + _evidence_note(data)
+    return _short_runs(data) + _error_note(data) + _evidence_note(data) + _vrnn_note(data)
+
+
+def _vrnn_note(data: dict) -> list[str]:
+    if not any(row["model"] == "vrnn" and row.get("settings") == {"reparameterize": False} for row in data["rows"]):
+        return []
+    return ["`vrnn/yang` with reparameterize=false has the tutorial's gradient but not its batch order: the "
+            "tutorial's loader does not shuffle, pyrovae's does. The section \"The VRNN tutorial's own code\" runs "
+            "the tutorial's loop in both orders beside its logged values and this row.", ""]
 
 
 def _evidence_note(data: dict) -> list[str]:

@@ -26,7 +26,9 @@ uses the closed-form KL of each step given the sampled past, as the tutorial doe
 Beside the tutorial's code (zhihanyang2022/aevb-tutorial, ``05_vrnn``) the model is the same, with
 these differences of parameterization and loop: the decoder outputs logits (the tutorial applies a
 sigmoid and passes probabilities), scales are ``softplus(.) + 1e-4`` (the tutorial's have no floor),
-and :func:`pyrovae.train.fit` shuffles the training set each epoch (the tutorial's loader does not).
+and :func:`pyrovae.train.fit` shuffles the training set each epoch (the tutorial's loader does not;
+``benchmarks/vrnn_tutorial.py`` runs the tutorial's own loop in both orders: after one epoch the order accounts for
+pyrovae's lead over the tutorial's logged test ELBO, see the results page).
 Its ``.sample()`` of ``z_t`` is the guide's ``reparameterize=False``.
 """
 

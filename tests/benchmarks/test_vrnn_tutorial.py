@@ -68,6 +68,8 @@ def test_the_benchmark_trains_each_order_and_sets_them_beside_the_tutorial(tmp_p
     page = "\n".join(vrnn_tutorial._render(data))
     assert f"| 1 | fixed | 0 | {fixed['curve'][0]['test_elbo']:.2f} | " \
            f"{references.get('yang2022/vrnn-epoch1').value:.2f} |" in page
+    effect = shuffled["curve"][1]["test_elbo"] - fixed["curve"][1]["test_elbo"]
+    assert f"Epoch 2, seed 0: shuffling the batches moves the transcription's test ELBO by {effect:+.2f} nats." in page
 
 
 def test_the_fixed_order_repeats_exactly_for_a_seed(tmp_path):
