@@ -149,3 +149,22 @@ def test_the_curves_figure_draws_each_seed_and_its_dead_units_labelling_each_run
         "step-logistic: training objective", "step-logistic: true bound (test)",
         "logistic: training objective", "logistic: true bound (test)"]
     assert top.lines[0].get_color() == top.lines[3].get_color() != top.lines[6].get_color()
+
+
+def test_steplogistic_is_compared_with_logistic_seed_by_seed_beside_the_dissertation():
+    def entry(name, seed, objective, bound, exact=None, preset="dissertation-8", **extra):
+        return {"preset": preset, "run": name, "seed": seed, "epochs": 125, "test_objective": objective,
+                "true_bound": bound, "exact_log_likelihood": exact, "settings": {}, **extra}
+
+    runs = [entry("step-logistic", 0, -140.0, -150.0, -141.0), entry("logistic", 0, -150.0, -148.0, -139.0),
+            entry("step-logistic", 1, -142.0, -151.0, -143.0), entry("logistic", 1, -148.0, -147.0, -138.0),
+            entry("step-logistic", 2, -141.0, -150.0), entry("logistic", 2, None, None, diverged="NaN at epoch 3"),
+            entry("step-logistic", 0, -280.0, -279.0, preset="dissertation-fashion-8")]
+    (pair,) = dissertation.pair_differences(runs)
+    assert pair["seeds"] == [0, 1], "seed 2's Logistic diverged; Fashion-MNIST has no Logistic run"
+    assert pair["test_objective"] == [10.0, 6.0] and pair["true_bound"] == [-2.0, -4.0]
+    assert pair["exact_log_likelihood"] == [-2.0, -5.0]
+    assert pair["gain_percent"] == pytest.approx([100 * 10 / 150, 100 * 6 / 148])
+    page = "\n".join(dissertation._pair_table(runs))
+    gain = dissertation.references.get(dissertation.ELBO_GAIN).value
+    assert "| `dissertation-8` | preset | 125 | 0, 1 | 8.00 ± 2.83 | " in page and f"| {gain:.1f}% (ELBO) |" in page
