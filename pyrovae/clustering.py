@@ -76,8 +76,26 @@ def clustering_accuracy(model, guide, data, batch_size: int = 1000) -> float:
 def cluster_entropy(model, guide, data, batch_size: int = 1000) -> float:
     """The mean conditional entropy :math:`\\frac1N \\sum_i \\mathbb H(q(y \\mid x_i))` in nats
     (:math:`\\log C` for a guide that cannot tell the clusters apart, 0 for a certain one)."""
-    probs = cluster_probabilities(model, guide, data, batch_size)
-    return float(-(probs * probs.clamp_min(1e-30).log()).sum(-1).mean())
+    return _mean_entropy(cluster_probabilities(model, guide, data, batch_size))
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
+def _mean_entropy(probs: torch.Tensor) -> float:
+    return float(_entropy(probs).mean())
+
+
+def cluster_usage(probs: torch.Tensor) -> tuple[int, float]:
+    """How many of the ``C`` components a guide uses, from :math:`q(y \\mid x_i)` of ``N`` examples ``(N, C)``:
+    the number of components that are the most probable one for at least one example, and the
+    perplexity :math:`\\exp \\mathbb H(\\bar q)` of the average assignment :math:`\\bar q = \\frac1N \\sum_i
+    q(y \\mid x_i)`, the effective number of components (1 when every example goes to one component,
+    ``C`` when they spread evenly). A mixture whose examples all fall in one component has collapsed:
+    its cluster entropy can still be near 0 (each example certain of its one component)."""
+    used = int(probs.argmax(-1).unique().numel())
+    return used, float(_entropy(probs.mean(0)).exp())
 
 
 def enumerated_elbo(model, guide, data, batch_size: int = 1000) -> float:
@@ -125,7 +143,8 @@ def posterior_assignment_probabilities(model, guide, x: torch.Tensor) -> torch.T
 
 class ClusterMetrics(Callback):
     """Log, on ``data`` (e.g. the test set), each epoch: ``cluster_accuracy``
-    (:func:`clustering_accuracy`), ``cluster_entropy`` (:func:`cluster_entropy`) and, with ``elbo``,
+    (:func:`clustering_accuracy`), ``cluster_entropy`` (:func:`cluster_entropy`), ``clusters_used`` and
+    ``cluster_perplexity`` (:func:`cluster_usage`) and, with ``elbo``,
     ``enumerated_elbo`` (:func:`enumerated_elbo`; the test ELBO of a Gumbel-softmax run is otherwise
     its relaxed objective). ``data`` needs labels."""
 
@@ -135,8 +154,10 @@ class ClusterMetrics(Callback):
         _labels(self.data)
 
     def on_epoch_end(self, epoch: int, row: dict, run) -> None:
-        row["cluster_accuracy"] = clustering_accuracy(self.model, self.guide, self.data)
-        row["cluster_entropy"] = cluster_entropy(self.model, self.guide, self.data)
+        probs = cluster_probabilities(self.model, self.guide, self.data)
+        row["cluster_accuracy"] = float(match_clusters(probs.argmax(-1), self.data.y)[0])
+        row["cluster_entropy"] = _mean_entropy(probs)
+        row["clusters_used"], row["cluster_perplexity"] = cluster_usage(probs)
         if self.elbo:
             row["enumerated_elbo"] = enumerated_elbo(self.model, self.guide, self.data)
 

@@ -14,6 +14,7 @@ from pyrovae.clustering import (
     ClusterMetrics,
     cluster_entropy,
     cluster_sample_grid,
+    cluster_usage,
     clustering_accuracy,
     enumerated_elbo,
     match_clusters,
@@ -229,6 +230,7 @@ def test_gumbel_training_improves_the_true_enumerated_elbo(digits, enumerated_ru
     assert rows[-1]["cluster_accuracy"] > chance + 0.05, [row["cluster_accuracy"] for row in rows]
     assert rows[-1]["cluster_accuracy"] == clustering_accuracy(model, guide, test)
     assert 0 <= rows[-1]["cluster_entropy"] <= math.log(10) + 1e-6
+    assert 1 <= rows[-1]["clusters_used"] <= 10 and 1 - 1e-6 <= rows[-1]["cluster_perplexity"] <= 10 + 1e-6
     if anneal:
         assert [row["temperature"] for row in rows] == pytest.approx([math.exp(-0.3 * e) for e in (1, 2)] + [0.5] * 3)
         assert float(model.temperature) == float(guide.temperature) == 0.5
@@ -415,3 +417,16 @@ def test_importance_log_likelihood_samples_the_enumerated_y_silently_and_bounds_
         log_px = importance_log_likelihood(model, guide, data, num_samples=400, engine="eager")
     assert not [w for w in caught if "TraceEnum_ELBO" in str(w.message)]
     assert log_px >= enumerated_elbo(model, guide, data) - 0.05
+
+
+def test_cluster_usage_tells_a_collapsed_mixture_from_a_spread_one():
+    one_hot = torch.nn.functional.one_hot
+    collapsed = one_hot(torch.full((40,), 3), 5).float()
+    assert cluster_usage(collapsed) == (1, pytest.approx(1.0))
+    spread = one_hot(torch.arange(5).repeat(8), 5).float()
+    assert cluster_usage(spread) == (5, pytest.approx(5.0))
+    two = one_hot(torch.tensor([0] * 30 + [4] * 10), 5).float()
+    used, perplexity = cluster_usage(two)
+    assert used == 2 and perplexity == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
+    # Each example unsure between all five: argmax picks one component, the average assignment is even.
+    assert cluster_usage(torch.full((40, 5), 0.2)) == (1, pytest.approx(5.0))
