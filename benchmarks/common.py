@@ -67,6 +67,12 @@ def continuation(run_dir: Path, resume: bool, force: bool = False) -> tuple[bool
     return resume and Checkpointer(run_dir).exists(), force or (resume and not started)
 
 
+def reached(done: int, budget: int, asked: int | None) -> bool:
+    """Whether a run that trained ``done`` of its ``budget`` epochs needs no more for ``--epochs asked``
+    (``None``: the budget)."""
+    return done >= (budget if asked is None else min(asked, budget))
+
+
 def reported_row(new: dict, old: dict | None) -> dict:
     """The row to report for a run that a benchmark records again: ``new``, unless it is unfinished
     (``complete`` false) while ``old``, recorded before, is complete or has more epochs. A run whose run

@@ -60,6 +60,7 @@ from benchmarks.common import (
     continuation,
     parse_setting,
     print_table,
+    reached,
     recorded_runs,
     save_results,
     setting_text,
@@ -347,8 +348,7 @@ def finished_entry(run: dict, epochs: int | None) -> bool:
     it reached them, or it diverged. An entry written before entries recorded their budget is run again."""
     if "budget_epochs" not in run:
         return False
-    wanted = run["budget_epochs"] if epochs is None else min(epochs, run["budget_epochs"])
-    return bool(run.get("diverged")) or run["epochs"] >= wanted
+    return bool(run.get("diverged")) or reached(run["epochs"], run["budget_epochs"], epochs)
 
 
 COLUMNS = ["preset", "run", "seed", "epochs", "train_objective", "test_objective", "true_bound", "exact_log_likelihood",

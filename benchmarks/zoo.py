@@ -42,6 +42,7 @@ from benchmarks.common import (
     finished_runs,
     parse_setting,
     print_table,
+    reached,
     recorded_runs,
     reported_row,
     save_results,
@@ -146,8 +147,7 @@ def _same_run(row: dict, model: str, preset: str, args: argparse.Namespace) -> b
 def _finished(row: dict, args: argparse.Namespace) -> bool:
     """Whether a recorded row needs no more training for ``--epochs`` (default: the preset's budget), so
     that ``--resume`` keeps it even where its run directory is gone (another machine)."""
-    wanted = row["preset_epochs"] if args.epochs is None else min(args.epochs, row["preset_epochs"])
-    return isinstance(row.get("epochs"), int) and row["epochs"] >= wanted
+    return isinstance(row.get("epochs"), int) and reached(row["epochs"], row["preset_epochs"], args.epochs)
 
 
 def _replace_last_row(rows: list[dict], index: int, threads: int, old: dict | None, row: dict) -> None:
