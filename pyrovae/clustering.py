@@ -94,6 +94,9 @@ def cluster_usage(probs: torch.Tensor) -> tuple[int, float]:
     q(y \\mid x_i)`, the effective number of components (1 when every example goes to one component,
     ``C`` when they spread evenly). A mixture whose examples all fall in one component has collapsed:
     its cluster entropy can still be near 0 (each example certain of its one component)."""
+    if probs.dim() != 2 or probs.shape[0] == 0 or not bool(torch.isfinite(probs).all()) or bool((probs < 0).any()):
+        raise ValueError(f"cluster_usage needs q(y | x) of N >= 1 examples as finite non-negative probabilities of "
+                         f"shape (N, C), got shape {tuple(probs.shape)}")
     used = int(probs.argmax(-1).unique().numel())
     return used, float(_entropy(probs.mean(0)).exp())
 

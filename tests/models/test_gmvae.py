@@ -430,3 +430,10 @@ def test_cluster_usage_tells_a_collapsed_mixture_from_a_spread_one():
     assert used == 2 and perplexity == pytest.approx(math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25))))
     # Each example unsure between all five: argmax picks one component, the average assignment is even.
     assert cluster_usage(torch.full((40, 5), 0.2)) == (1, pytest.approx(5.0))
+
+
+@pytest.mark.parametrize("probs", [torch.full((5,), 0.2), torch.zeros(0, 5), torch.tensor([[0.5, float("nan")]]),
+                                   torch.tensor([[1.5, -0.5]])])
+def test_cluster_usage_rejects_what_is_not_a_table_of_probabilities(probs):
+    with pytest.raises(ValueError, match=r"shape \(N, C\)"):
+        cluster_usage(probs)
