@@ -267,9 +267,16 @@ def collect(args) -> Path:
     order = {run: position for position, run in enumerate(selected_runs(args))}
     rows = sorted((row for data in shards for row in data["rows"]), key=lambda r: order[(r["model"], r["relaxation"])])
     earlier = {(r["model"], r["relaxation"]): r for r in recorded_runs(args.output, "rows")}
-    rows = [row if row["relaxation"] in args.rerun else reported_row(row, earlier.get((row["model"], row["relaxation"])))
-            for row in rows]
+    rows = [_reported(row, earlier, args.rerun) for row in rows]
     return save_results(args.output, {"rows": rows, "shards": count}, args=args, benchmark="discrete_estimators")
+
+
+def _reported(row: dict, earlier: dict, rerun: list[str]) -> dict:
+    """``row``, or the further row recorded before for its run (:func:`benchmarks.common.reported_row`),
+    except for runs named by ``--rerun``, which replace theirs at once."""
+    if row["relaxation"] in rerun:
+        return row
+    return reported_row(row, earlier.get((row["model"], row["relaxation"])))
 
 
 def selected_runs(args) -> list[tuple[str, str]]:
@@ -341,8 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     before = {(r["model"], r["relaxation"]): r for r in recorded_runs(name, "rows", directory)} if args.resume else {}
 
     def record(row: dict) -> None:
-        key = (row["model"], row["relaxation"])
-        rows[index:] = [row if row["relaxation"] in args.rerun else reported_row(row, before.get(key))]
+        rows[index:] = [_reported(row, before, args.rerun)]
         save_results(name, {"rows": rows, **extra}, args=args, directory=directory, benchmark="discrete_estimators")
 
     for architecture, relaxation in runs:

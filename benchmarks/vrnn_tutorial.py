@@ -7,7 +7,7 @@ p(z_t | h_t), q(z_t | h_t, x_t) and p(x_t | h_t, z_t), batch 100, Adam 1e-3) on 
 of each step in closed form and z_t drawn with ``.sample()``, so that the reconstruction terms send
 no gradient to the encoder. pyrovae's ``vrnn/yang`` preset with ``reparameterize=false`` is that
 estimator (:mod:`pyrovae.guides.vrnn`); its run (``benchmarks.zoo``) leads the tutorial's logged test
-ELBO by 6.7 nats after one epoch and 4.6 after seven. One difference in protocol: the tutorial's
+ELBO by several nats at every epoch (the zoo section of the results page). One difference in protocol: the tutorial's
 ``DataLoader`` is built without ``shuffle``, so every epoch serves the same 600 batches in the same
 order, while pyrovae's loader shuffles every epoch.
 
